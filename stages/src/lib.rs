@@ -1,1 +1,16 @@
-//! placeholder
+//! The core of sagemaker-executor: the job model, the admin config and policy, and each action's
+//! AWS work. Nothing here knows about the GitLab custom-executor protocol; the `executor` crate
+//! adapts that protocol onto this library, so another front end could drive it later.
+
+pub mod action;
+pub mod config;
+pub mod duration;
+pub mod failure;
+pub mod job;
+pub mod logs;
+pub mod policy;
+pub mod settings;
+pub mod workspace;
+
+/// Value of the `managed-by` tag on everything this executor creates.
+pub const MANAGED_BY: &str = "sagemaker-executor";

@@ -1,0 +1,231 @@
+//! The executor's own config file (TOML), loaded in two phases.
+//!
+//! Phase one reads the file's shape ([`raw`]) and collects every unknown key; phase two
+//! ([`validate`]) checks values and fills defaults, collecting every problem. A file with any
+//! problem is refused as a whole: the policy fails closed, so a typo can never loosen it.
+//! `sagemaker-executor validate` and every protocol stage share [`load_file`].
+
+mod raw;
+mod validate;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::action::Action;
+use crate::policy::Policy;
+
+/// The validated config.
+#[derive(Debug, Clone)]
+pub struct ExecutorConfig {
+    /// AWS region for every call.
+    pub region: String,
+    /// Action for jobs that do not set `SAGEMAKER_ACTION`.
+    pub default_action: Action,
+    /// Directories on the runner host.
+    pub paths: Paths,
+    /// Where workspaces are staged.
+    pub staging: Staging,
+    /// AWS client settings.
+    pub aws: AwsSettings,
+    /// Defaults for training jobs.
+    pub train: TrainDefaults,
+    /// The ECS environment for Fargate jobs, when configured.
+    pub fargate: Option<FargateEnv>,
+    /// What jobs may ask for.
+    pub policy: Policy,
+}
+
+/// `[paths]`.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    /// Parent of the per-job builds dirs.
+    pub builds_root: PathBuf,
+    /// The runner's cache dir (shared by jobs, keyed by project inside).
+    pub cache_root: PathBuf,
+    /// Per-job state files.
+    pub state_root: PathBuf,
+}
+
+/// `[staging]`.
+#[derive(Debug, Clone)]
+pub struct Staging {
+    /// Bucket for staged workspaces.
+    pub bucket: String,
+    /// Key prefix inside the bucket (no leading or trailing `/`).
+    pub prefix: String,
+    /// Largest returned workspace the executor extracts.
+    pub max_return_bytes: u64,
+}
+
+/// `[aws]`.
+#[derive(Debug, Clone)]
+pub struct AwsSettings {
+    /// A role the executor assumes for all its AWS work.
+    pub assume_role_arn: Option<String>,
+    /// Attempts per call under the SDK's adaptive retry (throttling never fails a job quickly).
+    pub max_attempts: u32,
+    /// Path-style S3 addressing, for S3-compatible endpoints reached by host name.
+    pub s3_force_path_style: bool,
+}
+
+/// `[train]`.
+#[derive(Debug, Clone)]
+pub struct TrainDefaults {
+    /// Image for jobs without `image:`.
+    pub image: Option<String>,
+    /// Execution role for jobs that do not name one.
+    pub role_arn: Option<String>,
+    /// Instance type default.
+    pub instance_type: String,
+    /// Instance count default.
+    pub instance_count: u32,
+    /// Volume size default.
+    pub volume_size_gb: u32,
+    /// Runtime limit default.
+    pub max_runtime: Duration,
+    /// Model output location default (`s3://bucket/prefix`).
+    pub output_path: String,
+    /// How long a cancelled job may take to reach Stopped before the executor gives up waiting.
+    pub stop_grace: Duration,
+}
+
+/// `[fargate]`.
+#[derive(Debug, Clone)]
+pub struct FargateEnv {
+    /// Cluster name or ARN.
+    pub cluster: String,
+    /// Subnets for the task ENI.
+    pub subnets: Vec<String>,
+    /// Security groups for the task ENI.
+    pub security_groups: Vec<String>,
+    /// Whether the task gets a public IP.
+    pub assign_public_ip: bool,
+    /// Role ECS uses to pull images and write logs.
+    pub execution_role_arn: String,
+    /// Default task role.
+    pub task_role_arn: Option<String>,
+    /// awslogs group for task containers.
+    pub log_group: String,
+    /// Image of the workspace helper containers.
+    pub helper_image: String,
+    /// Default CPU units.
+    pub cpu: u32,
+    /// Default memory in MiB.
+    pub memory: u32,
+    /// How long a cancelled task may take to stop.
+    pub stop_grace: Duration,
+}
+
+/// One thing wrong with the file: the key path and the rule it breaks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// Dotted key path, e.g. `policy.train.max_instance_count`.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// Why a config could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read executor config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not TOML.
+    #[error("executor config {path} is not valid TOML: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// The file is TOML but breaks rules; every problem is listed.
+    #[error("executor config {path} has {} problem(s):\n{}", problems.len(), render(problems))]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Every problem found.
+        problems: Vec<ConfigProblem>,
+    },
+}
+
+fn render(problems: &[ConfigProblem]) -> String {
+    problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n")
+}
+
+/// Reads and validates the config at `path`.
+pub fn load_file(path: &Path) -> Result<ExecutorConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    load_str(&text, path)
+}
+
+/// Validates config text; `path` is only used in messages.
+pub fn load_str(text: &str, path: &Path) -> Result<ExecutorConfig, ConfigError> {
+    let table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+        path: path.to_owned(),
+        message: e.to_string().trim().replace('\n', " "),
+    })?;
+    let mut problems = Vec::new();
+    let raw = raw_from_table(table, &mut problems);
+    match validate::validate(raw, &mut problems) {
+        Some(cfg) if problems.is_empty() => Ok(cfg),
+        _ => Err(ConfigError::Invalid { path: path.to_owned(), problems }),
+    }
+}
+
+/// Deserializes the shape, recording unknown keys and type errors instead of stopping at one.
+fn raw_from_table(table: toml::Table, problems: &mut Vec<ConfigProblem>) -> raw::RawConfig {
+    let mut raw = raw::RawConfig::default();
+    // Each top-level key is deserialized on its own so a type error in one section does not hide
+    // the problems of the others.
+    for (key, value) in table {
+        let mut one = toml::Table::new();
+        one.insert(key.clone(), value);
+        let mut unknown = Vec::new();
+        let value = toml::Value::Table(one);
+        // serde_ignored writes `?` for each Option it passes through; users never see those.
+        let mut record = |p: serde_ignored::Path<'_>| unknown.push(p.to_string().replace("?.", ""));
+        let ignoring = serde_ignored::Deserializer::new(value, &mut record);
+        let parsed: Result<raw::RawConfig, _> = serde_path_to_error::deserialize(ignoring);
+        for u in unknown {
+            problems.push(ConfigProblem {
+                key: u,
+                message: "unknown key (check the spelling; unknown keys are never ignored)".into(),
+            });
+        }
+        match parsed {
+            Ok(part) => merge(&mut raw, part),
+            Err(e) => problems.push(ConfigProblem {
+                key: e.path().to_string(),
+                message: e.into_inner().to_string(),
+            }),
+        }
+    }
+    raw
+}
+
+fn merge(into: &mut raw::RawConfig, part: raw::RawConfig) {
+    macro_rules! take {
+        ($($f:ident),*) => { $( if part.$f.is_some() { into.$f = part.$f; } )* };
+    }
+    take!(region, default_action, paths, staging, aws, train, fargate, policy);
+}
+
+#[cfg(test)]
+mod tests;

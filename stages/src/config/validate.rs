@@ -1,0 +1,300 @@
+//! Phase two of loading the executor config: values checked, defaults filled, every problem kept.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::raw::*;
+use super::{AwsSettings, ConfigProblem, ExecutorConfig, FargateEnv, Paths, Staging, TrainDefaults};
+use crate::action::Action;
+use crate::duration::parse_duration;
+use crate::policy::{EcsDeployPolicy, FargatePolicy, Patterns, Policy, TrainPolicy};
+use crate::settings::names::{is_known_instance_type, is_role_arn, is_s3_uri};
+
+/// Collects problems while building the validated config.
+struct Checker<'a> {
+    problems: &'a mut Vec<ConfigProblem>,
+}
+
+impl Checker<'_> {
+    fn problem(&mut self, key: &str, message: impl Into<String>) {
+        self.problems.push(ConfigProblem { key: key.to_owned(), message: message.into() });
+    }
+
+    fn required<T>(&mut self, key: &str, v: Option<T>) -> Option<T> {
+        if v.is_none() {
+            self.problem(key, "is required");
+        }
+        v
+    }
+
+    fn abs_path(&mut self, key: &str, v: Option<String>) -> Option<PathBuf> {
+        let v = self.required(key, v)?;
+        let p = PathBuf::from(&v);
+        if !p.is_absolute() {
+            self.problem(key, format!("{v:?} must be an absolute path"));
+            return None;
+        }
+        Some(p)
+    }
+
+    fn duration(&mut self, key: &str, v: Option<String>, default: Duration) -> Duration {
+        match v {
+            None => default,
+            Some(s) => parse_duration(&s).unwrap_or_else(|e| {
+                self.problem(key, e);
+                default
+            }),
+        }
+    }
+
+    fn patterns(&mut self, key: &str, v: Option<Vec<String>>, default: Patterns) -> Patterns {
+        match v {
+            None => default,
+            Some(list) => Patterns::compile(&list).unwrap_or_else(|errs| {
+                for e in errs {
+                    self.problem(key, e);
+                }
+                Patterns::default()
+            }),
+        }
+    }
+
+    fn actions(&mut self, key: &str, v: Option<Vec<String>>, default: &[Action]) -> BTreeSet<Action> {
+        match v {
+            None => default.iter().copied().collect(),
+            Some(list) => list
+                .iter()
+                .filter_map(|s| match s.parse::<Action>() {
+                    Ok(a) => Some(a),
+                    Err(e) => {
+                        self.problem(key, e.to_string());
+                        None
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    fn positive(&mut self, key: &str, v: Option<u32>, default: u32) -> u32 {
+        match v {
+            Some(0) => {
+                self.problem(key, "must be at least 1");
+                default
+            }
+            Some(n) => n,
+            None => default,
+        }
+    }
+}
+
+/// Builds the validated config; `None` only when a required value is missing or broken.
+pub(super) fn validate(raw: RawConfig, problems: &mut Vec<ConfigProblem>) -> Option<ExecutorConfig> {
+    let mut c = Checker { problems };
+
+    let region = c.required("region", raw.region.filter(|r| !r.trim().is_empty()));
+    let default_action = match raw.default_action {
+        None => Action::Train,
+        Some(s) => s.parse().unwrap_or_else(|e: crate::action::UnknownAction| {
+            c.problem("default_action", e.to_string());
+            Action::Train
+        }),
+    };
+
+    let rp = raw.paths.unwrap_or_default();
+    let builds_root = c.abs_path("paths.builds_root", rp.builds_root);
+    let cache_root = c.abs_path("paths.cache_root", rp.cache_root);
+    let state_root = match rp.state_root {
+        Some(s) => c.abs_path("paths.state_root", Some(s)),
+        None => builds_root.as_ref().map(|b| b.join(".state")),
+    };
+
+    let rs = raw.staging.unwrap_or_default();
+    let bucket = c.required("staging.bucket", rs.bucket);
+    if let Some(b) = &bucket {
+        if !is_bucket_name(b) {
+            c.problem("staging.bucket", format!("{b:?} is not a valid S3 bucket name"));
+        }
+    }
+    let prefix = rs.prefix.unwrap_or_else(|| "sagemaker-executor".to_owned());
+    let prefix = prefix.trim_matches('/').to_owned();
+
+    let ra = raw.aws.unwrap_or_default();
+    if let Some(arn) = &ra.assume_role_arn {
+        if !is_role_arn(arn) {
+            c.problem("aws.assume_role_arn", format!("{arn:?} is not an IAM role ARN"));
+        }
+    }
+    let max_attempts = c.positive("aws.max_attempts", ra.max_attempts, 10);
+
+    let rt = raw.train.unwrap_or_default();
+    if let Some(arn) = &rt.role_arn {
+        if !is_role_arn(arn) {
+            c.problem("train.role_arn", format!("{arn:?} is not an IAM role ARN"));
+        }
+    }
+    let instance_type = rt.instance_type.unwrap_or_else(|| "ml.m5.large".to_owned());
+    if !is_known_instance_type(&instance_type) {
+        c.problem("train.instance_type", format!("{instance_type:?} is not a SageMaker training instance type"));
+    }
+    let output_path = match rt.output_path {
+        Some(p) if is_s3_uri(&p) => p.trim_end_matches('/').to_owned(),
+        Some(p) => {
+            c.problem("train.output_path", format!("{p:?} must be an s3:// URI"));
+            String::new()
+        }
+        None => bucket
+            .as_ref()
+            .map(|b| format!("s3://{b}/{prefix}/output"))
+            .unwrap_or_default(),
+    };
+    let train = TrainDefaults {
+        image: rt.image,
+        role_arn: rt.role_arn,
+        instance_type,
+        instance_count: c.positive("train.instance_count", rt.instance_count, 1),
+        volume_size_gb: c.positive("train.volume_size_gb", rt.volume_size_gb, 30),
+        max_runtime: c.duration("train.max_runtime", rt.max_runtime, Duration::from_secs(3600)),
+        output_path,
+        stop_grace: c.duration("train.stop_grace", rt.stop_grace, Duration::from_secs(120)),
+    };
+
+    let fargate = raw.fargate.and_then(|f| fargate_env(&mut c, f));
+
+    let policy = policy(&mut c, raw.policy.unwrap_or_default(), bucket.as_deref(), &train, fargate.as_ref());
+
+    if train.max_runtime > policy.train.max_runtime {
+        c.problem(
+            "train.max_runtime",
+            format!(
+                "default {} is over policy.train.max_runtime {}",
+                humantime::format_duration(train.max_runtime),
+                humantime::format_duration(policy.train.max_runtime)
+            ),
+        );
+    }
+
+    Some(ExecutorConfig {
+        region: region?,
+        default_action,
+        paths: Paths { builds_root: builds_root?, cache_root: cache_root?, state_root: state_root? },
+        staging: Staging {
+            bucket: bucket?,
+            prefix,
+            max_return_bytes: rs.max_return_bytes.unwrap_or(20 << 30),
+        },
+        aws: AwsSettings {
+            assume_role_arn: ra.assume_role_arn,
+            max_attempts,
+            s3_force_path_style: ra.s3_force_path_style.unwrap_or(false),
+        },
+        train,
+        fargate,
+        policy,
+    })
+}
+
+fn fargate_env(c: &mut Checker<'_>, f: RawFargate) -> Option<FargateEnv> {
+    let cluster = c.required("fargate.cluster", f.cluster);
+    let subnets = c.required("fargate.subnets", f.subnets.filter(|s| !s.is_empty()));
+    let security_groups = c.required("fargate.security_groups", f.security_groups.filter(|s| !s.is_empty()));
+    let execution_role_arn = c.required("fargate.execution_role_arn", f.execution_role_arn);
+    let helper_image = c.required("fargate.helper_image", f.helper_image);
+    Some(FargateEnv {
+        cluster: cluster?,
+        subnets: subnets?,
+        security_groups: security_groups?,
+        assign_public_ip: f.assign_public_ip.unwrap_or(false),
+        execution_role_arn: execution_role_arn?,
+        task_role_arn: f.task_role_arn,
+        log_group: f.log_group.unwrap_or_else(|| "/sagemaker-executor/fargate".to_owned()),
+        helper_image: helper_image?,
+        cpu: c.positive("fargate.cpu", f.cpu, 1024),
+        memory: c.positive("fargate.memory", f.memory, 2048),
+        stop_grace: c.duration("fargate.stop_grace", f.stop_grace, Duration::from_secs(30)),
+    })
+}
+
+fn policy(
+    c: &mut Checker<'_>,
+    p: RawPolicy,
+    bucket: Option<&str>,
+    train: &TrainDefaults,
+    fargate: Option<&FargateEnv>,
+) -> Policy {
+    // Fail closed: without an explicit list only training is allowed, and only the configured
+    // role, the staging bucket and ECR images can be used.
+    let allowed_actions = c.actions("policy.allowed_actions", p.allowed_actions, &[Action::Train]);
+    let protected_ref_actions = c.actions(
+        "policy.protected_ref_actions",
+        p.protected_ref_actions,
+        &[Action::Deploy, Action::Undeploy, Action::EcsDeploy],
+    );
+    let tp = p.train.unwrap_or_default();
+    let default_roles = Patterns::literals(&train.role_arn.iter().collect::<Vec<_>>());
+    let default_buckets = Patterns::literals(&bucket.iter().collect::<Vec<_>>());
+    let train_policy = TrainPolicy {
+        images: c.patterns(
+            "policy.train.images",
+            tp.images,
+            Patterns::compile(&["*.dkr.ecr.*.amazonaws.com/**"]).unwrap_or_default(),
+        ),
+        instance_types: c.patterns(
+            "policy.train.instance_types",
+            tp.instance_types,
+            Patterns::literals(&[train.instance_type.as_str()]),
+        ),
+        max_instance_count: c.positive("policy.train.max_instance_count", tp.max_instance_count, 1),
+        max_runtime: c.duration("policy.train.max_runtime", tp.max_runtime, Duration::from_secs(24 * 3600)),
+        max_volume_size_gb: c.positive("policy.train.max_volume_size_gb", tp.max_volume_size_gb, 100),
+        require_spot: tp.require_spot.unwrap_or(false),
+        roles: c.patterns("policy.train.roles", tp.roles, default_roles),
+        buckets: c.patterns("policy.train.buckets", tp.buckets, default_buckets),
+        max_keep_alive: c.duration("policy.train.max_keep_alive", tp.max_keep_alive, Duration::from_secs(0)),
+    };
+    if train_policy.max_keep_alive > Duration::from_secs(3600) {
+        c.problem("policy.train.max_keep_alive", "SageMaker warm pools keep instances at most 1h");
+    }
+    let fp = p.fargate.unwrap_or_default();
+    let default_task_roles =
+        Patterns::literals(&fargate.and_then(|f| f.task_role_arn.as_ref()).iter().collect::<Vec<_>>());
+    let fargate_policy = FargatePolicy {
+        images: c.patterns("policy.fargate.images", fp.images, Patterns::compile(&["**"]).unwrap_or_default()),
+        max_cpu: c.positive("policy.fargate.max_cpu", fp.max_cpu, 4096),
+        max_memory: c.positive("policy.fargate.max_memory", fp.max_memory, 16384),
+        max_ephemeral_storage_gb: c.positive("policy.fargate.max_ephemeral_storage_gb", fp.max_ephemeral_storage_gb, 50),
+        task_roles: c.patterns("policy.fargate.task_roles", fp.task_roles, default_task_roles),
+        allow_spot: fp.allow_spot.unwrap_or(true),
+    };
+    let ep = p.ecs_deploy.unwrap_or_default();
+    let ecs_deploy = EcsDeployPolicy {
+        clusters: c.patterns("policy.ecs_deploy.clusters", ep.clusters, Patterns::default()),
+        services: c.patterns("policy.ecs_deploy.services", ep.services, Patterns::default()),
+        images: c.patterns("policy.ecs_deploy.images", ep.images, Patterns::default()),
+    };
+    let mut projects = Vec::new();
+    for (path, rp) in p.projects.unwrap_or_default() {
+        let key = format!("policy.projects.{path:?}");
+        let paths = c.patterns(&key, Some(vec![path.clone()]), Patterns::default());
+        let roles = c.patterns(&format!("{key}.roles"), rp.roles, Patterns::default());
+        projects.push((paths, roles));
+    }
+    Policy {
+        allowed_actions,
+        protected_ref_actions,
+        allow_after_script: p.allow_after_script.unwrap_or(true),
+        allow_hooks: p.allow_hooks.unwrap_or(true),
+        train: train_policy,
+        fargate: fargate_policy,
+        ecs_deploy,
+        projects,
+    }
+}
+
+/// S3's bucket naming rules (general purpose buckets).
+fn is_bucket_name(b: &str) -> bool {
+    (3..=63).contains(&b.len())
+        && b.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-')
+        && b.as_bytes().first().is_some_and(|c| c.is_ascii_alphanumeric())
+        && b.as_bytes().last().is_some_and(|c| c.is_ascii_alphanumeric())
+}

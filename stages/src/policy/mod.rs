@@ -1,0 +1,165 @@
+//! The admin policy: what a job may ask for (design §4). It fails closed: the loader rejects a
+//! typo instead of ignoring it, and every limit has a conservative default.
+//!
+//! Checks return [`Rejection`]s that name the job setting and the rule, so the job log can say in
+//! one line what was refused and why.
+
+mod patterns;
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::time::Duration;
+
+pub use patterns::Patterns;
+
+use crate::action::Action;
+
+/// The validated `[policy]` table.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Actions a job may use at all.
+    pub allowed_actions: BTreeSet<Action>,
+    /// Actions that only run on protected refs.
+    pub protected_ref_actions: BTreeSet<Action>,
+    /// Whether jobs may have an `after_script` (it runs on the runner host).
+    pub allow_after_script: bool,
+    /// Whether jobs may use runner hooks such as `hooks:pre_get_sources_script`.
+    pub allow_hooks: bool,
+    /// Limits for training jobs.
+    pub train: TrainPolicy,
+    /// Limits for Fargate tasks.
+    pub fargate: FargatePolicy,
+    /// Limits for ECS service deployments.
+    pub ecs_deploy: EcsDeployPolicy,
+    /// Role allow-lists per project path pattern (for per-job credentials).
+    pub projects: Vec<(Patterns, Patterns)>,
+}
+
+/// `[policy.train]`.
+#[derive(Debug, Clone)]
+pub struct TrainPolicy {
+    /// Training images a job may use.
+    pub images: Patterns,
+    /// Instance types a job may use.
+    pub instance_types: Patterns,
+    /// Most instances one job may use.
+    pub max_instance_count: u32,
+    /// Longest runtime a job may ask for.
+    pub max_runtime: Duration,
+    /// Largest EBS volume per instance.
+    pub max_volume_size_gb: u32,
+    /// Whether every job must use managed spot.
+    pub require_spot: bool,
+    /// Execution roles a job may name.
+    pub roles: Patterns,
+    /// Buckets a job may read inputs from or write outputs to.
+    pub buckets: Patterns,
+    /// Longest warm-pool keep-alive.
+    pub max_keep_alive: Duration,
+}
+
+/// `[policy.fargate]`.
+#[derive(Debug, Clone)]
+pub struct FargatePolicy {
+    /// Images a Fargate job may use.
+    pub images: Patterns,
+    /// Most CPU units.
+    pub max_cpu: u32,
+    /// Most memory in MiB.
+    pub max_memory: u32,
+    /// Most ephemeral storage in GiB.
+    pub max_ephemeral_storage_gb: u32,
+    /// Task roles a job may name.
+    pub task_roles: Patterns,
+    /// Whether jobs may ask for Fargate Spot.
+    pub allow_spot: bool,
+}
+
+/// `[policy.ecs_deploy]`.
+#[derive(Debug, Clone)]
+pub struct EcsDeployPolicy {
+    /// Clusters a deployment may touch.
+    pub clusters: Patterns,
+    /// Services a deployment may touch.
+    pub services: Patterns,
+    /// Images a deployment may roll out.
+    pub images: Patterns,
+}
+
+/// One refused setting: the job-side name, what was asked, and the rule that refused it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// The job setting as the user wrote it, e.g. `SAGEMAKER_INSTANCE_TYPE`.
+    pub setting: String,
+    /// Why, naming the rule, e.g. `"ml.p5.48xlarge" is not allowed by policy.train.instance_types [ml.m5.*]`.
+    pub reason: String,
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.setting, self.reason)
+    }
+}
+
+impl Rejection {
+    /// A rejection of `setting` for `reason`.
+    pub fn new(setting: impl Into<String>, reason: impl Into<String>) -> Self {
+        Rejection { setting: setting.into(), reason: reason.into() }
+    }
+}
+
+/// Refuses `value` for `setting` unless `patterns` allow it.
+pub(crate) fn check_allowed(
+    out: &mut Vec<Rejection>,
+    setting: &str,
+    value: &str,
+    patterns: &Patterns,
+    rule: &str,
+) {
+    if !patterns.allows(value) {
+        out.push(Rejection::new(
+            setting,
+            format!("{value:?} is not allowed by {rule} {patterns}"),
+        ));
+    }
+}
+
+/// Refuses `value` for `setting` when it is above `max`.
+pub(crate) fn check_max<T: PartialOrd + fmt::Display>(
+    out: &mut Vec<Rejection>,
+    setting: &str,
+    value: T,
+    max: T,
+    rule: &str,
+) {
+    if value > max {
+        out.push(Rejection::new(setting, format!("{value} is over {rule} = {max}")));
+    }
+}
+
+impl Policy {
+    /// Checks the action itself: allowed at all, and on a protected ref where required.
+    pub fn check_action(&self, action: Action, ref_protected: bool, setting: &str) -> Vec<Rejection> {
+        let mut out = Vec::new();
+        if !self.allowed_actions.contains(&action) {
+            let allowed: Vec<&str> = self.allowed_actions.iter().map(|a| a.as_str()).collect();
+            out.push(Rejection::new(
+                setting,
+                format!(
+                    "action {:?} is not allowed by policy.allowed_actions [{}]",
+                    action.as_str(),
+                    allowed.join(", ")
+                ),
+            ));
+        } else if self.protected_ref_actions.contains(&action) && !ref_protected {
+            out.push(Rejection::new(
+                setting,
+                format!(
+                    "action {:?} runs only on protected refs (policy.protected_ref_actions)",
+                    action.as_str()
+                ),
+            ));
+        }
+        out
+    }
+}

@@ -1,0 +1,282 @@
+//! A job's settings: the action and what it needs, from job variables (`SAGEMAKER_*`,
+//! `FARGATE_*`, `ECS_*`) and the optional spec file, with variables winning. Resolution also
+//! applies the executor's defaults and the admin policy, so a resolved plan is one the job may run.
+
+pub mod names;
+pub mod spec;
+mod train;
+mod fargate;
+mod ecs_deploy;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+pub use ecs_deploy::EcsDeploySettings;
+pub use fargate::{Architecture, FargateSettings};
+pub use spec::Spec;
+pub use train::{SpotSettings, TrainSettings, WORKSPACE_CHANNEL};
+
+use crate::action::Action;
+use crate::config::ExecutorConfig;
+use crate::duration::parse_duration;
+use crate::job::Job;
+use crate::policy::Rejection;
+
+/// Variable names this executor reads. Any other `SAGEMAKER_`/`FARGATE_`/`ECS_` variable is a
+/// typo and refused, so a misspelt limit never silently falls back to a default.
+const KNOWN: &[&str] = &[
+    "SAGEMAKER_ACTION",
+    "SAGEMAKER_SPEC",
+    "SAGEMAKER_INSTANCE_TYPE",
+    "SAGEMAKER_INSTANCE_COUNT",
+    "SAGEMAKER_VOLUME_SIZE_GB",
+    "SAGEMAKER_MAX_RUNTIME",
+    "SAGEMAKER_SPOT",
+    "SAGEMAKER_MAX_WAIT",
+    "SAGEMAKER_CHECKPOINT_S3_URI",
+    "SAGEMAKER_ROLE_ARN",
+    "SAGEMAKER_OUTPUT_PATH",
+    "SAGEMAKER_KEEP_ALIVE",
+    // register / deploy / undeploy (read by those actions)
+    "SAGEMAKER_MODEL_PACKAGE_GROUP",
+    "SAGEMAKER_MODEL_DATA",
+    "SAGEMAKER_INFERENCE_IMAGE",
+    "SAGEMAKER_APPROVAL",
+    "SAGEMAKER_APPROVAL_GATES",
+    "SAGEMAKER_APPROVAL_METRICS_FILE",
+    "SAGEMAKER_ENDPOINT_NAME",
+    "SAGEMAKER_MODEL_PACKAGE",
+    "SAGEMAKER_ENDPOINT_INSTANCE_TYPE",
+    "SAGEMAKER_ENDPOINT_INSTANCE_COUNT",
+    "SAGEMAKER_SERVERLESS",
+    "SAGEMAKER_STRATEGY",
+    "SAGEMAKER_ALARMS",
+    "SAGEMAKER_SMOKE_REQUEST",
+    "SAGEMAKER_SMOKE_EXPECT",
+    "FARGATE_CPU",
+    "FARGATE_MEMORY",
+    "FARGATE_EPHEMERAL_STORAGE_GB",
+    "FARGATE_SPOT",
+    "FARGATE_ARCHITECTURE",
+    "FARGATE_TASK_ROLE_ARN",
+    "ECS_CLUSTER",
+    "ECS_SERVICE",
+    "ECS_CONTAINER",
+    "ECS_IMAGE",
+    "ECS_TIMEOUT",
+];
+const KNOWN_PREFIXES: &[&str] = &["SAGEMAKER_INPUT_", "SAGEMAKER_METRIC_", "SAGEMAKER_TAG_"];
+const OWNED_PREFIXES: &[&str] = &["SAGEMAKER_", "FARGATE_", "ECS_"];
+
+/// Where a setting's value came from, named the way the user wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// A job variable.
+    Variable(String),
+    /// A key of the spec file.
+    Spec {
+        /// The file's path in the repository.
+        file: String,
+        /// The dotted key.
+        key: String,
+    },
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Variable(v) => f.write_str(v),
+            Origin::Spec { file, key } => write!(f, "{file}: {key}"),
+        }
+    }
+}
+
+/// One setting's value.
+#[derive(Debug, Clone)]
+pub struct Setting {
+    /// The raw text.
+    pub value: String,
+    /// Where it came from.
+    pub origin: Origin,
+}
+
+/// Every setting of a job under its variable name.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    map: BTreeMap<String, Setting>,
+    unknown: Vec<String>,
+}
+
+impl Settings {
+    /// Collects settings from the spec (if any) and then the variables, which win.
+    pub fn collect(job: &Job, spec: Option<(&str, &Spec)>) -> Settings {
+        let mut s = Settings::default();
+        if let Some((file, spec)) = spec {
+            for (var, key, value) in spec.flatten() {
+                s.map.insert(var, Setting { value, origin: Origin::Spec { file: file.to_owned(), key } });
+            }
+        }
+        for prefix in OWNED_PREFIXES {
+            for (rest, value) in job.variables.with_prefix(prefix) {
+                let var = format!("{prefix}{rest}");
+                let known = KNOWN.contains(&var.as_str())
+                    || KNOWN_PREFIXES.iter().any(|p| var.starts_with(p) && var.len() > p.len());
+                if known {
+                    s.map.insert(var.clone(), Setting { value: value.to_owned(), origin: Origin::Variable(var) });
+                } else {
+                    s.unknown.push(var);
+                }
+            }
+        }
+        s
+    }
+
+    /// The setting stored under variable name `var`.
+    pub fn get(&self, var: &str) -> Option<&Setting> {
+        self.map.get(var)
+    }
+
+    /// The settings whose variable names start with `prefix`, with the rest of the name.
+    pub fn with_prefix<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = (&'a str, &'a Setting)> {
+        self.map
+            .range(prefix.to_owned()..)
+            .take_while(move |(k, _)| k.starts_with(prefix))
+            .map(move |(k, v)| (&k[prefix.len()..], v))
+    }
+}
+
+/// Parses settings into typed values, collecting a [`Rejection`] for each bad one.
+pub(crate) struct Reader<'a> {
+    pub settings: &'a Settings,
+    pub problems: Vec<Rejection>,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(settings: &'a Settings) -> Self {
+        Reader { settings, problems: Vec::new() }
+    }
+
+    pub fn reject(&mut self, origin: &Origin, reason: impl Into<String>) {
+        self.problems.push(Rejection::new(origin.to_string(), reason));
+    }
+
+    pub fn text(&self, var: &str) -> Option<&'a Setting> {
+        self.settings.get(var).filter(|s| !s.value.trim().is_empty())
+    }
+
+    pub fn number(&mut self, var: &str, min: u32) -> Option<(u32, Origin)> {
+        let s = self.text(var)?;
+        match s.value.trim().parse::<u32>() {
+            Ok(n) if n >= min => Some((n, s.origin.clone())),
+            Ok(n) => {
+                self.reject(&s.origin, format!("{n} is below the minimum {min}"));
+                None
+            }
+            Err(_) => {
+                self.reject(&s.origin, format!("{:?} is not a whole number", s.value));
+                None
+            }
+        }
+    }
+
+    pub fn flag(&mut self, var: &str) -> Option<bool> {
+        let s = self.text(var)?;
+        match s.value.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" => Some(true),
+            "false" | "0" | "no" => Some(false),
+            _ => {
+                self.reject(&s.origin, format!("{:?} is not true or false", s.value));
+                None
+            }
+        }
+    }
+
+    pub fn duration(&mut self, var: &str) -> Option<(std::time::Duration, Origin)> {
+        let s = self.text(var)?;
+        match parse_duration(&s.value) {
+            Ok(d) => Some((d, s.origin.clone())),
+            Err(e) => {
+                self.reject(&s.origin, e);
+                None
+            }
+        }
+    }
+}
+
+/// What the job will do, with every setting resolved and allowed.
+#[derive(Debug, Clone)]
+pub enum Plan {
+    /// Run the script as a SageMaker training job.
+    Train(TrainSettings),
+    /// Run the script as an ECS Fargate task.
+    Fargate(FargateSettings),
+    /// Move an ECS service to a new image.
+    EcsDeploy(EcsDeploySettings),
+    /// An action this build of the executor does not serve yet.
+    NotServed(Action),
+}
+
+impl Plan {
+    /// The plan's action.
+    pub fn action(&self) -> Action {
+        match self {
+            Plan::Train(_) => Action::Train,
+            Plan::Fargate(_) => Action::Fargate,
+            Plan::EcsDeploy(_) => Action::EcsDeploy,
+            Plan::NotServed(a) => *a,
+        }
+    }
+}
+
+/// Job shape facts the policy looks at besides settings.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JobShape {
+    /// The job has an `after_script`.
+    pub has_after_script: bool,
+    /// The job uses runner hooks.
+    pub has_hooks: bool,
+}
+
+/// Resolves the job's plan: action, settings, defaults, policy. Every problem is returned.
+pub fn resolve(job: &Job, shape: JobShape, cfg: &ExecutorConfig, settings: &Settings) -> Result<Plan, Vec<Rejection>> {
+    let mut r = Reader::new(settings);
+    for u in &settings.unknown {
+        r.reject(&Origin::Variable(u.clone()), "unknown setting (check the spelling; see the README for the list)");
+    }
+    let action = match r.text("SAGEMAKER_ACTION") {
+        None => cfg.default_action,
+        Some(s) => match s.value.parse::<Action>() {
+            Ok(a) => a,
+            Err(e) => {
+                r.reject(&s.origin, e.to_string());
+                return Err(r.problems);
+            }
+        },
+    };
+    let action_setting = r.text("SAGEMAKER_ACTION").map(|s| s.origin.to_string()).unwrap_or_else(|| "SAGEMAKER_ACTION".into());
+    let refused = cfg.policy.check_action(action, job.ref_protected, &action_setting);
+    if !refused.is_empty() {
+        // The action's own settings do not matter when the action itself is refused.
+        r.problems.extend(refused);
+        return Err(r.problems);
+    }
+    if shape.has_after_script && !cfg.policy.allow_after_script {
+        r.problems.push(Rejection::new("after_script", "after_script is not allowed on this runner (policy.allow_after_script = false)"));
+    }
+    if shape.has_hooks && !cfg.policy.allow_hooks {
+        r.problems.push(Rejection::new("hooks", "job hooks are not allowed on this runner (policy.allow_hooks = false)"));
+    }
+    let plan = match action {
+        Action::Train => train::resolve(&mut r, job, cfg).map(Plan::Train),
+        Action::Fargate => fargate::resolve(&mut r, job, cfg).map(Plan::Fargate),
+        Action::EcsDeploy => ecs_deploy::resolve(&mut r, cfg).map(Plan::EcsDeploy),
+        Action::Register | Action::Deploy | Action::Undeploy => Some(Plan::NotServed(action)),
+    };
+    match plan {
+        Some(p) if r.problems.is_empty() => Ok(p),
+        _ => Err(r.problems),
+    }
+}
+
+#[cfg(test)]
+mod tests;

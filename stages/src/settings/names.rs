@@ -1,0 +1,150 @@
+//! Shapes of AWS names and values that jobs and admins write: instance types, role ARNs, ECR
+//! image references, S3 URIs, and the deterministic resource names this executor creates.
+
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+/// SageMaker training instance families and the sizes each offers.
+const TRAINING_INSTANCES: &[(&str, &[&str])] = &[
+    ("m4", &["xlarge", "2xlarge", "4xlarge", "10xlarge", "16xlarge"]),
+    ("m5", &["large", "xlarge", "2xlarge", "4xlarge", "12xlarge", "24xlarge"]),
+    ("m6i", &["large", "xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge", "24xlarge", "32xlarge"]),
+    ("m7i", &["large", "xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge", "24xlarge", "48xlarge"]),
+    ("c4", &["xlarge", "2xlarge", "4xlarge", "8xlarge"]),
+    ("c5", &["xlarge", "2xlarge", "4xlarge", "9xlarge", "18xlarge"]),
+    ("c5n", &["xlarge", "2xlarge", "4xlarge", "9xlarge", "18xlarge"]),
+    ("c6i", &["xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge", "24xlarge", "32xlarge"]),
+    ("c7i", &["large", "xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge", "24xlarge", "48xlarge"]),
+    ("r5", &["large", "xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge", "24xlarge"]),
+    ("r5d", &["large", "xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge", "24xlarge"]),
+    ("g4dn", &["xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge"]),
+    ("g5", &["xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge", "24xlarge", "48xlarge"]),
+    ("g6", &["xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge", "24xlarge", "48xlarge"]),
+    ("g6e", &["xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge", "24xlarge", "48xlarge"]),
+    ("p3", &["2xlarge", "8xlarge", "16xlarge"]),
+    ("p3dn", &["24xlarge"]),
+    ("p4d", &["24xlarge"]),
+    ("p4de", &["24xlarge"]),
+    ("p5", &["48xlarge"]),
+    ("p5e", &["48xlarge"]),
+    ("p5en", &["48xlarge"]),
+    ("trn1", &["2xlarge", "32xlarge"]),
+    ("trn1n", &["32xlarge"]),
+    ("trn2", &["48xlarge"]),
+];
+
+/// Whether `t` is a SageMaker training instance type such as `ml.m5.large`.
+pub fn is_known_instance_type(t: &str) -> bool {
+    let mut parts = t.split('.');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some("ml"), Some(family), Some(size), None) => TRAINING_INSTANCES
+            .iter()
+            .any(|(f, sizes)| *f == family && sizes.contains(&size)),
+        _ => false,
+    }
+}
+
+static ROLE_ARN: LazyLock<Option<Regex>> =
+    LazyLock::new(|| Regex::new(r"^arn:aws[a-z-]*:iam::\d{12}:role/[A-Za-z0-9_+=,.@/-]{1,512}$").ok());
+static ECR_IMAGE: LazyLock<Option<Regex>> = LazyLock::new(|| {
+    Regex::new(
+        r"^\d{12}\.dkr\.ecr(-fips)?\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/[a-z0-9]+(?:[._/-][a-z0-9]+)*(:[\w][\w.-]{0,127})?(@sha256:[0-9a-f]{64})?$",
+    )
+    .ok()
+});
+
+/// Whether `s` is an IAM role ARN.
+pub fn is_role_arn(s: &str) -> bool {
+    ROLE_ARN.as_ref().is_some_and(|r| r.is_match(s))
+}
+
+/// Whether `s` is an image in an ECR registry (SageMaker training only pulls from ECR).
+pub fn is_ecr_image(s: &str) -> bool {
+    ECR_IMAGE.as_ref().is_some_and(|r| r.is_match(s))
+}
+
+/// Whether `s` looks like `s3://bucket[/key]`.
+pub fn is_s3_uri(s: &str) -> bool {
+    s3_bucket(s).is_some()
+}
+
+/// The bucket of an `s3://bucket/key` URI.
+pub fn s3_bucket(s: &str) -> Option<&str> {
+    let rest = s.strip_prefix("s3://")?;
+    let bucket = rest.split('/').next()?;
+    (!bucket.is_empty()).then_some(bucket)
+}
+
+/// Splits `s3://bucket/key` into bucket and key (key may be empty).
+pub fn split_s3_uri(s: &str) -> Option<(&str, &str)> {
+    let rest = s.strip_prefix("s3://")?;
+    let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+    (!bucket.is_empty()).then_some((bucket, key))
+}
+
+/// The name of a resource this executor creates for a job's stage: deterministic, so a re-run of
+/// the stage finds it, and within SageMaker's and ECS's 63-character `[A-Za-z0-9-]` rules.
+pub fn resource_name(project_id: u64, job_id: u64, stage: &str) -> String {
+    let mut name = format!("gl-{project_id}-{job_id}");
+    let stage = stage.strip_prefix("step_").unwrap_or(stage);
+    if stage != "build_script" && stage != "script" {
+        let cleaned: String = stage
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+            .collect();
+        let cleaned = cleaned.trim_matches('-');
+        if !cleaned.is_empty() {
+            name.push('-');
+            name.push_str(cleaned);
+        }
+    }
+    name.truncate(63);
+    name.trim_end_matches('-').to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_types() {
+        assert!(is_known_instance_type("ml.m5.large"));
+        assert!(is_known_instance_type("ml.p5.48xlarge"));
+        assert!(!is_known_instance_type("ml.p5.large"));
+        assert!(!is_known_instance_type("m5.large"));
+        assert!(!is_known_instance_type("ml.m5.large.x"));
+        assert!(!is_known_instance_type("ml.z9.large"));
+    }
+
+    #[test]
+    fn ecr_images() {
+        assert!(is_ecr_image("123456789012.dkr.ecr.us-east-1.amazonaws.com/ml/train:1.2"));
+        assert!(is_ecr_image(&format!(
+            "123456789012.dkr.ecr.eu-west-1.amazonaws.com/x@sha256:{}",
+            "a".repeat(64)
+        )));
+        assert!(!is_ecr_image("python:3.12"));
+        assert!(!is_ecr_image("docker.io/library/python:3.12"));
+        assert!(!is_ecr_image("123456789012.dkr.ecr.us-east-1.amazonaws.com.evil.io/x"));
+    }
+
+    #[test]
+    fn arns_and_uris() {
+        assert!(is_role_arn("arn:aws:iam::123456789012:role/SageMaker-Exec"));
+        assert!(!is_role_arn("arn:aws:iam::123456789012:user/bob"));
+        assert_eq!(split_s3_uri("s3://b/k/x"), Some(("b", "k/x")));
+        assert_eq!(split_s3_uri("s3://b"), Some(("b", "")));
+        assert_eq!(split_s3_uri("s3:///k"), None);
+        assert_eq!(split_s3_uri("https://b/k"), None);
+    }
+
+    #[test]
+    fn resource_names_are_deterministic_and_valid() {
+        assert_eq!(resource_name(7, 42, "build_script"), "gl-7-42");
+        assert_eq!(resource_name(7, 42, "step_script"), "gl-7-42");
+        assert_eq!(resource_name(7, 42, "step_release"), "gl-7-42-release");
+        let long = resource_name(u64::MAX, u64::MAX, &format!("step_{}", "x".repeat(80)));
+        assert!(long.len() <= 63 && !long.ends_with('-'));
+    }
+}

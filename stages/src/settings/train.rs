@@ -1,0 +1,255 @@
+//! Settings of a training job: resolved from variables and spec, defaulted from `[train]`, and
+//! checked against `[policy.train]`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::names::{is_ecr_image, is_known_instance_type, is_role_arn, s3_bucket};
+use super::{Origin, Reader};
+use crate::config::ExecutorConfig;
+use crate::job::Job;
+use crate::policy::{check_allowed, check_max};
+
+/// The input channel that carries the workspace; users cannot name a channel this.
+pub const WORKSPACE_CHANNEL: &str = "sm-workspace";
+
+/// Managed spot settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpotSettings {
+    /// Longest total time including waiting for spot capacity.
+    pub max_wait: Duration,
+    /// Checkpoint location synced with `/opt/ml/checkpoints`.
+    pub checkpoint_s3_uri: String,
+}
+
+/// Everything CreateTrainingJob needs from the job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrainSettings {
+    /// Training image (ECR).
+    pub image: String,
+    /// Execution role.
+    pub role_arn: String,
+    /// Instance type.
+    pub instance_type: String,
+    /// Instance count.
+    pub instance_count: u32,
+    /// EBS volume per instance, GiB.
+    pub volume_size_gb: u32,
+    /// Runtime limit.
+    pub max_runtime: Duration,
+    /// Managed spot, when enabled.
+    pub spot: Option<SpotSettings>,
+    /// User input channels: channel name to `s3://` URI.
+    pub inputs: BTreeMap<String, String>,
+    /// Metric definitions: name to regex.
+    pub metrics: BTreeMap<String, String>,
+    /// Model output location.
+    pub output_path: String,
+    /// Warm pool keep-alive.
+    pub keep_alive: Option<Duration>,
+    /// Extra tags from the job.
+    pub tags: BTreeMap<String, String>,
+}
+
+pub(super) fn resolve(r: &mut Reader<'_>, job: &Job, cfg: &ExecutorConfig) -> Option<TrainSettings> {
+    let pol = &cfg.policy.train;
+    let d = &cfg.train;
+
+    let image = match job.image.clone().or_else(|| d.image.clone()) {
+        None => {
+            r.reject(&Origin::Variable("image".into()), "a training job needs an image: set `image:` to an ECR image");
+            None
+        }
+        Some(img) if !is_ecr_image(&img) => {
+            r.reject(
+                &Origin::Variable("image".into()),
+                format!("{img:?} is not an ECR image (<account>.dkr.ecr.<region>.amazonaws.com/<repo>:<tag>); SageMaker training pulls only from ECR"),
+            );
+            None
+        }
+        Some(img) => {
+            check_allowed(&mut r.problems, "image", &img, &pol.images, "policy.train.images");
+            Some(img)
+        }
+    };
+
+    let role_arn = match r.text("SAGEMAKER_ROLE_ARN") {
+        Some(s) if !is_role_arn(&s.value) => {
+            r.reject(&s.origin, format!("{:?} is not an IAM role ARN", s.value));
+            None
+        }
+        Some(s) => {
+            check_allowed(&mut r.problems, &s.origin.to_string(), &s.value, &pol.roles, "policy.train.roles");
+            Some(s.value.clone())
+        }
+        None => match &d.role_arn {
+            Some(role) => Some(role.clone()),
+            None => {
+                r.reject(&Origin::Variable("SAGEMAKER_ROLE_ARN".into()), "no execution role: set SAGEMAKER_ROLE_ARN or train.role_arn in the executor config");
+                None
+            }
+        },
+    };
+
+    let instance_type = match r.text("SAGEMAKER_INSTANCE_TYPE") {
+        Some(s) if !is_known_instance_type(s.value.trim()) => {
+            r.reject(&s.origin, format!("{:?} is not a SageMaker training instance type (e.g. ml.m5.xlarge)", s.value));
+            None
+        }
+        Some(s) => {
+            check_allowed(&mut r.problems, &s.origin.to_string(), s.value.trim(), &pol.instance_types, "policy.train.instance_types");
+            Some(s.value.trim().to_owned())
+        }
+        None => Some(d.instance_type.clone()),
+    };
+
+    let instance_count = match r.number("SAGEMAKER_INSTANCE_COUNT", 1) {
+        Some((n, o)) => {
+            check_max(&mut r.problems, &o.to_string(), n, pol.max_instance_count, "policy.train.max_instance_count");
+            n
+        }
+        None => d.instance_count,
+    };
+    let volume_size_gb = match r.number("SAGEMAKER_VOLUME_SIZE_GB", 1) {
+        Some((n, o)) => {
+            check_max(&mut r.problems, &o.to_string(), n, pol.max_volume_size_gb, "policy.train.max_volume_size_gb");
+            n
+        }
+        None => d.volume_size_gb,
+    };
+    let max_runtime = match r.duration("SAGEMAKER_MAX_RUNTIME") {
+        Some((t, o)) => {
+            if t > pol.max_runtime {
+                r.reject(&o, format!("{} is over policy.train.max_runtime = {}", fmt(t), fmt(pol.max_runtime)));
+            }
+            if t.is_zero() {
+                r.reject(&o, "must be at least 1s");
+            }
+            t
+        }
+        None => d.max_runtime,
+    };
+
+    let spot_enabled = r.flag("SAGEMAKER_SPOT").unwrap_or(false);
+    if pol.require_spot && !spot_enabled {
+        let origin = r.text("SAGEMAKER_SPOT").map(|s| s.origin.clone()).unwrap_or(Origin::Variable("SAGEMAKER_SPOT".into()));
+        r.reject(&origin, "this runner requires managed spot training (policy.train.require_spot = true): set SAGEMAKER_SPOT=true");
+    }
+    let spot = if spot_enabled {
+        let max_wait = match r.duration("SAGEMAKER_MAX_WAIT") {
+            Some((w, o)) => {
+                if w < max_runtime {
+                    r.reject(&o, format!("{} must be at least the max runtime {}", fmt(w), fmt(max_runtime)));
+                }
+                w
+            }
+            None => max_runtime * 2,
+        };
+        let checkpoint_s3_uri = match r.text("SAGEMAKER_CHECKPOINT_S3_URI") {
+            Some(s) => bucket_checked(r, &s.origin, &s.value, cfg).unwrap_or_default(),
+            // Checkpoints survive the job by design (a retried job resumes), so the default is
+            // per project and ref, not per job.
+            None => format!(
+                "s3://{}/{}/checkpoints/{}/{}",
+                cfg.staging.bucket,
+                cfg.staging.prefix,
+                job.project_id,
+                crate::job::tag_value(&job.git_ref).replace([' ', ':', '='], "_")
+            ),
+        };
+        Some(SpotSettings { max_wait, checkpoint_s3_uri })
+    } else {
+        if let Some(s) = r.text("SAGEMAKER_MAX_WAIT") {
+            let o = s.origin.clone();
+            r.reject(&o, "only applies to managed spot training: set SAGEMAKER_SPOT=true");
+        }
+        None
+    };
+
+    let mut inputs = BTreeMap::new();
+    let settings = r.settings;
+    for (name, s) in settings.with_prefix("SAGEMAKER_INPUT_") {
+        let channel = name.to_ascii_lowercase();
+        if channel == WORKSPACE_CHANNEL || !channel.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) || channel.len() > 64 {
+            r.reject(&s.origin, format!("{channel:?} is not a usable channel name ([A-Za-z0-9._-], at most 64, not {WORKSPACE_CHANNEL:?})"));
+            continue;
+        }
+        if let Some(uri) = bucket_checked(r, &s.origin, &s.value, cfg) {
+            inputs.insert(channel, uri);
+        }
+    }
+
+    let mut metrics = BTreeMap::new();
+    for (name, s) in settings.with_prefix("SAGEMAKER_METRIC_") {
+        match regex::Regex::new(&s.value) {
+            Ok(re) if re.captures_len() >= 2 => {
+                metrics.insert(name.to_owned(), s.value.clone());
+            }
+            Ok(_) => r.reject(&s.origin, "the regex needs one capture group for the value, e.g. loss=([0-9.]+)"),
+            Err(e) => r.reject(&s.origin, format!("not a valid regex: {}", e.to_string().lines().last().unwrap_or_default())),
+        }
+    }
+    if metrics.len() > 40 {
+        r.reject(&Origin::Variable("SAGEMAKER_METRIC_*".into()), "SageMaker accepts at most 40 metric definitions");
+    }
+
+    let output_path = match r.text("SAGEMAKER_OUTPUT_PATH") {
+        Some(s) => bucket_checked(r, &s.origin, &s.value, cfg).map(|u| u.trim_end_matches('/').to_owned()),
+        None => Some(d.output_path.clone()),
+    };
+
+    let keep_alive = match r.duration("SAGEMAKER_KEEP_ALIVE") {
+        Some((k, o)) => {
+            if k > pol.max_keep_alive {
+                r.reject(&o, format!("{} is over policy.train.max_keep_alive = {}", fmt(k), fmt(pol.max_keep_alive)));
+            }
+            Some(k).filter(|k| !k.is_zero())
+        }
+        None => None,
+    };
+
+    let mut tags = BTreeMap::new();
+    for (k, s) in settings.with_prefix("SAGEMAKER_TAG_") {
+        if k.to_ascii_lowercase().starts_with("aws:") || k.starts_with("gitlab:") || k == "managed-by" {
+            r.reject(&s.origin, "tag keys aws:*, gitlab:* and managed-by are reserved");
+            continue;
+        }
+        tags.insert(k.to_owned(), crate::job::tag_value(&s.value));
+    }
+    if tags.len() > 20 {
+        r.reject(&Origin::Variable("SAGEMAKER_TAG_*".into()), "at most 20 extra tags");
+    }
+
+    Some(TrainSettings {
+        image: image?,
+        role_arn: role_arn?,
+        instance_type: instance_type?,
+        instance_count,
+        volume_size_gb,
+        max_runtime,
+        spot,
+        inputs,
+        metrics,
+        output_path: output_path?,
+        keep_alive,
+        tags,
+    })
+}
+
+/// Accepts an `s3://` URI whose bucket the policy allows.
+fn bucket_checked(r: &mut Reader<'_>, origin: &Origin, uri: &str, cfg: &ExecutorConfig) -> Option<String> {
+    let Some(bucket) = s3_bucket(uri.trim()) else {
+        r.reject(origin, format!("{uri:?} is not an s3:// URI"));
+        return None;
+    };
+    let pol = &cfg.policy.train.buckets;
+    if !pol.allows(bucket) {
+        r.reject(origin, format!("bucket {bucket:?} is not allowed by policy.train.buckets {pol}"));
+        return None;
+    }
+    Some(uri.trim().to_owned())
+}
+
+fn fmt(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
