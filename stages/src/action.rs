@@ -60,7 +60,9 @@ impl fmt::Display for Action {
 
 /// A name that is not one of [`Action::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown action {0:?} (expected one of train, fargate, register, deploy, undeploy, ecs-deploy)")]
+#[error(
+    "unknown action {0:?} (expected one of train, fargate, register, deploy, undeploy, ecs-deploy)"
+)]
 pub struct UnknownAction(pub String);
 
 impl FromStr for Action {

@@ -40,7 +40,10 @@ impl Variables {
 
     /// Values that must never be printed: masked variables (and their file contents).
     pub fn secrets(&self) -> impl Iterator<Item = &str> {
-        self.0.values().filter(|v| v.masked && v.value.len() >= 8).map(|v| v.value.as_str())
+        self.0
+            .values()
+            .filter(|v| v.masked && v.value.len() >= 8)
+            .map(|v| v.value.as_str())
     }
 }
 
@@ -82,7 +85,10 @@ impl Job {
         let mut tags = vec![
             ("gitlab:project-id".to_owned(), self.project_id.to_string()),
             ("gitlab:project-path".to_owned(), self.project_path.clone()),
-            ("gitlab:pipeline-id".to_owned(), self.pipeline_id.to_string()),
+            (
+                "gitlab:pipeline-id".to_owned(),
+                self.pipeline_id.to_string(),
+            ),
             ("gitlab:job-id".to_owned(), self.id.to_string()),
             ("gitlab:job-url".to_owned(), self.url.clone()),
             ("gitlab:ref".to_owned(), self.git_ref.clone()),
@@ -100,7 +106,13 @@ impl Job {
 /// A value made safe for AWS tags: allowed characters only, at most 256 of them.
 pub fn tag_value(v: &str) -> String {
     v.chars()
-        .map(|c| if c.is_alphanumeric() || " _.:/=+-@".contains(c) { c } else { '_' })
+        .map(|c| {
+            if c.is_alphanumeric() || " _.:/=+-@".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(256)
         .collect()
 }
@@ -110,7 +122,11 @@ mod tests {
     use super::*;
 
     fn var(v: &str) -> Variable {
-        Variable { value: v.into(), masked: false, file: false }
+        Variable {
+            value: v.into(),
+            masked: false,
+            file: false,
+        }
     }
 
     #[test]

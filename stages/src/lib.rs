@@ -3,13 +3,20 @@
 //! adapts that protocol onto this library, so another front end could drive it later.
 
 pub mod action;
+pub mod aws;
+pub mod cleanup;
 pub mod config;
 pub mod duration;
 pub mod failure;
 pub mod job;
+pub mod joblog;
 pub mod logs;
+pub mod outputs;
 pub mod policy;
+pub mod run;
 pub mod settings;
+pub mod state;
+pub mod train;
 pub mod workspace;
 
 /// Value of the `managed-by` tag on everything this executor creates.

@@ -88,6 +88,10 @@ pub struct TrainDefaults {
     pub output_path: String,
     /// How long a cancelled job may take to reach Stopped before the executor gives up waiting.
     pub stop_grace: Duration,
+    /// Longest pause between DescribeTrainingJob calls while nothing changes.
+    pub describe_interval: Duration,
+    /// Pause between log reads while lines are flowing (doubles while idle, up to 3x).
+    pub log_interval: Duration,
 }
 
 /// `[fargate]`.
@@ -163,7 +167,11 @@ pub enum ConfigError {
 }
 
 fn render(problems: &[ConfigProblem]) -> String {
-    problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n")
+    problems
+        .iter()
+        .map(|p| format!("  {p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Reads and validates the config at `path`.
@@ -185,7 +193,10 @@ pub fn load_str(text: &str, path: &Path) -> Result<ExecutorConfig, ConfigError> 
     let raw = raw_from_table(table, &mut problems);
     match validate::validate(raw, &mut problems) {
         Some(cfg) if problems.is_empty() => Ok(cfg),
-        _ => Err(ConfigError::Invalid { path: path.to_owned(), problems }),
+        _ => Err(ConfigError::Invalid {
+            path: path.to_owned(),
+            problems,
+        }),
     }
 }
 
@@ -224,7 +235,16 @@ fn merge(into: &mut raw::RawConfig, part: raw::RawConfig) {
     macro_rules! take {
         ($($f:ident),*) => { $( if part.$f.is_some() { into.$f = part.$f; } )* };
     }
-    take!(region, default_action, paths, staging, aws, train, fargate, policy);
+    take!(
+        region,
+        default_action,
+        paths,
+        staging,
+        aws,
+        train,
+        fargate,
+        policy
+    );
 }
 
 #[cfg(test)]

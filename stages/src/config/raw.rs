@@ -56,6 +56,8 @@ pub struct RawTrain {
     pub max_runtime: Option<String>,
     pub output_path: Option<String>,
     pub stop_grace: Option<String>,
+    pub describe_interval: Option<String>,
+    pub log_interval: Option<String>,
 }
 
 /// `[fargate]`: the fixed ECS environment for Fargate jobs.

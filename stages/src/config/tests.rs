@@ -19,7 +19,9 @@ fn load(text: &str) -> Result<ExecutorConfig, ConfigError> {
 
 fn problems(text: &str) -> Vec<String> {
     match load(text) {
-        Err(ConfigError::Invalid { problems, .. }) => problems.iter().map(|p| p.to_string()).collect(),
+        Err(ConfigError::Invalid { problems, .. }) => {
+            problems.iter().map(|p| p.to_string()).collect()
+        }
         other => panic!("expected problems, got {other:?}"),
     }
 }
@@ -31,13 +33,28 @@ fn minimal_config_gets_closed_defaults() {
     assert_eq!(cfg.default_action, Action::Train);
     assert_eq!(cfg.paths.state_root, Path::new("/srv/sme/builds/.state"));
     assert_eq!(cfg.staging.prefix, "sagemaker-executor");
-    assert_eq!(cfg.train.output_path, "s3://ci-staging/sagemaker-executor/output");
+    assert_eq!(
+        cfg.train.output_path,
+        "s3://ci-staging/sagemaker-executor/output"
+    );
     // Fail closed: only train, only the default instance type, one instance, only ECR.
-    assert_eq!(cfg.policy.allowed_actions.iter().copied().collect::<Vec<_>>(), vec![Action::Train]);
+    assert_eq!(
+        cfg.policy
+            .allowed_actions
+            .iter()
+            .copied()
+            .collect::<Vec<_>>(),
+        vec![Action::Train]
+    );
     assert!(cfg.policy.train.instance_types.allows("ml.m5.large"));
     assert!(!cfg.policy.train.instance_types.allows("ml.p5.48xlarge"));
     assert_eq!(cfg.policy.train.max_instance_count, 1);
-    assert!(cfg.policy.train.images.allows("123456789012.dkr.ecr.us-east-1.amazonaws.com/team/x:1"));
+    assert!(
+        cfg.policy
+            .train
+            .images
+            .allows("123456789012.dkr.ecr.us-east-1.amazonaws.com/team/x:1")
+    );
     assert!(!cfg.policy.train.images.allows("docker.io/python:3"));
     assert!(cfg.policy.train.buckets.allows("ci-staging"));
     assert!(!cfg.policy.train.buckets.allows("other"));
@@ -52,10 +69,22 @@ fn every_unknown_key_and_error_is_listed() {
     let p = problems(&text);
     let joined = p.join("\n");
     assert!(joined.contains("regoin: unknown key"), "{joined}");
-    assert!(joined.contains("policy.allowed_action: unknown key"), "{joined}");
-    assert!(joined.contains("policy.train.instanse_types: unknown key"), "{joined}");
-    assert!(joined.contains("policy.train.max_instance_count"), "{joined}");
-    assert!(joined.contains("aws.max_attempts: must be at least 1"), "{joined}");
+    assert!(
+        joined.contains("policy.allowed_action: unknown key"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("policy.train.instanse_types: unknown key"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("policy.train.max_instance_count"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("aws.max_attempts: must be at least 1"),
+        "{joined}"
+    );
     assert_eq!(p.len(), 5, "{joined}");
 }
 
@@ -63,7 +92,12 @@ fn every_unknown_key_and_error_is_listed() {
 fn a_policy_typo_is_an_error_never_a_looser_policy() {
     let text = format!("{MINIMAL}\n[policy.train]\nmax_instanc_count = 64\n");
     let p = problems(&text);
-    assert_eq!(p, vec!["policy.train.max_instanc_count: unknown key (check the spelling; unknown keys are never ignored)"]);
+    assert_eq!(
+        p,
+        vec![
+            "policy.train.max_instanc_count: unknown key (check the spelling; unknown keys are never ignored)"
+        ]
+    );
 }
 
 #[test]
@@ -103,7 +137,9 @@ instance_types = ["ml.[m5"]
 #[test]
 fn syntax_errors_name_the_position() {
     match load("region = \n") {
-        Err(ConfigError::Syntax { message, .. }) => assert!(message.contains("line 1"), "{message}"),
+        Err(ConfigError::Syntax { message, .. }) => {
+            assert!(message.contains("line 1"), "{message}")
+        }
         other => panic!("{other:?}"),
     }
 }
@@ -112,7 +148,12 @@ fn syntax_errors_name_the_position() {
 fn fargate_section_requires_its_network() {
     let text = format!("{MINIMAL}\n[fargate]\ncluster = \"ci\"\n");
     let joined = problems(&text).join("\n");
-    for key in ["fargate.subnets", "fargate.security_groups", "fargate.execution_role_arn", "fargate.helper_image"] {
+    for key in [
+        "fargate.subnets",
+        "fargate.security_groups",
+        "fargate.execution_role_arn",
+        "fargate.helper_image",
+    ] {
         assert!(joined.contains(&format!("{key}: is required")), "{joined}");
     }
 }
@@ -121,5 +162,8 @@ fn fargate_section_requires_its_network() {
 fn default_runtime_over_the_policy_cap_is_refused() {
     let text = format!("{MINIMAL}\n[train]\nmax_runtime = \"48h\"\n");
     let joined = problems(&text).join("\n");
-    assert!(joined.contains("train.max_runtime: default 2days is over policy.train.max_runtime 1day"), "{joined}");
+    assert!(
+        joined.contains("train.max_runtime: default 2days is over policy.train.max_runtime 1day"),
+        "{joined}"
+    );
 }

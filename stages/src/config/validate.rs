@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::raw::*;
-use super::{AwsSettings, ConfigProblem, ExecutorConfig, FargateEnv, Paths, Staging, TrainDefaults};
+use super::{
+    AwsSettings, ConfigProblem, ExecutorConfig, FargateEnv, Paths, Staging, TrainDefaults,
+};
 use crate::action::Action;
 use crate::duration::parse_duration;
 use crate::policy::{EcsDeployPolicy, FargatePolicy, Patterns, Policy, TrainPolicy};
@@ -18,7 +20,10 @@ struct Checker<'a> {
 
 impl Checker<'_> {
     fn problem(&mut self, key: &str, message: impl Into<String>) {
-        self.problems.push(ConfigProblem { key: key.to_owned(), message: message.into() });
+        self.problems.push(ConfigProblem {
+            key: key.to_owned(),
+            message: message.into(),
+        });
     }
 
     fn required<T>(&mut self, key: &str, v: Option<T>) -> Option<T> {
@@ -60,7 +65,12 @@ impl Checker<'_> {
         }
     }
 
-    fn actions(&mut self, key: &str, v: Option<Vec<String>>, default: &[Action]) -> BTreeSet<Action> {
+    fn actions(
+        &mut self,
+        key: &str,
+        v: Option<Vec<String>>,
+        default: &[Action],
+    ) -> BTreeSet<Action> {
         match v {
             None => default.iter().copied().collect(),
             Some(list) => list
@@ -89,7 +99,10 @@ impl Checker<'_> {
 }
 
 /// Builds the validated config; `None` only when a required value is missing or broken.
-pub(super) fn validate(raw: RawConfig, problems: &mut Vec<ConfigProblem>) -> Option<ExecutorConfig> {
+pub(super) fn validate(
+    raw: RawConfig,
+    problems: &mut Vec<ConfigProblem>,
+) -> Option<ExecutorConfig> {
     let mut c = Checker { problems };
 
     let region = c.required("region", raw.region.filter(|r| !r.trim().is_empty()));
@@ -113,7 +126,10 @@ pub(super) fn validate(raw: RawConfig, problems: &mut Vec<ConfigProblem>) -> Opt
     let bucket = c.required("staging.bucket", rs.bucket);
     if let Some(b) = &bucket {
         if !is_bucket_name(b) {
-            c.problem("staging.bucket", format!("{b:?} is not a valid S3 bucket name"));
+            c.problem(
+                "staging.bucket",
+                format!("{b:?} is not a valid S3 bucket name"),
+            );
         }
     }
     let prefix = rs.prefix.unwrap_or_else(|| "sagemaker-executor".to_owned());
@@ -122,7 +138,10 @@ pub(super) fn validate(raw: RawConfig, problems: &mut Vec<ConfigProblem>) -> Opt
     let ra = raw.aws.unwrap_or_default();
     if let Some(arn) = &ra.assume_role_arn {
         if !is_role_arn(arn) {
-            c.problem("aws.assume_role_arn", format!("{arn:?} is not an IAM role ARN"));
+            c.problem(
+                "aws.assume_role_arn",
+                format!("{arn:?} is not an IAM role ARN"),
+            );
         }
     }
     let max_attempts = c.positive("aws.max_attempts", ra.max_attempts, 10);
@@ -135,7 +154,10 @@ pub(super) fn validate(raw: RawConfig, problems: &mut Vec<ConfigProblem>) -> Opt
     }
     let instance_type = rt.instance_type.unwrap_or_else(|| "ml.m5.large".to_owned());
     if !is_known_instance_type(&instance_type) {
-        c.problem("train.instance_type", format!("{instance_type:?} is not a SageMaker training instance type"));
+        c.problem(
+            "train.instance_type",
+            format!("{instance_type:?} is not a SageMaker training instance type"),
+        );
     }
     let output_path = match rt.output_path {
         Some(p) if is_s3_uri(&p) => p.trim_end_matches('/').to_owned(),
@@ -154,14 +176,29 @@ pub(super) fn validate(raw: RawConfig, problems: &mut Vec<ConfigProblem>) -> Opt
         instance_type,
         instance_count: c.positive("train.instance_count", rt.instance_count, 1),
         volume_size_gb: c.positive("train.volume_size_gb", rt.volume_size_gb, 30),
-        max_runtime: c.duration("train.max_runtime", rt.max_runtime, Duration::from_secs(3600)),
+        max_runtime: c.duration(
+            "train.max_runtime",
+            rt.max_runtime,
+            Duration::from_secs(3600),
+        ),
         output_path,
         stop_grace: c.duration("train.stop_grace", rt.stop_grace, Duration::from_secs(120)),
+        describe_interval: c.duration("train.describe_interval", rt.describe_interval, Duration::from_secs(30)),
+        log_interval: c.duration("train.log_interval", rt.log_interval, Duration::from_secs(5)),
     };
+    if train.describe_interval.is_zero() || train.log_interval.is_zero() {
+        c.problem("train.describe_interval", "intervals must be at least 1s");
+    }
 
     let fargate = raw.fargate.and_then(|f| fargate_env(&mut c, f));
 
-    let policy = policy(&mut c, raw.policy.unwrap_or_default(), bucket.as_deref(), &train, fargate.as_ref());
+    let policy = policy(
+        &mut c,
+        raw.policy.unwrap_or_default(),
+        bucket.as_deref(),
+        &train,
+        fargate.as_ref(),
+    );
 
     if train.max_runtime > policy.train.max_runtime {
         c.problem(
@@ -177,7 +214,11 @@ pub(super) fn validate(raw: RawConfig, problems: &mut Vec<ConfigProblem>) -> Opt
     Some(ExecutorConfig {
         region: region?,
         default_action,
-        paths: Paths { builds_root: builds_root?, cache_root: cache_root?, state_root: state_root? },
+        paths: Paths {
+            builds_root: builds_root?,
+            cache_root: cache_root?,
+            state_root: state_root?,
+        },
         staging: Staging {
             bucket: bucket?,
             prefix,
@@ -197,7 +238,10 @@ pub(super) fn validate(raw: RawConfig, problems: &mut Vec<ConfigProblem>) -> Opt
 fn fargate_env(c: &mut Checker<'_>, f: RawFargate) -> Option<FargateEnv> {
     let cluster = c.required("fargate.cluster", f.cluster);
     let subnets = c.required("fargate.subnets", f.subnets.filter(|s| !s.is_empty()));
-    let security_groups = c.required("fargate.security_groups", f.security_groups.filter(|s| !s.is_empty()));
+    let security_groups = c.required(
+        "fargate.security_groups",
+        f.security_groups.filter(|s| !s.is_empty()),
+    );
     let execution_role_arn = c.required("fargate.execution_role_arn", f.execution_role_arn);
     let helper_image = c.required("fargate.helper_image", f.helper_image);
     Some(FargateEnv {
@@ -207,7 +251,9 @@ fn fargate_env(c: &mut Checker<'_>, f: RawFargate) -> Option<FargateEnv> {
         assign_public_ip: f.assign_public_ip.unwrap_or(false),
         execution_role_arn: execution_role_arn?,
         task_role_arn: f.task_role_arn,
-        log_group: f.log_group.unwrap_or_else(|| "/sagemaker-executor/fargate".to_owned()),
+        log_group: f
+            .log_group
+            .unwrap_or_else(|| "/sagemaker-executor/fargate".to_owned()),
         helper_image: helper_image?,
         cpu: c.positive("fargate.cpu", f.cpu, 1024),
         memory: c.positive("fargate.memory", f.memory, 2048),
@@ -224,7 +270,11 @@ fn policy(
 ) -> Policy {
     // Fail closed: without an explicit list only training is allowed, and only the configured
     // role, the staging bucket and ECR images can be used.
-    let allowed_actions = c.actions("policy.allowed_actions", p.allowed_actions, &[Action::Train]);
+    let allowed_actions = c.actions(
+        "policy.allowed_actions",
+        p.allowed_actions,
+        &[Action::Train],
+    );
     let protected_ref_actions = c.actions(
         "policy.protected_ref_actions",
         p.protected_ref_actions,
@@ -245,31 +295,70 @@ fn policy(
             Patterns::literals(&[train.instance_type.as_str()]),
         ),
         max_instance_count: c.positive("policy.train.max_instance_count", tp.max_instance_count, 1),
-        max_runtime: c.duration("policy.train.max_runtime", tp.max_runtime, Duration::from_secs(24 * 3600)),
-        max_volume_size_gb: c.positive("policy.train.max_volume_size_gb", tp.max_volume_size_gb, 100),
+        max_runtime: c.duration(
+            "policy.train.max_runtime",
+            tp.max_runtime,
+            Duration::from_secs(24 * 3600),
+        ),
+        max_volume_size_gb: c.positive(
+            "policy.train.max_volume_size_gb",
+            tp.max_volume_size_gb,
+            100,
+        ),
         require_spot: tp.require_spot.unwrap_or(false),
         roles: c.patterns("policy.train.roles", tp.roles, default_roles),
         buckets: c.patterns("policy.train.buckets", tp.buckets, default_buckets),
-        max_keep_alive: c.duration("policy.train.max_keep_alive", tp.max_keep_alive, Duration::from_secs(0)),
+        max_keep_alive: c.duration(
+            "policy.train.max_keep_alive",
+            tp.max_keep_alive,
+            Duration::from_secs(0),
+        ),
     };
     if train_policy.max_keep_alive > Duration::from_secs(3600) {
-        c.problem("policy.train.max_keep_alive", "SageMaker warm pools keep instances at most 1h");
+        c.problem(
+            "policy.train.max_keep_alive",
+            "SageMaker warm pools keep instances at most 1h",
+        );
     }
     let fp = p.fargate.unwrap_or_default();
-    let default_task_roles =
-        Patterns::literals(&fargate.and_then(|f| f.task_role_arn.as_ref()).iter().collect::<Vec<_>>());
+    let default_task_roles = Patterns::literals(
+        &fargate
+            .and_then(|f| f.task_role_arn.as_ref())
+            .iter()
+            .collect::<Vec<_>>(),
+    );
     let fargate_policy = FargatePolicy {
-        images: c.patterns("policy.fargate.images", fp.images, Patterns::compile(&["**"]).unwrap_or_default()),
+        images: c.patterns(
+            "policy.fargate.images",
+            fp.images,
+            Patterns::compile(&["**"]).unwrap_or_default(),
+        ),
         max_cpu: c.positive("policy.fargate.max_cpu", fp.max_cpu, 4096),
         max_memory: c.positive("policy.fargate.max_memory", fp.max_memory, 16384),
-        max_ephemeral_storage_gb: c.positive("policy.fargate.max_ephemeral_storage_gb", fp.max_ephemeral_storage_gb, 50),
-        task_roles: c.patterns("policy.fargate.task_roles", fp.task_roles, default_task_roles),
+        max_ephemeral_storage_gb: c.positive(
+            "policy.fargate.max_ephemeral_storage_gb",
+            fp.max_ephemeral_storage_gb,
+            50,
+        ),
+        task_roles: c.patterns(
+            "policy.fargate.task_roles",
+            fp.task_roles,
+            default_task_roles,
+        ),
         allow_spot: fp.allow_spot.unwrap_or(true),
     };
     let ep = p.ecs_deploy.unwrap_or_default();
     let ecs_deploy = EcsDeployPolicy {
-        clusters: c.patterns("policy.ecs_deploy.clusters", ep.clusters, Patterns::default()),
-        services: c.patterns("policy.ecs_deploy.services", ep.services, Patterns::default()),
+        clusters: c.patterns(
+            "policy.ecs_deploy.clusters",
+            ep.clusters,
+            Patterns::default(),
+        ),
+        services: c.patterns(
+            "policy.ecs_deploy.services",
+            ep.services,
+            Patterns::default(),
+        ),
         images: c.patterns("policy.ecs_deploy.images", ep.images, Patterns::default()),
     };
     let mut projects = Vec::new();
@@ -294,7 +383,12 @@ fn policy(
 /// S3's bucket naming rules (general purpose buckets).
 fn is_bucket_name(b: &str) -> bool {
     (3..=63).contains(&b.len())
-        && b.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-')
-        && b.as_bytes().first().is_some_and(|c| c.is_ascii_alphanumeric())
-        && b.as_bytes().last().is_some_and(|c| c.is_ascii_alphanumeric())
+        && b.bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-')
+        && b.as_bytes()
+            .first()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && b.as_bytes()
+            .last()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
 }

@@ -104,7 +104,10 @@ impl fmt::Display for Rejection {
 impl Rejection {
     /// A rejection of `setting` for `reason`.
     pub fn new(setting: impl Into<String>, reason: impl Into<String>) -> Self {
-        Rejection { setting: setting.into(), reason: reason.into() }
+        Rejection {
+            setting: setting.into(),
+            reason: reason.into(),
+        }
     }
 }
 
@@ -133,13 +136,21 @@ pub(crate) fn check_max<T: PartialOrd + fmt::Display>(
     rule: &str,
 ) {
     if value > max {
-        out.push(Rejection::new(setting, format!("{value} is over {rule} = {max}")));
+        out.push(Rejection::new(
+            setting,
+            format!("{value} is over {rule} = {max}"),
+        ));
     }
 }
 
 impl Policy {
     /// Checks the action itself: allowed at all, and on a protected ref where required.
-    pub fn check_action(&self, action: Action, ref_protected: bool, setting: &str) -> Vec<Rejection> {
+    pub fn check_action(
+        &self,
+        action: Action,
+        ref_protected: bool,
+        setting: &str,
+    ) -> Vec<Rejection> {
         let mut out = Vec::new();
         if !self.allowed_actions.contains(&action) {
             let allowed: Vec<&str> = self.allowed_actions.iter().map(|a| a.as_str()).collect();

@@ -38,15 +38,36 @@ pub(super) fn resolve(r: &mut Reader<'_>, cfg: &ExecutorConfig) -> Option<EcsDep
     let container = need(r, "ECS_CONTAINER");
     let image = need(r, "ECS_IMAGE");
     if let Some((v, o)) = &cluster {
-        check_allowed(&mut r.problems, &o.to_string(), v, &pol.clusters, "policy.ecs_deploy.clusters");
+        check_allowed(
+            &mut r.problems,
+            &o.to_string(),
+            v,
+            &pol.clusters,
+            "policy.ecs_deploy.clusters",
+        );
     }
     if let Some((v, o)) = &service {
-        check_allowed(&mut r.problems, &o.to_string(), v, &pol.services, "policy.ecs_deploy.services");
+        check_allowed(
+            &mut r.problems,
+            &o.to_string(),
+            v,
+            &pol.services,
+            "policy.ecs_deploy.services",
+        );
     }
     if let Some((v, o)) = &image {
-        check_allowed(&mut r.problems, &o.to_string(), v, &pol.images, "policy.ecs_deploy.images");
+        check_allowed(
+            &mut r.problems,
+            &o.to_string(),
+            v,
+            &pol.images,
+            "policy.ecs_deploy.images",
+        );
     }
-    let timeout = r.duration("ECS_TIMEOUT").map(|(d, _)| d).unwrap_or(Duration::from_secs(30 * 60));
+    let timeout = r
+        .duration("ECS_TIMEOUT")
+        .map(|(d, _)| d)
+        .unwrap_or(Duration::from_secs(30 * 60));
     Some(EcsDeploySettings {
         cluster: cluster?.0,
         service: service?.0,

@@ -60,39 +60,83 @@ fn memory_fits(cpu: u32, memory: u32) -> bool {
     (lo..=hi).contains(&memory) && (memory - lo) % step == 0
 }
 
-pub(super) fn resolve(r: &mut Reader<'_>, job: &Job, cfg: &ExecutorConfig) -> Option<FargateSettings> {
+pub(super) fn resolve(
+    r: &mut Reader<'_>,
+    job: &Job,
+    cfg: &ExecutorConfig,
+) -> Option<FargateSettings> {
     let pol = &cfg.policy.fargate;
     let Some(env) = &cfg.fargate else {
-        r.reject(&Origin::Variable("SAGEMAKER_ACTION".into()), "this runner has no [fargate] section in its executor config");
+        r.reject(
+            &Origin::Variable("SAGEMAKER_ACTION".into()),
+            "this runner has no [fargate] section in its executor config",
+        );
         return None;
     };
     let image = match &job.image {
         Some(img) => {
-            check_allowed(&mut r.problems, "image", img, &pol.images, "policy.fargate.images");
+            check_allowed(
+                &mut r.problems,
+                "image",
+                img,
+                &pol.images,
+                "policy.fargate.images",
+            );
             Some(img.clone())
         }
         None => {
-            r.reject(&Origin::Variable("image".into()), "a fargate job needs an `image:`");
+            r.reject(
+                &Origin::Variable("image".into()),
+                "a fargate job needs an `image:`",
+            );
             None
         }
     };
-    let (cpu, cpu_origin) = r.number("FARGATE_CPU", 256).unwrap_or((env.cpu, Origin::Variable("FARGATE_CPU".into())));
-    let (memory, mem_origin) = r.number("FARGATE_MEMORY", 512).unwrap_or((env.memory, Origin::Variable("FARGATE_MEMORY".into())));
-    check_max(&mut r.problems, &cpu_origin.to_string(), cpu, pol.max_cpu, "policy.fargate.max_cpu");
-    check_max(&mut r.problems, &mem_origin.to_string(), memory, pol.max_memory, "policy.fargate.max_memory");
+    let (cpu, cpu_origin) = r
+        .number("FARGATE_CPU", 256)
+        .unwrap_or((env.cpu, Origin::Variable("FARGATE_CPU".into())));
+    let (memory, mem_origin) = r
+        .number("FARGATE_MEMORY", 512)
+        .unwrap_or((env.memory, Origin::Variable("FARGATE_MEMORY".into())));
+    check_max(
+        &mut r.problems,
+        &cpu_origin.to_string(),
+        cpu,
+        pol.max_cpu,
+        "policy.fargate.max_cpu",
+    );
+    check_max(
+        &mut r.problems,
+        &mem_origin.to_string(),
+        memory,
+        pol.max_memory,
+        "policy.fargate.max_memory",
+    );
     if !memory_fits(cpu, memory) {
-        r.reject(&mem_origin, format!("{memory} MiB is not a valid Fargate memory size for {cpu} CPU units"));
+        r.reject(
+            &mem_origin,
+            format!("{memory} MiB is not a valid Fargate memory size for {cpu} CPU units"),
+        );
     }
     let ephemeral_storage_gb = match r.number("FARGATE_EPHEMERAL_STORAGE_GB", 21) {
         Some((g, o)) => {
-            check_max(&mut r.problems, &o.to_string(), g, pol.max_ephemeral_storage_gb.min(200), "policy.fargate.max_ephemeral_storage_gb");
+            check_max(
+                &mut r.problems,
+                &o.to_string(),
+                g,
+                pol.max_ephemeral_storage_gb.min(200),
+                "policy.fargate.max_ephemeral_storage_gb",
+            );
             g
         }
         None => 21,
     };
     let spot = r.flag("FARGATE_SPOT").unwrap_or(false);
     if spot && !pol.allow_spot {
-        r.reject(&Origin::Variable("FARGATE_SPOT".into()), "Fargate Spot is not allowed on this runner (policy.fargate.allow_spot = false)");
+        r.reject(
+            &Origin::Variable("FARGATE_SPOT".into()),
+            "Fargate Spot is not allowed on this runner (policy.fargate.allow_spot = false)",
+        );
     }
     let architecture = match r.text("FARGATE_ARCHITECTURE") {
         None => Architecture::X86_64,
@@ -106,7 +150,10 @@ pub(super) fn resolve(r: &mut Reader<'_>, job: &Job, cfg: &ExecutorConfig) -> Op
         },
     };
     if spot && architecture == Architecture::Arm64 {
-        r.reject(&Origin::Variable("FARGATE_SPOT".into()), "Fargate Spot does not run ARM64 tasks");
+        r.reject(
+            &Origin::Variable("FARGATE_SPOT".into()),
+            "Fargate Spot does not run ARM64 tasks",
+        );
     }
     let task_role_arn = match r.text("FARGATE_TASK_ROLE_ARN") {
         Some(s) if !is_role_arn(&s.value) => {
@@ -114,12 +161,26 @@ pub(super) fn resolve(r: &mut Reader<'_>, job: &Job, cfg: &ExecutorConfig) -> Op
             None
         }
         Some(s) => {
-            check_allowed(&mut r.problems, &s.origin.to_string(), &s.value, &pol.task_roles, "policy.fargate.task_roles");
+            check_allowed(
+                &mut r.problems,
+                &s.origin.to_string(),
+                &s.value,
+                &pol.task_roles,
+                "policy.fargate.task_roles",
+            );
             Some(s.value.clone())
         }
         None => env.task_role_arn.clone(),
     };
-    Some(FargateSettings { image: image?, cpu, memory, ephemeral_storage_gb, spot, architecture, task_role_arn })
+    Some(FargateSettings {
+        image: image?,
+        cpu,
+        memory,
+        ephemeral_storage_gb,
+        spot,
+        architecture,
+        task_role_arn,
+    })
 }
 
 #[cfg(test)]

@@ -2,11 +2,11 @@
 //! `FARGATE_*`, `ECS_*`) and the optional spec file, with variables winning. Resolution also
 //! applies the executor's defaults and the admin policy, so a resolved plan is one the job may run.
 
+mod ecs_deploy;
+mod fargate;
 pub mod names;
 pub mod spec;
 mod train;
-mod fargate;
-mod ecs_deploy;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -113,16 +113,33 @@ impl Settings {
         let mut s = Settings::default();
         if let Some((file, spec)) = spec {
             for (var, key, value) in spec.flatten() {
-                s.map.insert(var, Setting { value, origin: Origin::Spec { file: file.to_owned(), key } });
+                s.map.insert(
+                    var,
+                    Setting {
+                        value,
+                        origin: Origin::Spec {
+                            file: file.to_owned(),
+                            key,
+                        },
+                    },
+                );
             }
         }
         for prefix in OWNED_PREFIXES {
             for (rest, value) in job.variables.with_prefix(prefix) {
                 let var = format!("{prefix}{rest}");
                 let known = KNOWN.contains(&var.as_str())
-                    || KNOWN_PREFIXES.iter().any(|p| var.starts_with(p) && var.len() > p.len());
+                    || KNOWN_PREFIXES
+                        .iter()
+                        .any(|p| var.starts_with(p) && var.len() > p.len());
                 if known {
-                    s.map.insert(var.clone(), Setting { value: value.to_owned(), origin: Origin::Variable(var) });
+                    s.map.insert(
+                        var.clone(),
+                        Setting {
+                            value: value.to_owned(),
+                            origin: Origin::Variable(var),
+                        },
+                    );
                 } else {
                     s.unknown.push(var);
                 }
@@ -137,7 +154,10 @@ impl Settings {
     }
 
     /// The settings whose variable names start with `prefix`, with the rest of the name.
-    pub fn with_prefix<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = (&'a str, &'a Setting)> {
+    pub fn with_prefix<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> impl Iterator<Item = (&'a str, &'a Setting)> {
         self.map
             .range(prefix.to_owned()..)
             .take_while(move |(k, _)| k.starts_with(prefix))
@@ -153,15 +173,21 @@ pub(crate) struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     pub fn new(settings: &'a Settings) -> Self {
-        Reader { settings, problems: Vec::new() }
+        Reader {
+            settings,
+            problems: Vec::new(),
+        }
     }
 
     pub fn reject(&mut self, origin: &Origin, reason: impl Into<String>) {
-        self.problems.push(Rejection::new(origin.to_string(), reason));
+        self.problems
+            .push(Rejection::new(origin.to_string(), reason));
     }
 
     pub fn text(&self, var: &str) -> Option<&'a Setting> {
-        self.settings.get(var).filter(|s| !s.value.trim().is_empty())
+        self.settings
+            .get(var)
+            .filter(|s| !s.value.trim().is_empty())
     }
 
     pub fn number(&mut self, var: &str, min: u32) -> Option<(u32, Origin)> {
@@ -238,10 +264,18 @@ pub struct JobShape {
 }
 
 /// Resolves the job's plan: action, settings, defaults, policy. Every problem is returned.
-pub fn resolve(job: &Job, shape: JobShape, cfg: &ExecutorConfig, settings: &Settings) -> Result<Plan, Vec<Rejection>> {
+pub fn resolve(
+    job: &Job,
+    shape: JobShape,
+    cfg: &ExecutorConfig,
+    settings: &Settings,
+) -> Result<Plan, Vec<Rejection>> {
     let mut r = Reader::new(settings);
     for u in &settings.unknown {
-        r.reject(&Origin::Variable(u.clone()), "unknown setting (check the spelling; see the README for the list)");
+        r.reject(
+            &Origin::Variable(u.clone()),
+            "unknown setting (check the spelling; see the README for the list)",
+        );
     }
     let action = match r.text("SAGEMAKER_ACTION") {
         None => cfg.default_action,
@@ -253,18 +287,29 @@ pub fn resolve(job: &Job, shape: JobShape, cfg: &ExecutorConfig, settings: &Sett
             }
         },
     };
-    let action_setting = r.text("SAGEMAKER_ACTION").map(|s| s.origin.to_string()).unwrap_or_else(|| "SAGEMAKER_ACTION".into());
-    let refused = cfg.policy.check_action(action, job.ref_protected, &action_setting);
+    let action_setting = r
+        .text("SAGEMAKER_ACTION")
+        .map(|s| s.origin.to_string())
+        .unwrap_or_else(|| "SAGEMAKER_ACTION".into());
+    let refused = cfg
+        .policy
+        .check_action(action, job.ref_protected, &action_setting);
     if !refused.is_empty() {
         // The action's own settings do not matter when the action itself is refused.
         r.problems.extend(refused);
         return Err(r.problems);
     }
     if shape.has_after_script && !cfg.policy.allow_after_script {
-        r.problems.push(Rejection::new("after_script", "after_script is not allowed on this runner (policy.allow_after_script = false)"));
+        r.problems.push(Rejection::new(
+            "after_script",
+            "after_script is not allowed on this runner (policy.allow_after_script = false)",
+        ));
     }
     if shape.has_hooks && !cfg.policy.allow_hooks {
-        r.problems.push(Rejection::new("hooks", "job hooks are not allowed on this runner (policy.allow_hooks = false)"));
+        r.problems.push(Rejection::new(
+            "hooks",
+            "job hooks are not allowed on this runner (policy.allow_hooks = false)",
+        ));
     }
     let plan = match action {
         Action::Train => train::resolve(&mut r, job, cfg).map(Plan::Train),

@@ -7,21 +7,92 @@ use regex::Regex;
 
 /// SageMaker training instance families and the sizes each offers.
 const TRAINING_INSTANCES: &[(&str, &[&str])] = &[
-    ("m4", &["xlarge", "2xlarge", "4xlarge", "10xlarge", "16xlarge"]),
-    ("m5", &["large", "xlarge", "2xlarge", "4xlarge", "12xlarge", "24xlarge"]),
-    ("m6i", &["large", "xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge", "24xlarge", "32xlarge"]),
-    ("m7i", &["large", "xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge", "24xlarge", "48xlarge"]),
+    (
+        "m4",
+        &["xlarge", "2xlarge", "4xlarge", "10xlarge", "16xlarge"],
+    ),
+    (
+        "m5",
+        &[
+            "large", "xlarge", "2xlarge", "4xlarge", "12xlarge", "24xlarge",
+        ],
+    ),
+    (
+        "m6i",
+        &[
+            "large", "xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge", "24xlarge",
+            "32xlarge",
+        ],
+    ),
+    (
+        "m7i",
+        &[
+            "large", "xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge", "24xlarge",
+            "48xlarge",
+        ],
+    ),
     ("c4", &["xlarge", "2xlarge", "4xlarge", "8xlarge"]),
-    ("c5", &["xlarge", "2xlarge", "4xlarge", "9xlarge", "18xlarge"]),
-    ("c5n", &["xlarge", "2xlarge", "4xlarge", "9xlarge", "18xlarge"]),
-    ("c6i", &["xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge", "24xlarge", "32xlarge"]),
-    ("c7i", &["large", "xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge", "24xlarge", "48xlarge"]),
-    ("r5", &["large", "xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge", "24xlarge"]),
-    ("r5d", &["large", "xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge", "24xlarge"]),
-    ("g4dn", &["xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge"]),
-    ("g5", &["xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge", "24xlarge", "48xlarge"]),
-    ("g6", &["xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge", "24xlarge", "48xlarge"]),
-    ("g6e", &["xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge", "24xlarge", "48xlarge"]),
+    (
+        "c5",
+        &["xlarge", "2xlarge", "4xlarge", "9xlarge", "18xlarge"],
+    ),
+    (
+        "c5n",
+        &["xlarge", "2xlarge", "4xlarge", "9xlarge", "18xlarge"],
+    ),
+    (
+        "c6i",
+        &[
+            "xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge", "24xlarge",
+            "32xlarge",
+        ],
+    ),
+    (
+        "c7i",
+        &[
+            "large", "xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge", "24xlarge",
+            "48xlarge",
+        ],
+    ),
+    (
+        "r5",
+        &[
+            "large", "xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge", "24xlarge",
+        ],
+    ),
+    (
+        "r5d",
+        &[
+            "large", "xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge", "24xlarge",
+        ],
+    ),
+    (
+        "g4dn",
+        &[
+            "xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge",
+        ],
+    ),
+    (
+        "g5",
+        &[
+            "xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge", "24xlarge",
+            "48xlarge",
+        ],
+    ),
+    (
+        "g6",
+        &[
+            "xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge", "24xlarge",
+            "48xlarge",
+        ],
+    ),
+    (
+        "g6e",
+        &[
+            "xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge", "24xlarge",
+            "48xlarge",
+        ],
+    ),
     ("p3", &["2xlarge", "8xlarge", "16xlarge"]),
     ("p3dn", &["24xlarge"]),
     ("p4d", &["24xlarge"]),
@@ -45,8 +116,9 @@ pub fn is_known_instance_type(t: &str) -> bool {
     }
 }
 
-static ROLE_ARN: LazyLock<Option<Regex>> =
-    LazyLock::new(|| Regex::new(r"^arn:aws[a-z-]*:iam::\d{12}:role/[A-Za-z0-9_+=,.@/-]{1,512}$").ok());
+static ROLE_ARN: LazyLock<Option<Regex>> = LazyLock::new(|| {
+    Regex::new(r"^arn:aws[a-z-]*:iam::\d{12}:role/[A-Za-z0-9_+=,.@/-]{1,512}$").ok()
+});
 static ECR_IMAGE: LazyLock<Option<Regex>> = LazyLock::new(|| {
     Regex::new(
         r"^\d{12}\.dkr\.ecr(-fips)?\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/[a-z0-9]+(?:[._/-][a-z0-9]+)*(:[\w][\w.-]{0,127})?(@sha256:[0-9a-f]{64})?$",
@@ -91,7 +163,13 @@ pub fn resource_name(project_id: u64, job_id: u64, stage: &str) -> String {
     if stage != "build_script" && stage != "script" {
         let cleaned: String = stage
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '-'
+                }
+            })
             .collect();
         let cleaned = cleaned.trim_matches('-');
         if !cleaned.is_empty() {
@@ -119,14 +197,18 @@ mod tests {
 
     #[test]
     fn ecr_images() {
-        assert!(is_ecr_image("123456789012.dkr.ecr.us-east-1.amazonaws.com/ml/train:1.2"));
+        assert!(is_ecr_image(
+            "123456789012.dkr.ecr.us-east-1.amazonaws.com/ml/train:1.2"
+        ));
         assert!(is_ecr_image(&format!(
             "123456789012.dkr.ecr.eu-west-1.amazonaws.com/x@sha256:{}",
             "a".repeat(64)
         )));
         assert!(!is_ecr_image("python:3.12"));
         assert!(!is_ecr_image("docker.io/library/python:3.12"));
-        assert!(!is_ecr_image("123456789012.dkr.ecr.us-east-1.amazonaws.com.evil.io/x"));
+        assert!(!is_ecr_image(
+            "123456789012.dkr.ecr.us-east-1.amazonaws.com.evil.io/x"
+        ));
     }
 
     #[test]

@@ -122,7 +122,11 @@ pub fn parse(text: &str) -> Result<Spec, String> {
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();
-        if path == "." { inner } else { format!("{path}: {inner}") }
+        if path == "." {
+            inner
+        } else {
+            format!("{path}: {inner}")
+        }
     })
 }
 
@@ -143,42 +147,114 @@ impl Spec {
         };
         put("SAGEMAKER_ACTION", "action", self.action.clone());
         if let Some(t) = &self.train {
-            put("SAGEMAKER_INSTANCE_TYPE", "train.instance_type", t.instance_type.clone());
-            put("SAGEMAKER_INSTANCE_COUNT", "train.instance_count", t.instance_count.map(|n| n.to_string()));
-            put("SAGEMAKER_VOLUME_SIZE_GB", "train.volume_size_gb", t.volume_size_gb.map(|n| n.to_string()));
-            put("SAGEMAKER_MAX_RUNTIME", "train.max_runtime", t.max_runtime.as_ref().map(DurationSpec::text));
+            put(
+                "SAGEMAKER_INSTANCE_TYPE",
+                "train.instance_type",
+                t.instance_type.clone(),
+            );
+            put(
+                "SAGEMAKER_INSTANCE_COUNT",
+                "train.instance_count",
+                t.instance_count.map(|n| n.to_string()),
+            );
+            put(
+                "SAGEMAKER_VOLUME_SIZE_GB",
+                "train.volume_size_gb",
+                t.volume_size_gb.map(|n| n.to_string()),
+            );
+            put(
+                "SAGEMAKER_MAX_RUNTIME",
+                "train.max_runtime",
+                t.max_runtime.as_ref().map(DurationSpec::text),
+            );
             put("SAGEMAKER_ROLE_ARN", "train.role_arn", t.role_arn.clone());
-            put("SAGEMAKER_OUTPUT_PATH", "train.output_path", t.output_path.clone());
-            put("SAGEMAKER_KEEP_ALIVE", "train.keep_alive", t.keep_alive.as_ref().map(DurationSpec::text));
+            put(
+                "SAGEMAKER_OUTPUT_PATH",
+                "train.output_path",
+                t.output_path.clone(),
+            );
+            put(
+                "SAGEMAKER_KEEP_ALIVE",
+                "train.keep_alive",
+                t.keep_alive.as_ref().map(DurationSpec::text),
+            );
             if let Some(s) = &t.spot {
-                put("SAGEMAKER_SPOT", "train.spot.enabled", s.enabled.map(|b| b.to_string()));
-                put("SAGEMAKER_MAX_WAIT", "train.spot.max_wait", s.max_wait.as_ref().map(DurationSpec::text));
-                put("SAGEMAKER_CHECKPOINT_S3_URI", "train.spot.checkpoint_s3_uri", s.checkpoint_s3_uri.clone());
+                put(
+                    "SAGEMAKER_SPOT",
+                    "train.spot.enabled",
+                    s.enabled.map(|b| b.to_string()),
+                );
+                put(
+                    "SAGEMAKER_MAX_WAIT",
+                    "train.spot.max_wait",
+                    s.max_wait.as_ref().map(DurationSpec::text),
+                );
+                put(
+                    "SAGEMAKER_CHECKPOINT_S3_URI",
+                    "train.spot.checkpoint_s3_uri",
+                    s.checkpoint_s3_uri.clone(),
+                );
             }
             for (name, uri) in t.inputs.iter().flatten() {
-                put(&format!("SAGEMAKER_INPUT_{}", name.to_uppercase()), &format!("train.inputs.{name}"), Some(uri.clone()));
+                put(
+                    &format!("SAGEMAKER_INPUT_{}", name.to_uppercase()),
+                    &format!("train.inputs.{name}"),
+                    Some(uri.clone()),
+                );
             }
             for (name, re) in t.metrics.iter().flatten() {
-                put(&format!("SAGEMAKER_METRIC_{name}"), &format!("train.metrics.{name}"), Some(re.clone()));
+                put(
+                    &format!("SAGEMAKER_METRIC_{name}"),
+                    &format!("train.metrics.{name}"),
+                    Some(re.clone()),
+                );
             }
             for (k, v) in t.tags.iter().flatten() {
-                put(&format!("SAGEMAKER_TAG_{k}"), &format!("train.tags.{k}"), Some(v.clone()));
+                put(
+                    &format!("SAGEMAKER_TAG_{k}"),
+                    &format!("train.tags.{k}"),
+                    Some(v.clone()),
+                );
             }
         }
         if let Some(f) = &self.fargate {
             put("FARGATE_CPU", "fargate.cpu", f.cpu.map(|n| n.to_string()));
-            put("FARGATE_MEMORY", "fargate.memory", f.memory.map(|n| n.to_string()));
-            put("FARGATE_EPHEMERAL_STORAGE_GB", "fargate.ephemeral_storage_gb", f.ephemeral_storage_gb.map(|n| n.to_string()));
-            put("FARGATE_SPOT", "fargate.spot", f.spot.map(|b| b.to_string()));
-            put("FARGATE_ARCHITECTURE", "fargate.architecture", f.architecture.clone());
-            put("FARGATE_TASK_ROLE_ARN", "fargate.task_role_arn", f.task_role_arn.clone());
+            put(
+                "FARGATE_MEMORY",
+                "fargate.memory",
+                f.memory.map(|n| n.to_string()),
+            );
+            put(
+                "FARGATE_EPHEMERAL_STORAGE_GB",
+                "fargate.ephemeral_storage_gb",
+                f.ephemeral_storage_gb.map(|n| n.to_string()),
+            );
+            put(
+                "FARGATE_SPOT",
+                "fargate.spot",
+                f.spot.map(|b| b.to_string()),
+            );
+            put(
+                "FARGATE_ARCHITECTURE",
+                "fargate.architecture",
+                f.architecture.clone(),
+            );
+            put(
+                "FARGATE_TASK_ROLE_ARN",
+                "fargate.task_role_arn",
+                f.task_role_arn.clone(),
+            );
         }
         if let Some(e) = &self.ecs_deploy {
             put("ECS_CLUSTER", "ecs_deploy.cluster", e.cluster.clone());
             put("ECS_SERVICE", "ecs_deploy.service", e.service.clone());
             put("ECS_CONTAINER", "ecs_deploy.container", e.container.clone());
             put("ECS_IMAGE", "ecs_deploy.image", e.image.clone());
-            put("ECS_TIMEOUT", "ecs_deploy.timeout", e.timeout.as_ref().map(DurationSpec::text));
+            put(
+                "ECS_TIMEOUT",
+                "ecs_deploy.timeout",
+                e.timeout.as_ref().map(DurationSpec::text),
+            );
         }
         out
     }

@@ -48,16 +48,24 @@ fn job(vars: &[(&str, &str)], image: Option<&str>) -> Job {
         default_branch: Some("main".into()),
         image: image.map(str::to_owned),
         timeout: Duration::from_secs(3600),
-        variables: Variables::new(
-            vars.iter().map(|(k, v)| ((*k).to_owned(), Variable { value: (*v).to_owned(), masked: false, file: false })),
-        ),
+        variables: Variables::new(vars.iter().map(|(k, v)| {
+            (
+                (*k).to_owned(),
+                Variable {
+                    value: (*v).to_owned(),
+                    masked: false,
+                    file: false,
+                },
+            )
+        })),
     }
 }
 
 fn plan(vars: &[(&str, &str)], image: Option<&str>) -> Result<Plan, Vec<String>> {
     let j = job(vars, image);
     let s = Settings::collect(&j, None);
-    resolve(&j, JobShape::default(), &config(""), &s).map_err(|v| v.iter().map(|r| r.to_string()).collect())
+    resolve(&j, JobShape::default(), &config(""), &s)
+        .map_err(|v| v.iter().map(|r| r.to_string()).collect())
 }
 
 fn rejected(vars: &[(&str, &str)], image: Option<&str>) -> Vec<String> {
@@ -69,7 +77,9 @@ fn rejected(vars: &[(&str, &str)], image: Option<&str>) -> Vec<String> {
 
 #[test]
 fn train_defaults_from_config() {
-    let Ok(Plan::Train(t)) = plan(&[], Some(ECR)) else { panic!("train plan expected") };
+    let Ok(Plan::Train(t)) = plan(&[], Some(ECR)) else {
+        panic!("train plan expected")
+    };
     assert_eq!(t.instance_type, "ml.m5.large");
     assert_eq!(t.instance_count, 1);
     assert_eq!(t.role_arn, ROLE);
@@ -98,42 +108,121 @@ fn train_variables_are_applied() {
     assert_eq!(t.instance_count, 2);
     let spot = t.spot.expect("spot");
     assert_eq!(spot.max_wait, Duration::from_secs(4 * 3600));
-    assert_eq!(spot.checkpoint_s3_uri, "s3://ci-staging/sagemaker-executor/checkpoints/7/main");
-    assert_eq!(t.inputs.get("train").map(String::as_str), Some("s3://ml-data-x/train/"));
-    assert_eq!(t.metrics.get("loss").map(String::as_str), Some("loss=([0-9.]+)"));
+    assert_eq!(
+        spot.checkpoint_s3_uri,
+        "s3://ci-staging/sagemaker-executor/checkpoints/7/main"
+    );
+    assert_eq!(
+        t.inputs.get("train").map(String::as_str),
+        Some("s3://ml-data-x/train/")
+    );
+    assert_eq!(
+        t.metrics.get("loss").map(String::as_str),
+        Some("loss=([0-9.]+)")
+    );
     assert_eq!(t.tags.get("team").map(String::as_str), Some("vision"));
 }
 
 #[test]
 fn each_bad_train_setting_gets_one_line_naming_it() {
     let cases: &[(&[(&str, &str)], Option<&str>, &str)] = &[
-        (&[], Some("python:3.12"), "image: \"python:3.12\" is not an ECR image"),
+        (
+            &[],
+            Some("python:3.12"),
+            "image: \"python:3.12\" is not an ECR image",
+        ),
         (&[], None, "image: a training job needs an image"),
-        (&[("SAGEMAKER_INSTANCE_TYPE", "ml.m5.giant")], Some(ECR), "SAGEMAKER_INSTANCE_TYPE: \"ml.m5.giant\" is not a SageMaker training instance type"),
-        (&[("SAGEMAKER_INSTANCE_TYPE", "ml.p5.48xlarge")], Some(ECR), "SAGEMAKER_INSTANCE_TYPE: \"ml.p5.48xlarge\" is not allowed by policy.train.instance_types [ml.m5.*, ml.g5.*]"),
-        (&[("SAGEMAKER_INSTANCE_COUNT", "8")], Some(ECR), "SAGEMAKER_INSTANCE_COUNT: 8 is over policy.train.max_instance_count = 4"),
-        (&[("SAGEMAKER_INSTANCE_COUNT", "two")], Some(ECR), "SAGEMAKER_INSTANCE_COUNT: \"two\" is not a whole number"),
-        (&[("SAGEMAKER_MAX_RUNTIME", "12h")], Some(ECR), "SAGEMAKER_MAX_RUNTIME: 12h is over policy.train.max_runtime = 6h"),
-        (&[("SAGEMAKER_ROLE_ARN", "arn:aws:iam::123456789012:role/Admin")], Some(ECR), "SAGEMAKER_ROLE_ARN: \"arn:aws:iam::123456789012:role/Admin\" is not allowed by policy.train.roles"),
-        (&[("SAGEMAKER_INPUT_TRAIN", "s3://someone-elses/x")], Some(ECR), "SAGEMAKER_INPUT_TRAIN: bucket \"someone-elses\" is not allowed by policy.train.buckets"),
-        (&[("SAGEMAKER_OUTPUT_PATH", "s3://someone-elses/x")], Some(ECR), "SAGEMAKER_OUTPUT_PATH: bucket \"someone-elses\" is not allowed"),
-        (&[("SAGEMAKER_METRIC_acc", "acc=[0-9.]+")], Some(ECR), "SAGEMAKER_METRIC_acc: the regex needs one capture group"),
-        (&[("SAGEMAKER_INSTANCE_TYPO", "ml.m5.large")], Some(ECR), "SAGEMAKER_INSTANCE_TYPO: unknown setting"),
-        (&[("SAGEMAKER_MAX_WAIT", "2h")], Some(ECR), "SAGEMAKER_MAX_WAIT: only applies to managed spot training"),
-        (&[("SAGEMAKER_ACTION", "ecs-deploy")], Some(ECR), "SAGEMAKER_ACTION: action \"ecs-deploy\" is not allowed by policy.allowed_actions [train, fargate, register, deploy]"),
-        (&[("SAGEMAKER_ACTION", "deploy")], Some(ECR), "SAGEMAKER_ACTION: action \"deploy\" runs only on protected refs"),
-        (&[("SAGEMAKER_ACTION", "fargate")], Some("python:3"), "this runner has no [fargate] section"),
+        (
+            &[("SAGEMAKER_INSTANCE_TYPE", "ml.m5.giant")],
+            Some(ECR),
+            "SAGEMAKER_INSTANCE_TYPE: \"ml.m5.giant\" is not a SageMaker training instance type",
+        ),
+        (
+            &[("SAGEMAKER_INSTANCE_TYPE", "ml.p5.48xlarge")],
+            Some(ECR),
+            "SAGEMAKER_INSTANCE_TYPE: \"ml.p5.48xlarge\" is not allowed by policy.train.instance_types [ml.m5.*, ml.g5.*]",
+        ),
+        (
+            &[("SAGEMAKER_INSTANCE_COUNT", "8")],
+            Some(ECR),
+            "SAGEMAKER_INSTANCE_COUNT: 8 is over policy.train.max_instance_count = 4",
+        ),
+        (
+            &[("SAGEMAKER_INSTANCE_COUNT", "two")],
+            Some(ECR),
+            "SAGEMAKER_INSTANCE_COUNT: \"two\" is not a whole number",
+        ),
+        (
+            &[("SAGEMAKER_MAX_RUNTIME", "12h")],
+            Some(ECR),
+            "SAGEMAKER_MAX_RUNTIME: 12h is over policy.train.max_runtime = 6h",
+        ),
+        (
+            &[("SAGEMAKER_ROLE_ARN", "arn:aws:iam::123456789012:role/Admin")],
+            Some(ECR),
+            "SAGEMAKER_ROLE_ARN: \"arn:aws:iam::123456789012:role/Admin\" is not allowed by policy.train.roles",
+        ),
+        (
+            &[("SAGEMAKER_INPUT_TRAIN", "s3://someone-elses/x")],
+            Some(ECR),
+            "SAGEMAKER_INPUT_TRAIN: bucket \"someone-elses\" is not allowed by policy.train.buckets",
+        ),
+        (
+            &[("SAGEMAKER_OUTPUT_PATH", "s3://someone-elses/x")],
+            Some(ECR),
+            "SAGEMAKER_OUTPUT_PATH: bucket \"someone-elses\" is not allowed",
+        ),
+        (
+            &[("SAGEMAKER_METRIC_acc", "acc=[0-9.]+")],
+            Some(ECR),
+            "SAGEMAKER_METRIC_acc: the regex needs one capture group",
+        ),
+        (
+            &[("SAGEMAKER_INSTANCE_TYPO", "ml.m5.large")],
+            Some(ECR),
+            "SAGEMAKER_INSTANCE_TYPO: unknown setting",
+        ),
+        (
+            &[("SAGEMAKER_MAX_WAIT", "2h")],
+            Some(ECR),
+            "SAGEMAKER_MAX_WAIT: only applies to managed spot training",
+        ),
+        (
+            &[("SAGEMAKER_ACTION", "ecs-deploy")],
+            Some(ECR),
+            "SAGEMAKER_ACTION: action \"ecs-deploy\" is not allowed by policy.allowed_actions [train, fargate, register, deploy]",
+        ),
+        (
+            &[("SAGEMAKER_ACTION", "deploy")],
+            Some(ECR),
+            "SAGEMAKER_ACTION: action \"deploy\" runs only on protected refs",
+        ),
+        (
+            &[("SAGEMAKER_ACTION", "fargate")],
+            Some("python:3"),
+            "this runner has no [fargate] section",
+        ),
     ];
     for (vars, image, want) in cases {
         let got = rejected(vars, *image);
         assert_eq!(got.len(), 1, "{vars:?}: expected one line, got {got:#?}");
-        assert!(got[0].contains(want), "{vars:?}: {:?} does not contain {want:?}", got[0]);
+        assert!(
+            got[0].contains(want),
+            "{vars:?}: {:?} does not contain {want:?}",
+            got[0]
+        );
     }
 }
 
 #[test]
 fn all_problems_are_returned_together() {
-    let got = rejected(&[("SAGEMAKER_INSTANCE_COUNT", "9"), ("SAGEMAKER_MAX_RUNTIME", "99h")], Some("python:3"));
+    let got = rejected(
+        &[
+            ("SAGEMAKER_INSTANCE_COUNT", "9"),
+            ("SAGEMAKER_MAX_RUNTIME", "99h"),
+        ],
+        Some("python:3"),
+    );
     assert_eq!(got.len(), 3, "{got:#?}");
 }
 
@@ -142,15 +231,24 @@ fn spec_file_settings_apply_and_variables_win() {
     let spec = spec::parse("train:\n  instance_type: ml.g5.2xlarge\n  instance_count: 3\n  inputs:\n    train: s3://ml-data-a/t\n").expect("spec parses");
     let j = job(&[("SAGEMAKER_INSTANCE_COUNT", "2")], Some(ECR));
     let s = Settings::collect(&j, Some(("ml/spec.yml", &spec)));
-    let Ok(Plan::Train(t)) = resolve(&j, JobShape::default(), &config(""), &s) else { panic!("train plan expected") };
+    let Ok(Plan::Train(t)) = resolve(&j, JobShape::default(), &config(""), &s) else {
+        panic!("train plan expected")
+    };
     assert_eq!(t.instance_type, "ml.g5.2xlarge");
     assert_eq!(t.instance_count, 2);
-    assert_eq!(t.inputs.get("train").map(String::as_str), Some("s3://ml-data-a/t"));
+    assert_eq!(
+        t.inputs.get("train").map(String::as_str),
+        Some("s3://ml-data-a/t")
+    );
 
     let spec = spec::parse("train:\n  instance_count: 30\n").expect("spec parses");
     let s = Settings::collect(&job(&[], Some(ECR)), Some(("ml/spec.yml", &spec)));
-    let err = resolve(&job(&[], Some(ECR)), JobShape::default(), &config(""), &s).expect_err("over the cap");
-    assert_eq!(err[0].to_string(), "ml/spec.yml: train.instance_count: 30 is over policy.train.max_instance_count = 4");
+    let err = resolve(&job(&[], Some(ECR)), JobShape::default(), &config(""), &s)
+        .expect_err("over the cap");
+    assert_eq!(
+        err[0].to_string(),
+        "ml/spec.yml: train.instance_count: 30 is over policy.train.max_instance_count = 4"
+    );
 }
 
 #[test]
@@ -170,6 +268,20 @@ fn after_script_and_hooks_follow_the_policy() {
         c.policy.allow_after_script = false;
         c
     };
-    let err = resolve(&j, JobShape { has_after_script: true, has_hooks: false }, &text_cfg, &s).expect_err("refused");
-    assert!(err[0].to_string().starts_with("after_script: after_script is not allowed"), "{err:?}");
+    let err = resolve(
+        &j,
+        JobShape {
+            has_after_script: true,
+            has_hooks: false,
+        },
+        &text_cfg,
+        &s,
+    )
+    .expect_err("refused");
+    assert!(
+        err[0]
+            .to_string()
+            .starts_with("after_script: after_script is not allowed"),
+        "{err:?}"
+    );
 }

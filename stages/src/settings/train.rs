@@ -51,13 +51,20 @@ pub struct TrainSettings {
     pub tags: BTreeMap<String, String>,
 }
 
-pub(super) fn resolve(r: &mut Reader<'_>, job: &Job, cfg: &ExecutorConfig) -> Option<TrainSettings> {
+pub(super) fn resolve(
+    r: &mut Reader<'_>,
+    job: &Job,
+    cfg: &ExecutorConfig,
+) -> Option<TrainSettings> {
     let pol = &cfg.policy.train;
     let d = &cfg.train;
 
     let image = match job.image.clone().or_else(|| d.image.clone()) {
         None => {
-            r.reject(&Origin::Variable("image".into()), "a training job needs an image: set `image:` to an ECR image");
+            r.reject(
+                &Origin::Variable("image".into()),
+                "a training job needs an image: set `image:` to an ECR image",
+            );
             None
         }
         Some(img) if !is_ecr_image(&img) => {
@@ -68,7 +75,13 @@ pub(super) fn resolve(r: &mut Reader<'_>, job: &Job, cfg: &ExecutorConfig) -> Op
             None
         }
         Some(img) => {
-            check_allowed(&mut r.problems, "image", &img, &pol.images, "policy.train.images");
+            check_allowed(
+                &mut r.problems,
+                "image",
+                &img,
+                &pol.images,
+                "policy.train.images",
+            );
             Some(img)
         }
     };
@@ -79,7 +92,13 @@ pub(super) fn resolve(r: &mut Reader<'_>, job: &Job, cfg: &ExecutorConfig) -> Op
             None
         }
         Some(s) => {
-            check_allowed(&mut r.problems, &s.origin.to_string(), &s.value, &pol.roles, "policy.train.roles");
+            check_allowed(
+                &mut r.problems,
+                &s.origin.to_string(),
+                &s.value,
+                &pol.roles,
+                "policy.train.roles",
+            );
             Some(s.value.clone())
         }
         None => match &d.role_arn {
@@ -93,11 +112,23 @@ pub(super) fn resolve(r: &mut Reader<'_>, job: &Job, cfg: &ExecutorConfig) -> Op
 
     let instance_type = match r.text("SAGEMAKER_INSTANCE_TYPE") {
         Some(s) if !is_known_instance_type(s.value.trim()) => {
-            r.reject(&s.origin, format!("{:?} is not a SageMaker training instance type (e.g. ml.m5.xlarge)", s.value));
+            r.reject(
+                &s.origin,
+                format!(
+                    "{:?} is not a SageMaker training instance type (e.g. ml.m5.xlarge)",
+                    s.value
+                ),
+            );
             None
         }
         Some(s) => {
-            check_allowed(&mut r.problems, &s.origin.to_string(), s.value.trim(), &pol.instance_types, "policy.train.instance_types");
+            check_allowed(
+                &mut r.problems,
+                &s.origin.to_string(),
+                s.value.trim(),
+                &pol.instance_types,
+                "policy.train.instance_types",
+            );
             Some(s.value.trim().to_owned())
         }
         None => Some(d.instance_type.clone()),
@@ -105,14 +136,26 @@ pub(super) fn resolve(r: &mut Reader<'_>, job: &Job, cfg: &ExecutorConfig) -> Op
 
     let instance_count = match r.number("SAGEMAKER_INSTANCE_COUNT", 1) {
         Some((n, o)) => {
-            check_max(&mut r.problems, &o.to_string(), n, pol.max_instance_count, "policy.train.max_instance_count");
+            check_max(
+                &mut r.problems,
+                &o.to_string(),
+                n,
+                pol.max_instance_count,
+                "policy.train.max_instance_count",
+            );
             n
         }
         None => d.instance_count,
     };
     let volume_size_gb = match r.number("SAGEMAKER_VOLUME_SIZE_GB", 1) {
         Some((n, o)) => {
-            check_max(&mut r.problems, &o.to_string(), n, pol.max_volume_size_gb, "policy.train.max_volume_size_gb");
+            check_max(
+                &mut r.problems,
+                &o.to_string(),
+                n,
+                pol.max_volume_size_gb,
+                "policy.train.max_volume_size_gb",
+            );
             n
         }
         None => d.volume_size_gb,
@@ -120,7 +163,14 @@ pub(super) fn resolve(r: &mut Reader<'_>, job: &Job, cfg: &ExecutorConfig) -> Op
     let max_runtime = match r.duration("SAGEMAKER_MAX_RUNTIME") {
         Some((t, o)) => {
             if t > pol.max_runtime {
-                r.reject(&o, format!("{} is over policy.train.max_runtime = {}", fmt(t), fmt(pol.max_runtime)));
+                r.reject(
+                    &o,
+                    format!(
+                        "{} is over policy.train.max_runtime = {}",
+                        fmt(t),
+                        fmt(pol.max_runtime)
+                    ),
+                );
             }
             if t.is_zero() {
                 r.reject(&o, "must be at least 1s");
@@ -132,14 +182,24 @@ pub(super) fn resolve(r: &mut Reader<'_>, job: &Job, cfg: &ExecutorConfig) -> Op
 
     let spot_enabled = r.flag("SAGEMAKER_SPOT").unwrap_or(false);
     if pol.require_spot && !spot_enabled {
-        let origin = r.text("SAGEMAKER_SPOT").map(|s| s.origin.clone()).unwrap_or(Origin::Variable("SAGEMAKER_SPOT".into()));
+        let origin = r
+            .text("SAGEMAKER_SPOT")
+            .map(|s| s.origin.clone())
+            .unwrap_or(Origin::Variable("SAGEMAKER_SPOT".into()));
         r.reject(&origin, "this runner requires managed spot training (policy.train.require_spot = true): set SAGEMAKER_SPOT=true");
     }
     let spot = if spot_enabled {
         let max_wait = match r.duration("SAGEMAKER_MAX_WAIT") {
             Some((w, o)) => {
                 if w < max_runtime {
-                    r.reject(&o, format!("{} must be at least the max runtime {}", fmt(w), fmt(max_runtime)));
+                    r.reject(
+                        &o,
+                        format!(
+                            "{} must be at least the max runtime {}",
+                            fmt(w),
+                            fmt(max_runtime)
+                        ),
+                    );
                 }
                 w
             }
@@ -157,11 +217,17 @@ pub(super) fn resolve(r: &mut Reader<'_>, job: &Job, cfg: &ExecutorConfig) -> Op
                 crate::job::tag_value(&job.git_ref).replace([' ', ':', '='], "_")
             ),
         };
-        Some(SpotSettings { max_wait, checkpoint_s3_uri })
+        Some(SpotSettings {
+            max_wait,
+            checkpoint_s3_uri,
+        })
     } else {
         if let Some(s) = r.text("SAGEMAKER_MAX_WAIT") {
             let o = s.origin.clone();
-            r.reject(&o, "only applies to managed spot training: set SAGEMAKER_SPOT=true");
+            r.reject(
+                &o,
+                "only applies to managed spot training: set SAGEMAKER_SPOT=true",
+            );
         }
         None
     };
@@ -170,7 +236,12 @@ pub(super) fn resolve(r: &mut Reader<'_>, job: &Job, cfg: &ExecutorConfig) -> Op
     let settings = r.settings;
     for (name, s) in settings.with_prefix("SAGEMAKER_INPUT_") {
         let channel = name.to_ascii_lowercase();
-        if channel == WORKSPACE_CHANNEL || !channel.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) || channel.len() > 64 {
+        if channel == WORKSPACE_CHANNEL
+            || !channel
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            || channel.len() > 64
+        {
             r.reject(&s.origin, format!("{channel:?} is not a usable channel name ([A-Za-z0-9._-], at most 64, not {WORKSPACE_CHANNEL:?})"));
             continue;
         }
@@ -185,23 +256,44 @@ pub(super) fn resolve(r: &mut Reader<'_>, job: &Job, cfg: &ExecutorConfig) -> Op
             Ok(re) if re.captures_len() >= 2 => {
                 metrics.insert(name.to_owned(), s.value.clone());
             }
-            Ok(_) => r.reject(&s.origin, "the regex needs one capture group for the value, e.g. loss=([0-9.]+)"),
-            Err(e) => r.reject(&s.origin, format!("not a valid regex: {}", e.to_string().lines().last().unwrap_or_default())),
+            Ok(_) => r.reject(
+                &s.origin,
+                "the regex needs one capture group for the value, e.g. loss=([0-9.]+)",
+            ),
+            Err(e) => r.reject(
+                &s.origin,
+                format!(
+                    "not a valid regex: {}",
+                    e.to_string().lines().last().unwrap_or_default()
+                ),
+            ),
         }
     }
     if metrics.len() > 40 {
-        r.reject(&Origin::Variable("SAGEMAKER_METRIC_*".into()), "SageMaker accepts at most 40 metric definitions");
+        r.reject(
+            &Origin::Variable("SAGEMAKER_METRIC_*".into()),
+            "SageMaker accepts at most 40 metric definitions",
+        );
     }
 
     let output_path = match r.text("SAGEMAKER_OUTPUT_PATH") {
-        Some(s) => bucket_checked(r, &s.origin, &s.value, cfg).map(|u| u.trim_end_matches('/').to_owned()),
+        Some(s) => {
+            bucket_checked(r, &s.origin, &s.value, cfg).map(|u| u.trim_end_matches('/').to_owned())
+        }
         None => Some(d.output_path.clone()),
     };
 
     let keep_alive = match r.duration("SAGEMAKER_KEEP_ALIVE") {
         Some((k, o)) => {
             if k > pol.max_keep_alive {
-                r.reject(&o, format!("{} is over policy.train.max_keep_alive = {}", fmt(k), fmt(pol.max_keep_alive)));
+                r.reject(
+                    &o,
+                    format!(
+                        "{} is over policy.train.max_keep_alive = {}",
+                        fmt(k),
+                        fmt(pol.max_keep_alive)
+                    ),
+                );
             }
             Some(k).filter(|k| !k.is_zero())
         }
@@ -210,14 +302,23 @@ pub(super) fn resolve(r: &mut Reader<'_>, job: &Job, cfg: &ExecutorConfig) -> Op
 
     let mut tags = BTreeMap::new();
     for (k, s) in settings.with_prefix("SAGEMAKER_TAG_") {
-        if k.to_ascii_lowercase().starts_with("aws:") || k.starts_with("gitlab:") || k == "managed-by" {
-            r.reject(&s.origin, "tag keys aws:*, gitlab:* and managed-by are reserved");
+        if k.to_ascii_lowercase().starts_with("aws:")
+            || k.starts_with("gitlab:")
+            || k == "managed-by"
+        {
+            r.reject(
+                &s.origin,
+                "tag keys aws:*, gitlab:* and managed-by are reserved",
+            );
             continue;
         }
         tags.insert(k.to_owned(), crate::job::tag_value(&s.value));
     }
     if tags.len() > 20 {
-        r.reject(&Origin::Variable("SAGEMAKER_TAG_*".into()), "at most 20 extra tags");
+        r.reject(
+            &Origin::Variable("SAGEMAKER_TAG_*".into()),
+            "at most 20 extra tags",
+        );
     }
 
     Some(TrainSettings {
@@ -237,14 +338,22 @@ pub(super) fn resolve(r: &mut Reader<'_>, job: &Job, cfg: &ExecutorConfig) -> Op
 }
 
 /// Accepts an `s3://` URI whose bucket the policy allows.
-fn bucket_checked(r: &mut Reader<'_>, origin: &Origin, uri: &str, cfg: &ExecutorConfig) -> Option<String> {
+fn bucket_checked(
+    r: &mut Reader<'_>,
+    origin: &Origin,
+    uri: &str,
+    cfg: &ExecutorConfig,
+) -> Option<String> {
     let Some(bucket) = s3_bucket(uri.trim()) else {
         r.reject(origin, format!("{uri:?} is not an s3:// URI"));
         return None;
     };
     let pol = &cfg.policy.train.buckets;
     if !pol.allows(bucket) {
-        r.reject(origin, format!("bucket {bucket:?} is not allowed by policy.train.buckets {pol}"));
+        r.reject(
+            origin,
+            format!("bucket {bucket:?} is not allowed by policy.train.buckets {pol}"),
+        );
         return None;
     }
     Some(uri.trim().to_owned())

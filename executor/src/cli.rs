@@ -1,0 +1,39 @@
+//! The command line: the protocol stages gitlab-runner calls and the admin subcommands.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// GitLab Runner custom executor that runs CI jobs as SageMaker and ECS work.
+#[derive(Debug, Parser)]
+#[command(name = "sagemaker-executor", version, about)]
+pub struct Cli {
+    /// The executor's config file (TOML).
+    #[arg(long, env = "SAGEMAKER_EXECUTOR_CONFIG", default_value = "/etc/sagemaker-executor/config.toml")]
+    pub config: PathBuf,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Protocol stages and admin commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Protocol: print the job's builds dir and driver info as JSON.
+    Config,
+    /// Protocol: resolve the job's action and check it against the policy.
+    Prepare,
+    /// Protocol: run one stage script.
+    Run {
+        /// The stage script the runner wrote.
+        script: PathBuf,
+        /// The stage name (`get_sources`, `build_script`, `step_*`, …).
+        stage: String,
+    },
+    /// Protocol: stop what the job left running and remove its files.
+    Cleanup,
+    /// Admin: check the config file and print every problem, or "ok".
+    Validate,
+    /// Admin: print the JSON Schema of the job spec file (`SAGEMAKER_SPEC`).
+    SpecSchema,
+}

@@ -1,0 +1,67 @@
+//! The `run` stage: local stages run with bash on the runner host; the user-script stages
+//! (`build_script`, `step_script`, any `step_*`) go to the job's action.
+
+use std::path::Path;
+
+use stages::job::Job;
+use stages::settings::{self, Settings, spec};
+use stages::state::StateFile;
+use tokio_util::sync::CancellationToken;
+
+use crate::context;
+use crate::error::ExecutorError;
+use crate::local;
+
+/// Whether `stage` runs the job's own script (sent as `build_script` or `step_*`).
+pub fn is_user_script(stage: &str) -> bool {
+    stage == "build_script" || stage.starts_with("step_")
+}
+
+pub async fn run(config: &Path, script: &Path, stage: &str, cancel: &CancellationToken) -> Result<(), ExecutorError> {
+    if !is_user_script(stage) {
+        return match local::run_script(script, cancel).await? {
+            0 => Ok(()),
+            code => Err(ExecutorError::Script(code)),
+        };
+    }
+    let cfg = stages::config::load_file(config)?;
+    let ctx = context::load()?;
+    let project_dir = context::project_dir()?;
+    let spec = read_spec(&ctx.job, &project_dir)?;
+    let settings = Settings::collect(&ctx.job, spec.as_ref().map(|(f, s)| (f.as_str(), s)));
+    let plan = settings::resolve(&ctx.job, ctx.shape, &cfg, &settings).map_err(ExecutorError::Rejected)?;
+    let state = StateFile::new(&cfg.paths.state_root, ctx.job.id);
+    let run = stages::run::StageRun { cfg: &cfg, job: &ctx.job, stage, script, project_dir: &project_dir, state: &state, cancel };
+    stages::run::run_user_stage(&plan, run).await?;
+    Ok(())
+}
+
+/// Reads the spec file named by `SAGEMAKER_SPEC`, relative to the checked-out project.
+fn read_spec(job: &Job, project_dir: &Path) -> Result<Option<(String, spec::Spec)>, ExecutorError> {
+    let Some(rel) = job.variables.get("SAGEMAKER_SPEC").map(str::trim).filter(|s| !s.is_empty()) else {
+        return Ok(None);
+    };
+    let rel_path = Path::new(rel);
+    if rel_path.is_absolute() || rel_path.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+        return Err(ExecutorError::Spec(format!("{rel:?} must be a path inside the repository")));
+    }
+    let text = std::fs::read_to_string(project_dir.join(rel_path))
+        .map_err(|e| ExecutorError::Spec(format!("cannot read {rel}: {e}")))?;
+    let parsed = spec::parse(&text).map_err(|e| ExecutorError::Spec(format!("{rel}: {e}")))?;
+    Ok(Some((rel.to_owned(), parsed)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_user_script;
+
+    #[test]
+    fn user_script_stages() {
+        for s in ["build_script", "step_script", "step_release"] {
+            assert!(is_user_script(s), "{s}");
+        }
+        for s in ["prepare_script", "get_sources", "after_script", "upload_artifacts_on_failure", "cleanup_file_variables"] {
+            assert!(!is_user_script(s), "{s}");
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! Outputs for downstream jobs: `sagemaker.env` (a GitLab dotenv report: `KEY=value` lines only,
+//! keys `[A-Za-z0-9_]`, under 5 KiB) and an OpenMetrics file for `artifacts:reports:metrics`.
+
+use std::path::Path;
+
+/// The dotenv file's name in the project dir.
+pub const DOTENV_FILE: &str = "sagemaker.env";
+/// The metrics file's name in the project dir.
+pub const METRICS_FILE: &str = "sagemaker-metrics.txt";
+/// GitLab's default dotenv size limit is 5120 bytes; stay under it.
+const DOTENV_LIMIT: usize = 5000;
+
+/// A key made valid for GitLab dotenv (`[A-Za-z0-9_]`, at most 255).
+pub fn dotenv_key(k: &str) -> String {
+    k.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).take(255).collect()
+}
+
+/// Renders dotenv lines, dropping values with line breaks and stopping before the size limit.
+/// Returns the text and the keys left out.
+pub fn render_dotenv(pairs: &[(String, String)]) -> (String, Vec<String>) {
+    let mut out = String::new();
+    let mut dropped = Vec::new();
+    for (k, v) in pairs {
+        let line = format!("{}={}\n", dotenv_key(k), v.trim());
+        if v.contains(['\n', '\r']) || out.len() + line.len() > DOTENV_LIMIT {
+            dropped.push(k.clone());
+            continue;
+        }
+        out.push_str(&line);
+    }
+    (out, dropped)
+}
+
+/// Writes `sagemaker.env` into `dir`.
+pub fn write_dotenv(dir: &Path, pairs: &[(String, String)]) -> std::io::Result<Vec<String>> {
+    let (text, dropped) = render_dotenv(pairs);
+    std::fs::write(dir.join(DOTENV_FILE), text)?;
+    Ok(dropped)
+}
+
+/// Renders metrics in the OpenMetrics text format GitLab's metrics report reads.
+pub fn render_metrics(metrics: &[(String, f64)]) -> String {
+    let mut out = String::new();
+    for (name, value) in metrics {
+        let name: String = name
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == ':' { c } else { '_' })
+            .collect();
+        if value.is_finite() {
+            out.push_str(&format!("{name} {value}\n"));
+        }
+    }
+    out
+}
+
+/// Writes the metrics file into `dir`.
+pub fn write_metrics(dir: &Path, metrics: &[(String, f64)]) -> std::io::Result<()> {
+    std::fs::write(dir.join(METRICS_FILE), render_metrics(metrics))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dotenv_stays_within_gitlab_rules() {
+        let (text, dropped) = render_dotenv(&[
+            ("SAGEMAKER_TRAINING_JOB_NAME".into(), "gl-1-2".into()),
+            ("bad-key".into(), "x".into()),
+            ("MULTI".into(), "a\nb".into()),
+        ]);
+        assert_eq!(text, "SAGEMAKER_TRAINING_JOB_NAME=gl-1-2\nbad_key=x\n");
+        assert_eq!(dropped, vec!["MULTI".to_owned()]);
+        let many: Vec<_> = (0..500).map(|i| (format!("K{i}"), "v".repeat(20))).collect();
+        let (text, dropped) = render_dotenv(&many);
+        assert!(text.len() <= DOTENV_LIMIT && !dropped.is_empty());
+        assert!(text.lines().all(|l| l.split_once('=').is_some()));
+    }
+
+    #[test]
+    fn metrics_are_openmetrics_lines() {
+        assert_eq!(render_metrics(&[("train:loss".into(), 0.25), ("acc-top1".into(), 0.9), ("nan".into(), f64::NAN)]), "train:loss 0.25\nacc_top1 0.9\n");
+    }
+}

@@ -1,0 +1,296 @@
+//! The `train` action: the job's image and script run as a SageMaker training job.
+//!
+//! Flow: stage the workspace in S3, CreateTrainingJob (recorded in the state file before any
+//! wait), follow status and logs, then restore the returned workspace, write `sagemaker.env` and
+//! the metrics file, and map the ending onto build or system failure. A re-run of the stage
+//! attaches to the existing job; cancellation stops it.
+
+mod outcome;
+mod submit;
+mod wait;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use aws_sdk_sagemaker::error::SdkError;
+use aws_sdk_sagemaker::operation::create_training_job::CreateTrainingJobError;
+use aws_sdk_sagemaker::operation::describe_training_job::DescribeTrainingJobOutput;
+
+pub use outcome::{Ending, failure as classify_failure_reason};
+pub use wait::LOG_GROUP;
+
+use crate::aws::{Aws, errors};
+use crate::failure::{Classify, FailureKind};
+use crate::joblog::JobLog;
+use crate::run::StageRun;
+use crate::settings::TrainSettings;
+use crate::settings::names::{resource_name, split_s3_uri};
+use crate::state::{Resource, ResourceKind, Staged, StateError};
+use crate::workspace::{self, ExtractLimits, JobManifest, RemoteMode, StagingLocation, UploadOptions, WorkspaceError, WorkspaceErrorKind};
+use crate::outputs;
+
+/// Why a training stage failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// The request could not be built (a bug, or a value the SDK refuses).
+    #[error("cannot build the CreateTrainingJob request: {0}")]
+    Request(String),
+    /// Staging or restoring the workspace failed.
+    #[error("workspace: {0}")]
+    Workspace(#[from] WorkspaceError),
+    /// The state file could not be written.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// SageMaker refused CreateTrainingJob.
+    #[error("CreateTrainingJob: {}", errors::describe(.0))]
+    Create(#[source] SdkError<CreateTrainingJobError>),
+    /// DescribeTrainingJob kept failing.
+    #[error("cannot follow the training job: {0}")]
+    Describe(String),
+    /// The stage script exited non-zero inside the training container.
+    #[error("the job's script exited with status {0} in the training container")]
+    Script(i32),
+    /// The container failed on its own.
+    #[error("the training container failed: {0}")]
+    Algorithm(String),
+    /// SageMaker refused the job's input.
+    #[error("SageMaker refused the job's input: {0}")]
+    Client(String),
+    /// No capacity.
+    #[error("no capacity for the training job: {0}")]
+    Capacity(String),
+    /// SageMaker failed.
+    #[error("SageMaker failed the training job: {0}")]
+    Internal(String),
+    /// The runtime limit was reached.
+    #[error("the training job reached its max runtime of {} (SAGEMAKER_MAX_RUNTIME)", humantime::format_duration(*.0))]
+    MaxRuntime(Duration),
+    /// Spot capacity never came within the max wait.
+    #[error("the training job reached its max wait of {} for spot capacity (SAGEMAKER_MAX_WAIT)", humantime::format_duration(*.0))]
+    MaxWait(Duration),
+    /// Someone else stopped the job.
+    #[error("the training job {0} was stopped outside this CI job")]
+    StoppedOutside(String),
+    /// The CI job was cancelled; the training job was stopped.
+    #[error("cancelled: training job {name} {state}")]
+    Cancelled {
+        /// The training job.
+        name: String,
+        /// What became of it.
+        state: String,
+    },
+    /// A failure reason this executor does not recognise.
+    #[error("the training job failed: {0}")]
+    Unknown(String),
+    /// Writing the outputs failed.
+    #[error("cannot write {what}: {source}")]
+    Outputs {
+        /// Which file.
+        what: &'static str,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn workspace_kind(e: &WorkspaceError) -> FailureKind {
+    match e.kind() {
+        WorkspaceErrorKind::JobContent | WorkspaceErrorKind::Cancelled => FailureKind::Build,
+        WorkspaceErrorKind::Storage
+        | WorkspaceErrorKind::LocalIo
+        | WorkspaceErrorKind::Missing
+        | WorkspaceErrorKind::Internal => FailureKind::System,
+    }
+}
+
+impl Classify for TrainError {
+    fn failure_kind(&self) -> FailureKind {
+        match self {
+            TrainError::Workspace(e) => workspace_kind(e),
+            // SageMaker validates the job's own settings (image, role, channels) here.
+            TrainError::Create(e) => match errors::code(e) {
+                Some("ValidationException") => FailureKind::Build,
+                _ => FailureKind::System,
+            },
+            TrainError::Script(_)
+            | TrainError::Algorithm(_)
+            | TrainError::Client(_)
+            | TrainError::MaxRuntime(_)
+            | TrainError::StoppedOutside(_)
+            | TrainError::Cancelled { .. } => FailureKind::Build,
+            TrainError::Request(_)
+            | TrainError::State(_)
+            | TrainError::Describe(_)
+            | TrainError::Capacity(_)
+            | TrainError::Internal(_)
+            | TrainError::MaxWait(_)
+            | TrainError::Unknown(_)
+            | TrainError::Outputs { .. } => FailureKind::System,
+        }
+    }
+
+    fn script_exit_code(&self) -> Option<i32> {
+        match self {
+            TrainError::Script(code) => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+/// Runs the stage as a training job.
+pub async fn run(aws: &Aws, t: &TrainSettings, run: StageRun<'_>) -> Result<(), TrainError> {
+    let log = JobLog::new();
+    let name = resource_name(run.job.project_id, run.job.id, run.stage);
+    let loc = StagingLocation::new(&run.cfg.staging.bucket, &run.cfg.staging.prefix, run.job.project_id, run.job.id);
+
+    let existing = match aws.sagemaker.describe_training_job().training_job_name(&name).send().await {
+        Ok(d) => Some(d),
+        Err(e) if errors::code(&e) == Some("ValidationException") || errors::code(&e) == Some("ResourceNotFound") => None,
+        Err(e) => return Err(TrainError::Describe(errors::describe(&e))),
+    };
+    if let Some(d) = &existing {
+        log.notice(&format!("Attaching to existing training job {name} ({})", d.training_job_status().map(|s| s.as_str()).unwrap_or("?")));
+        run.state.record(Resource { kind: ResourceKind::TrainingJob, id: name.clone(), scope: None, stage: run.stage.to_owned(), finished: false })?;
+    } else {
+        stage_workspace(aws, &loc, &run, &log).await?;
+        log.notice(&format!("Creating training job {name} on {} x {}", t.instance_count, t.instance_type));
+        let arn = submit::create(&aws.sagemaker, &name, t, &loc, &run).await?;
+        // Recorded before any wait, so cleanup finds it even after SIGKILL.
+        run.state.record(Resource { kind: ResourceKind::TrainingJob, id: name.clone(), scope: None, stage: run.stage.to_owned(), finished: false })?;
+        log.line(&format!("Training job ARN: {arn}"));
+    }
+    log.line(&format!("Console: {}", console_url(&aws.region, &name)));
+
+    let cadence = wait::Cadence { describe_max: run.cfg.train.describe_interval, logs: run.cfg.train.log_interval };
+    let finished = match wait::wait(aws, &name, t.instance_count, cadence, &log, run.cancel).await? {
+        wait::Waited::Finished(d) => d,
+        wait::Waited::Cancelled => {
+            let last = wait::stop(aws, &name, run.cfg.train.stop_grace, &log).await;
+            let state = match last.as_ref() {
+                Some(s) if s.as_str() == "Stopped" => "was stopped".to_owned(),
+                Some(s) => format!("is {} (stop requested)", s.as_str()),
+                None => "stop was requested; its status is unknown".to_owned(),
+            };
+            log.warn(&format!("Job cancelled: training job {name} {state}"));
+            if last.as_ref().is_some_and(|s| s.as_str() == "Stopped") {
+                run.state.mark_finished(ResourceKind::TrainingJob, &name)?;
+            }
+            return Err(TrainError::Cancelled { name, state });
+        }
+    };
+    run.state.mark_finished(ResourceKind::TrainingJob, &name)?;
+    finish(aws, t, &run, &name, &finished, &log).await
+}
+
+/// Packs and uploads the workspace, the stage script, the bootstrap and its manifest.
+async fn stage_workspace(aws: &Aws, loc: &StagingLocation, run: &StageRun<'_>, log: &JobLog) -> Result<(), TrainError> {
+    log.section_start("staging", "Staging the workspace in S3", true);
+    run.state.record_staged(Staged { bucket: loc.bucket.clone(), prefix: loc.prefix.clone() })?;
+    let roots = workspace_roots(run);
+    let summary = workspace::upload_tree(&aws.s3, loc, workspace::WORKSPACE_ARCHIVE, &roots, &UploadOptions::default(), run.cancel).await?;
+    let script = std::fs::read(run.script).map_err(|source| TrainError::Outputs { what: "the stage script (reading)", source })?;
+    workspace::put_bytes(&aws.s3, loc, workspace::SCRIPT, script, run.cancel).await?;
+    workspace::put_bytes(&aws.s3, loc, workspace::BOOTSTRAP, workspace::BOOTSTRAP_SH.as_bytes().to_vec(), run.cancel).await?;
+    let manifest = JobManifest { project_dir: run.project_dir.to_owned(), mode: RemoteMode::SageMaker, output_dir: None, failure_file: None };
+    workspace::put_bytes(&aws.s3, loc, workspace::MANIFEST, manifest.render()?.into_bytes(), run.cancel).await?;
+    log.notice(&format!(
+        "Staged {} files ({} bytes, {} compressed) to {}",
+        summary.files,
+        summary.bytes_in,
+        summary.bytes_out,
+        loc.s3_uri()
+    ));
+    log.section_end("staging");
+    Ok(())
+}
+
+fn workspace_roots(run: &StageRun<'_>) -> Vec<PathBuf> {
+    let mut tmp = run.project_dir.as_os_str().to_owned();
+    tmp.push(".tmp");
+    vec![run.project_dir.to_owned(), PathBuf::from(tmp)]
+}
+
+/// Restores the workspace, writes outputs, reports the totals and maps the ending.
+async fn finish(aws: &Aws, t: &TrainSettings, run: &StageRun<'_>, name: &str, d: &DescribeTrainingJobOutput, log: &JobLog) -> Result<(), TrainError> {
+    let ending = outcome::ending(d);
+    let completed = ending == Ending::Completed;
+    let output = format!("{}/{name}/output/output.tar.gz", t.output_path);
+    if let Some((bucket, key)) = split_s3_uri(&output) {
+        let limits = ExtractLimits { max_bytes: run.cfg.staging.max_return_bytes, ..ExtractLimits::default() };
+        match workspace::restore_from_training_output(&aws.s3, bucket, key, &workspace_roots(run), &limits, run.cancel).await {
+            Ok(s) => {
+                log.notice(&format!("Restored the workspace: {} files, {} bytes", s.files, s.bytes));
+                for skipped in &s.skipped {
+                    log.warn(&format!("not restored: {skipped}"));
+                }
+            }
+            Err(e) if e.kind() == WorkspaceErrorKind::Missing && !completed => {
+                log.warn("the training job returned no workspace (SageMaker uploads it only when the container got that far); on-failure artifacts have nothing new");
+            }
+            Err(e) if completed => return Err(e.into()),
+            Err(e) => log.warn(&format!("could not restore the workspace: {e}")),
+        }
+    }
+
+    let metrics: Vec<(String, f64)> = d
+        .final_metric_data_list()
+        .iter()
+        .filter_map(|m| Some((m.metric_name()?.to_owned(), f64::from(m.value()?))))
+        .collect();
+    let mut env = vec![
+        ("SAGEMAKER_TRAINING_JOB_NAME".to_owned(), name.to_owned()),
+        ("SAGEMAKER_TRAINING_JOB_ARN".to_owned(), d.training_job_arn().unwrap_or_default().to_owned()),
+        ("SAGEMAKER_TRAINING_JOB_STATUS".to_owned(), d.training_job_status().map(|s| s.as_str().to_owned()).unwrap_or_default()),
+        ("SAGEMAKER_TRAINING_IMAGE".to_owned(), t.image.clone()),
+        ("SAGEMAKER_CONSOLE_URL".to_owned(), console_url(&aws.region, name)),
+    ];
+    if let Some(model) = d.model_artifacts().and_then(|m| m.s3_model_artifacts()).filter(|m| !m.is_empty()) {
+        env.push(("SAGEMAKER_MODEL_DATA".to_owned(), model.to_owned()));
+    }
+    env.extend(metrics.iter().map(|(k, v)| (format!("SAGEMAKER_FINAL_METRIC_{k}"), v.to_string())));
+    let dropped = outputs::write_dotenv(run.project_dir, &env).map_err(|source| TrainError::Outputs { what: outputs::DOTENV_FILE, source })?;
+    if !dropped.is_empty() {
+        log.warn(&format!("left out of {} (GitLab's size and format limits): {}", outputs::DOTENV_FILE, dropped.join(", ")));
+    }
+    if !metrics.is_empty() {
+        outputs::write_metrics(run.project_dir, &metrics).map_err(|source| TrainError::Outputs { what: outputs::METRICS_FILE, source })?;
+        for (k, v) in &metrics {
+            log.line(&format!("  {k} = {v}"));
+        }
+    }
+    report_times(d, log);
+
+    match ending {
+        Ending::Completed => {
+            log.notice(&format!("Training job {name} completed"));
+            Ok(())
+        }
+        Ending::Script(code) => Err(TrainError::Script(code)),
+        Ending::Algorithm(r) => Err(TrainError::Algorithm(r)),
+        Ending::Client(r) => Err(TrainError::Client(r)),
+        Ending::Capacity(r) => Err(TrainError::Capacity(r)),
+        Ending::Internal(r) => Err(TrainError::Internal(r)),
+        Ending::MaxRuntime => Err(TrainError::MaxRuntime(t.max_runtime)),
+        Ending::MaxWait => Err(TrainError::MaxWait(t.spot.as_ref().map(|s| s.max_wait).unwrap_or_default())),
+        Ending::Stopped => Err(TrainError::StoppedOutside(name.to_owned())),
+        Ending::Unknown(r) => Err(TrainError::Unknown(r)),
+    }
+}
+
+/// Training and billable seconds, and what spot saved.
+fn report_times(d: &DescribeTrainingJobOutput, log: &JobLog) {
+    let (Some(training), Some(billable)) = (d.training_time_in_seconds(), d.billable_time_in_seconds()) else {
+        return;
+    };
+    let mut line = format!("Training seconds: {training}, billable seconds: {billable}");
+    if d.enable_managed_spot_training() == Some(true) && training > 0 {
+        let saved = 100.0 * (1.0 - f64::from(billable) / f64::from(training));
+        line.push_str(&format!(", managed spot savings: {saved:.0}%"));
+    }
+    log.notice(&line);
+}
+
+/// The SageMaker console page of a training job.
+pub fn console_url(region: &str, name: &str) -> String {
+    format!("https://{region}.console.aws.amazon.com/sagemaker/home?region={region}#/jobs/{name}")
+}

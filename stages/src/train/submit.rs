@@ -1,0 +1,103 @@
+//! Staging and CreateTrainingJob: the workspace channel, the bootstrap entrypoint, resources,
+//! stopping condition, managed spot with checkpoints, metric definitions, warm pool and tags.
+
+use aws_sdk_sagemaker::types::{
+    AlgorithmSpecification, CheckpointConfig, Channel, DataSource, MetricDefinition, OutputDataConfig,
+    ResourceConfig, S3DataDistribution, S3DataSource, S3DataType, StoppingCondition, Tag, TrainingInputMode,
+};
+
+use super::TrainError;
+use crate::run::StageRun;
+use crate::settings::{TrainSettings, WORKSPACE_CHANNEL};
+use crate::workspace::StagingLocation;
+
+/// Where the channel appears inside the container.
+fn channel_dir() -> String {
+    format!("/opt/ml/input/data/{WORKSPACE_CHANNEL}")
+}
+
+/// An S3-prefix input channel in File mode.
+fn s3_channel(channel: &str, uri: &str) -> Result<Channel, TrainError> {
+    let source = S3DataSource::builder()
+        .s3_data_type(S3DataType::S3Prefix)
+        .s3_uri(uri)
+        .s3_data_distribution_type(S3DataDistribution::FullyReplicated)
+        .build();
+    Ok(Channel::builder()
+        .channel_name(channel)
+        .input_mode(TrainingInputMode::File)
+        .data_source(DataSource::builder().s3_data_source(source).build())
+        .build())
+}
+
+/// Builds and sends CreateTrainingJob for `name`.
+pub async fn create(
+    sm: &aws_sdk_sagemaker::Client,
+    name: &str,
+    t: &TrainSettings,
+    loc: &StagingLocation,
+    run: &StageRun<'_>,
+) -> Result<String, TrainError> {
+    // Every host gets the whole workspace and every input.
+    let mut channels = vec![s3_channel(WORKSPACE_CHANNEL, &loc.s3_uri())?];
+    for (channel, uri) in &t.inputs {
+        channels.push(s3_channel(channel, uri)?);
+    }
+
+    let metric_definitions = t
+        .metrics
+        .iter()
+        .map(|(n, re)| MetricDefinition::builder().name(n).regex(re).build())
+        .collect::<Vec<_>>();
+    let algorithm = AlgorithmSpecification::builder()
+        .training_image(&t.image)
+        .training_input_mode(TrainingInputMode::File)
+        .container_entrypoint("/bin/sh")
+        .container_arguments(format!("{}/{}", channel_dir(), crate::workspace::BOOTSTRAP))
+        .container_arguments(channel_dir())
+        .set_metric_definitions(Some(metric_definitions).filter(|m| !m.is_empty()))
+        .build();
+
+    let mut resources = ResourceConfig::builder()
+        .instance_type(t.instance_type.as_str().into())
+        .instance_count(i32::try_from(t.instance_count).unwrap_or(i32::MAX))
+        .volume_size_in_gb(i32::try_from(t.volume_size_gb).unwrap_or(i32::MAX));
+    if let Some(k) = t.keep_alive {
+        resources = resources.keep_alive_period_in_seconds(i32::try_from(k.as_secs()).unwrap_or(3600));
+    }
+    let secs = |d: std::time::Duration| i32::try_from(d.as_secs()).unwrap_or(i32::MAX);
+    let mut stopping = StoppingCondition::builder().max_runtime_in_seconds(secs(t.max_runtime));
+    if let Some(spot) = &t.spot {
+        stopping = stopping.max_wait_time_in_seconds(secs(spot.max_wait));
+    }
+
+    let mut tags: Vec<Tag> = run
+        .job
+        .resource_tags()
+        .into_iter()
+        .chain(t.tags.iter().map(|(k, v)| (k.clone(), v.clone())))
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect();
+    tags.truncate(50);
+
+    let mut req = sm
+        .create_training_job()
+        .training_job_name(name)
+        .algorithm_specification(algorithm)
+        .role_arn(&t.role_arn)
+        .set_input_data_config(Some(channels))
+        .output_data_config(OutputDataConfig::builder().s3_output_path(&t.output_path).build())
+        .resource_config(resources.build())
+        .stopping_condition(stopping.build())
+        .set_tags(Some(tags));
+    if let Some(spot) = &t.spot {
+        req = req.enable_managed_spot_training(true).checkpoint_config(
+            CheckpointConfig::builder()
+                .s3_uri(&spot.checkpoint_s3_uri)
+                .local_path("/opt/ml/checkpoints")
+                .build(),
+        );
+    }
+    let out = req.send().await.map_err(TrainError::Create)?;
+    Ok(out.training_job_arn().unwrap_or_default().to_owned())
+}

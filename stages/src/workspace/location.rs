@@ -1,0 +1,203 @@
+//! Where a job's workspace is staged in S3, the names of the staged objects, and the `job.env`
+//! manifest the in-container bootstrap reads.
+
+use std::fmt::Write as _;
+use std::path::{Component, Path, PathBuf};
+
+use super::WorkspaceError;
+
+/// The packed project dir and its `.tmp` sibling (gzip-compressed tar).
+pub const WORKSPACE_ARCHIVE: &str = "workspace.tar.gz";
+/// The POSIX-sh bootstrap that runs in the container.
+pub const BOOTSTRAP: &str = "bootstrap.sh";
+/// The runner's stage script.
+pub const SCRIPT: &str = "script";
+/// The non-secret `KEY=value` manifest the bootstrap reads (see [`JobManifest`]).
+pub const MANIFEST: &str = "job.env";
+/// The uncompressed tar the bootstrap writes into SageMaker's output dir; SageMaker then returns it
+/// inside `output.tar.gz`.
+pub const RETURNED_WORKSPACE_MEMBER: &str = "workspace.tar";
+/// The bootstrap script itself, staged as [`BOOTSTRAP`].
+pub const BOOTSTRAP_SH: &str = include_str!("bootstrap.sh");
+
+/// An S3 prefix that holds one job's staged objects: `s3://<bucket>/<admin prefix>/<project>/<job>/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StagingLocation {
+    /// The staging bucket.
+    pub bucket: String,
+    /// `"<admin prefix>/<project-id>/<job-id>/"`; never empty and always ends with '/'.
+    pub prefix: String,
+}
+
+impl StagingLocation {
+    /// Builds the location of one job. Slashes around `admin_prefix` are trimmed and an empty
+    /// admin prefix is allowed, so the result is always `[<admin>/]<project>/<job>/`.
+    pub fn new(bucket: impl Into<String>, admin_prefix: &str, project_id: u64, job_id: u64) -> Self {
+        let admin = admin_prefix.trim_matches('/');
+        let prefix = if admin.is_empty() {
+            format!("{project_id}/{job_id}/")
+        } else {
+            format!("{admin}/{project_id}/{job_id}/")
+        };
+        Self {
+            bucket: bucket.into(),
+            prefix,
+        }
+    }
+
+    /// The key of a staged object: the prefix followed by `name`.
+    pub fn key(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    /// `s3://bucket/prefix`, e.g. the S3 URI of a SageMaker input channel.
+    pub fn s3_uri(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.prefix)
+    }
+
+    /// Refuses a location whose prefix could address more than one job's objects. The fields are
+    /// public, so this guards the destructive calls against a hand-built location.
+    pub(crate) fn check(&self) -> Result<(), WorkspaceError> {
+        let reason = if self.bucket.is_empty() {
+            Some("empty bucket")
+        } else if self.prefix.is_empty() || self.prefix == "/" {
+            Some("empty prefix")
+        } else if !self.prefix.ends_with('/') {
+            Some("prefix does not end with '/'")
+        } else {
+            None
+        };
+        match reason {
+            None => Ok(()),
+            Some(reason) => Err(WorkspaceError::InvalidLocation {
+                bucket: self.bucket.clone(),
+                prefix: self.prefix.clone(),
+                reason,
+            }),
+        }
+    }
+}
+
+/// How the bootstrap returns the workspace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteMode {
+    /// SageMaker training: an uncompressed `workspace.tar` in `/opt/ml/output/data` (SageMaker
+    /// gzips that dir into `output.tar.gz`), failure reason in `/opt/ml/output/failure`.
+    SageMaker,
+    /// ECS Fargate: a `workspace.tar.gz` in the shared volume, which the helper container uploads.
+    Ecs,
+}
+
+impl RemoteMode {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::SageMaker => "sagemaker",
+            Self::Ecs => "ecs",
+        }
+    }
+}
+
+/// The bootstrap's `job.env`: only non-secret, single-line values. The bootstrap parses it line
+/// by line (it never sources it), so it cannot run code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobManifest {
+    /// The project dir, restored and run at this same absolute path.
+    pub project_dir: PathBuf,
+    /// How the workspace goes back.
+    pub mode: RemoteMode,
+    /// Where to write the returned archive; `None` = the mode's default
+    /// (`/opt/ml/output/data` for SageMaker; required for ECS).
+    pub output_dir: Option<PathBuf>,
+    /// Where to write the failure reason; `None` = the mode's default
+    /// (`/opt/ml/output/failure` for SageMaker, none for ECS).
+    pub failure_file: Option<PathBuf>,
+}
+
+impl JobManifest {
+    /// Renders `job.env`. Every path must be absolute, normalized and free of line breaks and NUL,
+    /// because the bootstrap takes values verbatim.
+    pub fn render(&self) -> Result<String, WorkspaceError> {
+        let mut out = String::new();
+        let mut line = |key: &'static str, path: &Path| -> Result<(), WorkspaceError> {
+            let text = path
+                .to_str()
+                .filter(|s| !s.contains(['\n', '\r', '\0']) && is_normal_absolute(path))
+                .ok_or(WorkspaceError::InvalidManifest { key })?;
+            // Writing to a String cannot fail.
+            let _ = writeln!(out, "{key}={text}");
+            Ok(())
+        };
+        line("SME_PROJECT_DIR", &self.project_dir)?;
+        if self.project_dir.parent().is_none() {
+            return Err(WorkspaceError::InvalidManifest {
+                key: "SME_PROJECT_DIR",
+            });
+        }
+        if let Some(dir) = &self.output_dir {
+            line("SME_OUTPUT_DIR", dir)?;
+        }
+        if let Some(file) = &self.failure_file {
+            line("SME_FAILURE_FILE", file)?;
+        }
+        let _ = writeln!(out, "SME_MODE={}", self.mode.as_str());
+        Ok(out)
+    }
+}
+
+/// True for an absolute path made only of normal components (no `.`, `..`).
+pub(crate) fn is_normal_absolute(path: &Path) -> bool {
+    let mut components = path.components();
+    components.next() == Some(Component::RootDir)
+        && components.all(|c| matches!(c, Component::Normal(_)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn location_layout() {
+        let loc = StagingLocation::new("bucket", "/staging/", 12, 345);
+        assert_eq!(loc.prefix, "staging/12/345/");
+        assert_eq!(loc.key(WORKSPACE_ARCHIVE), "staging/12/345/workspace.tar.gz");
+        assert_eq!(loc.s3_uri(), "s3://bucket/staging/12/345/");
+        assert!(loc.check().is_ok());
+
+        let bare = StagingLocation::new("bucket", "", 1, 2);
+        assert_eq!(bare.prefix, "1/2/");
+    }
+
+    #[test]
+    fn hand_built_location_with_empty_prefix_is_refused() {
+        for prefix in ["", "/", "no-slash"] {
+            let loc = StagingLocation {
+                bucket: "b".into(),
+                prefix: prefix.into(),
+            };
+            assert!(loc.check().is_err(), "{prefix:?} must be refused");
+        }
+    }
+
+    #[test]
+    fn manifest_renders_and_validates() {
+        let manifest = JobManifest {
+            project_dir: "/builds/1/g/p".into(),
+            mode: RemoteMode::SageMaker,
+            output_dir: None,
+            failure_file: Some("/opt/ml/output/failure".into()),
+        };
+        let text = manifest.render().expect("valid manifest");
+        assert_eq!(
+            text,
+            "SME_PROJECT_DIR=/builds/1/g/p\nSME_FAILURE_FILE=/opt/ml/output/failure\nSME_MODE=sagemaker\n"
+        );
+
+        for bad in ["relative/p", "/a/../b", "/a\nSME_MODE=x", "/"] {
+            let manifest = JobManifest {
+                project_dir: bad.into(),
+                ..manifest.clone()
+            };
+            assert!(manifest.render().is_err(), "{bad:?} must be refused");
+        }
+    }
+}

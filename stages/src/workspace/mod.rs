@@ -1,0 +1,43 @@
+//! Workspace staging through S3, and the in-container bootstrap.
+//!
+//! The round trip of a remote user-script stage:
+//!
+//! ```text
+//! runner host                          S3 <prefix>/<project>/<job>/          container
+//! -----------                          ----------------------------          ---------
+//! upload_tree(project, project.tmp) -> workspace.tar.gz  ------------------> bootstrap.sh:
+//! put_bytes(script, bootstrap, job.env) -> script, bootstrap.sh, job.env ->    tar -xzf -C /
+//!                                                                              run script
+//! restore_from_training_output  <--- <output path>/output.tar.gz <--------   pack workspace.tar
+//!   (or restore_archive for ECS <--- workspace.tar.gz)                         exit status
+//! delete_staged (cleanup)
+//! ```
+//!
+//! Archives use absolute paths without the leading '/' as member names, so the container restores
+//! the workspace at the same absolute path. Packing and extraction are synchronous (`pack`,
+//! `extract`) and run on blocking threads, connected to S3 by bounded channels (`upload`,
+//! `download`), so memory stays bounded whatever the workspace size. The returned archive is
+//! untrusted; `extract` documents the rules that keep it inside the project dir.
+//!
+//! Errors: one [`WorkspaceError`], classified by [`WorkspaceError::kind`].
+
+mod cleanup;
+mod download;
+mod error;
+mod extract;
+mod location;
+mod pack;
+mod upload;
+
+pub use cleanup::delete_staged;
+pub use download::{restore_archive, restore_from_training_output};
+pub use error::{WorkspaceError, WorkspaceErrorKind};
+pub use extract::{
+    ExtractLimits, ExtractSummary, extract_tar, extract_tar_gz, extract_training_output,
+};
+pub use location::{
+    BOOTSTRAP, BOOTSTRAP_SH, JobManifest, MANIFEST, RETURNED_WORKSPACE_MEMBER, RemoteMode, SCRIPT,
+    StagingLocation, WORKSPACE_ARCHIVE,
+};
+pub use pack::{PackSummary, pack_tree_to};
+pub use upload::{MIN_PART_SIZE, UploadOptions, put_bytes, upload_tree};
