@@ -158,7 +158,7 @@ enum DrainState {
 impl DrainState {
     fn after(self, pass: PassReport) -> DrainState {
         match (self, pass.quiet()) {
-            (DrainState::Settling, true) => DrainState::Done,
+            (DrainState::Settling, true) => DrainState::ExtraPass,
             (DrainState::ExtraPass, true) | (DrainState::Done, _) => DrainState::Done,
             (DrainState::Settling | DrainState::ExtraPass, false) => DrainState::Settling,
         }

@@ -815,3 +815,70 @@ async fn drain_retries_a_throttled_pass_without_losing_lines() {
         "the first pass's line is delivered despite the throttle"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Bounded memory and rediscovery
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_burst_is_handed_out_in_budgeted_polls_without_loss() {
+    let fake = FakeLogs::new(10);
+    let big: Vec<(i64, String)> = (0..50)
+        .map(|i| (i, format!("{i:03}{}", "x".repeat(100_000))))
+        .collect();
+    {
+        let mut f = fake.lock().expect("fake lock");
+        let events: Vec<(i64, &str)> = big.iter().map(|(t, m)| (*t, m.as_str())).collect();
+        f.write("app/job/t1", &events);
+    }
+    let rule = fake_rule(&fake);
+    let client = client(RuleMode::MatchAny, &[&rule]);
+    let mut tailer = fixed_tailer(&["app/job/t1"]);
+
+    // About 1 MB per page against a 2 MiB budget: the third page crosses it, so the poll stops
+    // there and the next poll picks up from the saved token.
+    let first = tailer.poll(&client).await.expect("poll 1");
+    assert_eq!((first.len(), tailer.calls_made()), (30, 3));
+    let second = tailer.poll(&client).await.expect("poll 2");
+    assert_eq!(second.len(), 20);
+    let all: Vec<String> = first.into_iter().chain(second).map(|l| l.message).collect();
+    let expected: Vec<String> = big.into_iter().map(|(_, m)| m).collect();
+    assert!(all == expected, "every event once, in order");
+}
+
+#[tokio::test]
+async fn rediscover_finds_a_restarted_hosts_new_stream() {
+    let restarted = "job/algo-1-1700009999".to_owned();
+    let rules = [
+        describe_rule(None, || streams_page(&[host(1)], None)),
+        get_rule("job/algo-1-1700000000", None, || {
+            page(vec![event(1, "before")], "a/1")
+        }),
+        get_rule("job/algo-1-1700000000", Some("a/1"), || page(vec![], "a/1")),
+        // After `rediscover`, one more DescribeLogStreams finds the new epoch's stream.
+        describe_rule(None, move || {
+            streams_page(&[host(1), restarted.clone()], None)
+        }),
+        get_rule("job/algo-1-1700000000", Some("a/1"), || page(vec![], "a/1")),
+        get_rule("job/algo-1-1700009999", None, || {
+            page(vec![event(9, "after")], "c/1")
+        }),
+        get_rule("job/algo-1-1700009999", Some("c/1"), || page(vec![], "c/1")),
+    ];
+    let client = client(RuleMode::Sequential, &rules.iter().collect::<Vec<_>>());
+    let mut tailer = LogTailer::discover(GROUP, "job/", StreamNaming::SageMakerTraining, Some(1));
+
+    assert_eq!(
+        messages(&tailer.poll(&client).await.expect("poll 1")),
+        ["before"]
+    );
+    tailer.rediscover();
+    let lines = tailer.poll(&client).await.expect("poll 2");
+    assert_eq!(messages(&lines), ["after"]);
+    assert_eq!(lines[0].source, "algo-1");
+    assert_eq!(
+        (tailer.streams(), tailer.sources()),
+        (2, 1),
+        "one host, two streams"
+    );
+}

