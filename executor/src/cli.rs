@@ -36,4 +36,49 @@ pub enum Command {
     Validate,
     /// Admin: print the JSON Schema of the job spec file (`SAGEMAKER_SPEC`).
     SpecSchema,
+    /// Inside a Fargate task's helper containers: move the workspace between S3 and the task
+    /// volume. Not for direct use; RunTask's container overrides supply the arguments.
+    #[command(hide = true, subcommand)]
+    Workspace(WorkspaceCommand),
+}
+
+/// What a helper container does.
+#[derive(Debug, Subcommand)]
+pub enum WorkspaceCommand {
+    /// Download every object directly under `s3://<bucket>/<prefix>` into `dest`.
+    Fetch {
+        /// Staging bucket.
+        #[arg(long)]
+        bucket: String,
+        /// The job's staging prefix (ends with `/`).
+        #[arg(long)]
+        prefix: String,
+        /// Directory to download into (created if missing).
+        #[arg(long)]
+        dest: PathBuf,
+        /// AWS region (default: the container's environment).
+        #[arg(long)]
+        region: Option<String>,
+        /// Path-style S3 addressing.
+        #[arg(long)]
+        path_style: bool,
+    },
+    /// Upload `source` to `s3://<bucket>/<key>`.
+    Push {
+        /// Staging bucket.
+        #[arg(long)]
+        bucket: String,
+        /// Object key.
+        #[arg(long)]
+        key: String,
+        /// The file to upload.
+        #[arg(long)]
+        source: PathBuf,
+        /// AWS region (default: the container's environment).
+        #[arg(long)]
+        region: Option<String>,
+        /// Path-style S3 addressing.
+        #[arg(long)]
+        path_style: bool,
+    },
 }

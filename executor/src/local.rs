@@ -6,12 +6,13 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, kill};
+use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ExecutorError;
+use crate::signals;
 
 /// How long a cancelled local script gets to finish after SIGTERM before SIGKILL.
 const LOCAL_GRACE: Duration = Duration::from_secs(10);
@@ -28,31 +29,45 @@ pub fn scrubbed(key: &str) -> bool {
 /// Runs `script` with bash and returns its exit status (128 + signal when killed).
 pub async fn run_script(script: &Path, cancel: &CancellationToken) -> Result<i32, ExecutorError> {
     let mut cmd = Command::new("bash");
-    cmd.arg(script).stdin(Stdio::null()).stdout(Stdio::inherit()).stderr(Stdio::inherit()).kill_on_drop(true);
+    // Its own process group, so a cancel reaches everything the script started and the grace
+    // period can end with SIGKILL to all of it; the runner's group signal reaches only us.
+    cmd.arg(script)
+        .stdin(Stdio::null())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit())
+        .process_group(0)
+        .kill_on_drop(true);
     for (k, _) in std::env::vars_os() {
         if k.to_str().is_some_and(scrubbed) {
             cmd.env_remove(k);
         }
     }
     let mut child = cmd.spawn().map_err(ExecutorError::Spawn)?;
+    let group = child.id().and_then(|p| i32::try_from(p).ok()).map(Pid::from_raw);
+    signals::set_child_group(group.map(Pid::as_raw));
     let status = tokio::select! {
         s = child.wait() => s,
         _ = cancel.cancelled() => {
-            // The runner signals our whole process group, so bash usually has SIGTERM already;
-            // forward it anyway for a signal sent to this process alone.
-            if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
-                let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+            if let Some(g) = group {
+                let _ = killpg(g, Signal::SIGTERM);
             }
             match tokio::time::timeout(LOCAL_GRACE, child.wait()).await {
                 Ok(s) => s,
                 Err(_) => {
-                    let _ = child.start_kill();
+                    if let Some(g) = group {
+                        let _ = killpg(g, Signal::SIGKILL);
+                    }
                     child.wait().await
                 }
             }
         }
+    };
+    // Whatever the script left running in its group goes with it: its output pipe is the job log.
+    if let Some(g) = group {
+        let _ = killpg(g, Signal::SIGKILL);
     }
-    .map_err(ExecutorError::Spawn)?;
+    signals::set_child_group(None);
+    let status = status.map_err(ExecutorError::Spawn)?;
     use std::os::unix::process::ExitStatusExt;
     Ok(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
 }

@@ -33,8 +33,28 @@ pub async fn release(cfg: &ExecutorConfig, job: &Job, state: &StateFile, cancel:
                 }
                 state.mark_finished(r.kind, &r.id)?;
             }
-            ResourceKind::EcsTask | ResourceKind::EcsDeployment => {
-                eprintln!("cleanup: {} {} left as it is (not managed by this version)", kind_name(r.kind), r.id);
+            ResourceKind::EcsTask => {
+                let Some(cluster) = r.scope.as_deref() else {
+                    eprintln!("cleanup: {} {} has no cluster recorded; left as it is", kind_name(r.kind), r.id);
+                    continue;
+                };
+                let reason = format!("GitLab job {} ended; cleanup stopped its task", job.url);
+                match aws.ecs.stop_task().cluster(cluster).task(&r.id).reason(reason).send().await {
+                    Ok(_) => eprintln!("cleanup: stopped ECS task {}", r.id),
+                    // Unknown to ECS (stopped long ago and forgotten): nothing to stop.
+                    Err(e) if errors::code(&e) == Some("InvalidParameterException") => {}
+                    Err(e) => {
+                        eprintln!("cleanup: cannot stop ECS task {}: {}", r.id, errors::describe(&e));
+                        continue;
+                    }
+                }
+                state.mark_finished(r.kind, &r.id)?;
+            }
+            ResourceKind::EcsDeployment => {
+                // A deployment cannot be halted without deploying something else; ECS completes
+                // it or rolls it back on its own.
+                eprintln!("cleanup: ECS deployment {} is left to ECS to complete or roll back", r.id);
+                state.mark_finished(r.kind, &r.id)?;
             }
         }
     }
@@ -45,7 +65,6 @@ pub async fn release(cfg: &ExecutorConfig, job: &Job, state: &StateFile, cancel:
             Err(e) => eprintln!("cleanup: cannot delete staged objects under s3://{}/{}: {e}", loc.bucket, loc.prefix),
         }
     }
-    let _ = job;
     Ok(())
 }
 

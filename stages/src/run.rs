@@ -34,11 +34,17 @@ pub struct StageRun<'a> {
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     /// The action exists but this build does not serve it yet.
-    #[error("action {0:?} is not available in this version of sagemaker-executor (it runs train, fargate and ecs-deploy)")]
+    #[error("action \"{0}\" is not available in this version of sagemaker-executor (it runs train, fargate and ecs-deploy)")]
     NotServed(Action),
     /// The training job failed, or could not run.
     #[error(transparent)]
     Train(#[from] crate::train::TrainError),
+    /// The Fargate task failed, or could not run.
+    #[error(transparent)]
+    Fargate(#[from] crate::fargate::FargateError),
+    /// The ECS deployment failed, or could not be started or followed.
+    #[error(transparent)]
+    EcsDeploy(#[from] crate::ecs_deploy::EcsDeployError),
 }
 
 impl Classify for RunError {
@@ -46,6 +52,8 @@ impl Classify for RunError {
         match self {
             RunError::NotServed(_) => FailureKind::Build,
             RunError::Train(e) => e.failure_kind(),
+            RunError::Fargate(e) => e.failure_kind(),
+            RunError::EcsDeploy(e) => e.failure_kind(),
         }
     }
 
@@ -53,6 +61,8 @@ impl Classify for RunError {
         match self {
             RunError::NotServed(_) => None,
             RunError::Train(e) => e.script_exit_code(),
+            RunError::Fargate(e) => e.script_exit_code(),
+            RunError::EcsDeploy(e) => e.script_exit_code(),
         }
     }
 }
@@ -65,6 +75,16 @@ pub async fn run_user_stage(plan: &Plan, run: StageRun<'_>) -> Result<(), RunErr
             crate::train::run(&aws, settings, run).await?;
             Ok(())
         }
-        Plan::Fargate(_) | Plan::EcsDeploy(_) | Plan::NotServed(_) => Err(RunError::NotServed(plan.action())),
+        Plan::Fargate(settings) => {
+            let aws = crate::aws::Aws::connect(run.cfg).await;
+            crate::fargate::run(&aws, settings, run).await?;
+            Ok(())
+        }
+        Plan::EcsDeploy(settings) => {
+            let aws = crate::aws::Aws::connect(run.cfg).await;
+            crate::ecs_deploy::run(&aws, settings, run).await?;
+            Ok(())
+        }
+        Plan::NotServed(_) => Err(RunError::NotServed(plan.action())),
     }
 }

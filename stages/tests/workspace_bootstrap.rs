@@ -39,7 +39,11 @@ struct Shell {
 }
 
 /// A PATH dir with only the given tools, each a symlink to `target(tool)`.
-fn tool_dir(dir: &Path, tools: &[&str], target: impl Fn(&str) -> Option<PathBuf>) -> Option<PathBuf> {
+fn tool_dir(
+    dir: &Path,
+    tools: &[&str],
+    target: impl Fn(&str) -> Option<PathBuf>,
+) -> Option<PathBuf> {
     fs::create_dir_all(dir).expect("mkdir tool dir");
     for tool in tools {
         std::os::unix::fs::symlink(target(tool)?, dir.join(tool)).expect("symlink tool");
@@ -81,8 +85,10 @@ fn shells(scratch: &Path) -> Vec<Shell> {
     }
     match which("busybox") {
         Some(busybox) => {
-            let path = tool_dir(&scratch.join("busybox-bin"), MINIMAL_TOOLS, |_| Some(busybox.clone()))
-                .expect("busybox tool dir");
+            let path = tool_dir(&scratch.join("busybox-bin"), MINIMAL_TOOLS, |_| {
+                Some(busybox.clone())
+            })
+            .expect("busybox tool dir");
             out.push(Shell {
                 name: "busybox",
                 argv: vec![path.join("sh")],
@@ -132,7 +138,8 @@ impl Channel {
             output_dir: Some(output.clone()),
             failure_file: Some(failure.clone()),
         };
-        fs::write(channel.join(MANIFEST), manifest.render().expect("manifest")).expect("write manifest");
+        fs::write(channel.join(MANIFEST), manifest.render().expect("manifest"))
+            .expect("write manifest");
         Self {
             _dir: dir,
             base,
@@ -186,11 +193,13 @@ impl Channel {
         let roots = [self.project.clone(), self.tmp.clone()];
         let summary = match mode {
             RemoteMode::SageMaker => {
-                let file = fs::File::open(self.output.join("workspace.tar")).expect("workspace.tar");
+                let file =
+                    fs::File::open(self.output.join("workspace.tar")).expect("workspace.tar");
                 extract_tar(file, &roots, &ExtractLimits::default())
             }
             RemoteMode::Ecs => {
-                let file = fs::File::open(self.output.join("workspace.tar.gz")).expect("workspace.tar.gz");
+                let file =
+                    fs::File::open(self.output.join("workspace.tar.gz")).expect("workspace.tar.gz");
                 extract_tar_gz(file, &roots, &ExtractLimits::default())
             }
         }
@@ -205,7 +214,11 @@ impl Channel {
 
 fn kill_group(pid: u32, signal: &str) {
     let _ = Command::new("sh")
-        .args(["-c", "kill -s \"$1\" -- \"-$2\" 2>/dev/null || kill -s \"$1\" \"$2\"", "sh"])
+        .args([
+            "-c",
+            "kill -s \"$1\" -- \"-$2\" 2>/dev/null || kill -s \"$1\" \"$2\"",
+            "sh",
+        ])
         .arg(signal)
         .arg(pid.to_string())
         .status();
@@ -233,11 +246,28 @@ fn successful_script_returns_its_changes_and_exits_zero() {
         let output = channel.run(&shell);
         let stdout = text(&output.stdout);
         let stderr = text(&output.stderr);
-        assert_eq!(output.status.code(), Some(0), "[{}] stdout:\n{stdout}\nstderr:\n{stderr}", shell.name);
-        assert!(stdout.contains("script says hello"), "[{}] {stdout}", shell.name);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "[{}] stdout:\n{stdout}\nstderr:\n{stderr}",
+            shell.name
+        );
+        assert!(
+            stdout.contains("script says hello"),
+            "[{}] {stdout}",
+            shell.name
+        );
         assert!(stderr.contains("script warns"), "[{}] {stderr}", shell.name);
-        assert!(stdout.contains("[sagemaker-executor] restoring the workspace"), "[{}] {stdout}", shell.name);
-        assert!(stdout.contains("[sagemaker-executor] packed the workspace"), "[{}] {stdout}", shell.name);
+        assert!(
+            stdout.contains("[sagemaker-executor] restoring the workspace"),
+            "[{}] {stdout}",
+            shell.name
+        );
+        assert!(
+            stdout.contains("[sagemaker-executor] packed the workspace"),
+            "[{}] {stdout}",
+            shell.name
+        );
         if shell.path.is_none() {
             // ls is on the full PATH, so byte counts are shown.
             assert!(stdout.contains(" bytes)"), "[{}] {stdout}", shell.name);
@@ -247,15 +277,43 @@ fn successful_script_returns_its_changes_and_exits_zero() {
         let skipped = channel.restore_returned(RemoteMode::SageMaker);
         assert!(skipped.is_empty(), "[{}] {skipped:?}", shell.name);
         let read = |rel: &str| fs::read_to_string(channel.project.join(rel)).ok();
-        assert_eq!(read("output.txt").as_deref(), Some("built\n"), "[{}]", shell.name);
-        assert_eq!(read("dist/app.bin").as_deref(), Some("artifact\n"), "[{}]", shell.name);
-        assert_eq!(read("src/input.txt").as_deref(), Some("input\n"), "[{}]", shell.name);
+        assert_eq!(
+            read("output.txt").as_deref(),
+            Some("built\n"),
+            "[{}]",
+            shell.name
+        );
+        assert_eq!(
+            read("dist/app.bin").as_deref(),
+            Some("artifact\n"),
+            "[{}]",
+            shell.name
+        );
+        assert_eq!(
+            read("src/input.txt").as_deref(),
+            Some("input\n"),
+            "[{}]",
+            shell.name
+        );
         let expected_shell = if shell.has_bash { "bash\n" } else { "sh\n" };
-        assert_eq!(read("shell.txt").as_deref(), Some(expected_shell), "[{}]", shell.name);
+        assert_eq!(
+            read("shell.txt").as_deref(),
+            Some(expected_shell),
+            "[{}]",
+            shell.name
+        );
         if !shell.has_bash {
-            assert!(stdout.contains("bash is not installed"), "[{}] {stdout}", shell.name);
+            assert!(
+                stdout.contains("bash is not installed"),
+                "[{}] {stdout}",
+                shell.name
+            );
         }
-        assert!(channel.tmp.join("vars").is_file(), "[{}] .tmp sibling not returned", shell.name);
+        assert!(
+            channel.tmp.join("vars").is_file(),
+            "[{}] .tmp sibling not returned",
+            shell.name
+        );
     }
 }
 
@@ -263,9 +321,18 @@ fn successful_script_returns_its_changes_and_exits_zero() {
 fn failing_script_writes_the_failure_file_and_keeps_its_status() {
     let scratch = tempfile::tempdir().expect("scratch");
     for shell in shells(scratch.path()) {
-        let channel = Channel::new("echo partial > partial.txt\nexit 3\n", RemoteMode::SageMaker);
+        let channel = Channel::new(
+            "echo partial > partial.txt\nexit 3\n",
+            RemoteMode::SageMaker,
+        );
         let output = channel.run(&shell);
-        assert_eq!(output.status.code(), Some(3), "[{}] {}", shell.name, text(&output.stdout));
+        assert_eq!(
+            output.status.code(),
+            Some(3),
+            "[{}] {}",
+            shell.name,
+            text(&output.stdout)
+        );
         assert_eq!(
             channel.failure_text().as_deref(),
             Some("sagemaker-executor: script exited with status 3\n"),
@@ -273,7 +340,11 @@ fn failing_script_writes_the_failure_file_and_keeps_its_status() {
             shell.name
         );
         channel.restore_returned(RemoteMode::SageMaker);
-        assert!(channel.project.join("partial.txt").is_file(), "[{}] partial output lost", shell.name);
+        assert!(
+            channel.project.join("partial.txt").is_file(),
+            "[{}] partial output lost",
+            shell.name
+        );
     }
 }
 
@@ -282,13 +353,29 @@ fn broken_archive_fails_before_running_the_script() {
     let scratch = tempfile::tempdir().expect("scratch");
     for shell in shells(scratch.path()) {
         let channel = Channel::new("echo ran > ran.txt\n", RemoteMode::SageMaker);
-        fs::write(channel.channel.join(WORKSPACE_ARCHIVE), b"not a gzip stream").expect("corrupt");
+        fs::write(
+            channel.channel.join(WORKSPACE_ARCHIVE),
+            b"not a gzip stream",
+        )
+        .expect("corrupt");
         let output = channel.run(&shell);
         assert_eq!(output.status.code(), Some(1), "[{}]", shell.name);
         let failure = channel.failure_text().unwrap_or_default();
-        assert!(failure.starts_with("sagemaker-executor: restoring the workspace failed"), "[{}] {failure}", shell.name);
-        assert!(!channel.project.join("ran.txt").exists(), "[{}] the script ran", shell.name);
-        assert!(!channel.output.join("workspace.tar").exists(), "[{}]", shell.name);
+        assert!(
+            failure.starts_with("sagemaker-executor: restoring the workspace failed"),
+            "[{}] {failure}",
+            shell.name
+        );
+        assert!(
+            !channel.project.join("ran.txt").exists(),
+            "[{}] the script ran",
+            shell.name
+        );
+        assert!(
+            !channel.output.join("workspace.tar").exists(),
+            "[{}]",
+            shell.name
+        );
     }
 }
 
@@ -299,7 +386,11 @@ fn manifest_is_parsed_not_sourced() {
     let channel = Channel::new("echo ok > ok.txt\n", RemoteMode::SageMaker);
     let pwned = channel.base.join("pwned");
     let mut manifest = fs::read_to_string(channel.channel.join(MANIFEST)).expect("manifest");
-    manifest.push_str(&format!("# comment\nUNKNOWN_KEY=1\n$(touch {})\ntouch {}\n", pwned.display(), pwned.display()));
+    manifest.push_str(&format!(
+        "# comment\nUNKNOWN_KEY=1\n$(touch {})\ntouch {}\n",
+        pwned.display(),
+        pwned.display()
+    ));
     fs::write(channel.channel.join(MANIFEST), manifest).expect("write manifest");
     let output = channel.run(&shell);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stdout));
@@ -314,7 +405,10 @@ fn ecs_mode_returns_a_gzipped_archive() {
     let output = channel.run(&shell);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stdout));
     channel.restore_returned(RemoteMode::Ecs);
-    assert_eq!(fs::read_to_string(channel.project.join("ecs.txt")).expect("ecs.txt"), "ecs\n");
+    assert_eq!(
+        fs::read_to_string(channel.project.join("ecs.txt")).expect("ecs.txt"),
+        "ecs\n"
+    );
 }
 
 /// The script announces itself, then blocks in a foreground child; only a SIGTERM delivered to
@@ -334,11 +428,17 @@ fn sigterm_is_forwarded_and_the_workspace_still_packed() {
         let mut child = channel
             .command(&shell)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("spawn bootstrap");
         let pid = child.id();
         let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut stderr = child.stderr.take().expect("stderr");
+        let stderr_reader = thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text);
+            text
+        });
 
         // Wait for the readiness line (not a fixed sleep), with a watchdog against hangs.
         let (ready_tx, ready_rx) = mpsc::channel();
@@ -381,14 +481,40 @@ fn sigterm_is_forwarded_and_the_workspace_still_packed() {
             }
         };
         let stdout = reader.join().expect("reader");
-        assert_eq!(status.code(), Some(143), "[{}] {stdout}", shell.name);
-        assert!(stdout.contains("SIGTERM received"), "[{}] {stdout}", shell.name);
+        let stderr = stderr_reader.join().expect("stderr reader");
+        assert_eq!(
+            status.code(),
+            Some(143),
+            "[{}] {stdout}\n{stderr}",
+            shell.name
+        );
+        assert!(
+            stdout.contains("SIGTERM received"),
+            "[{}] {stdout}",
+            shell.name
+        );
         let failure = channel.failure_text().unwrap_or_default();
-        assert!(failure.contains("stopped (SIGTERM)"), "[{}] {failure}", shell.name);
+        assert!(
+            failure.contains("stopped (SIGTERM)"),
+            "[{}] {failure}",
+            shell.name
+        );
 
         channel.restore_returned(RemoteMode::SageMaker);
-        assert!(channel.project.join("started.txt").is_file(), "[{}] nothing packed", shell.name);
-        assert!(channel.project.join("got-term.txt").is_file(), "[{}] the script's trap did not run", shell.name);
-        assert!(!channel.project.join("never.txt").exists(), "[{}]", shell.name);
+        assert!(
+            channel.project.join("started.txt").is_file(),
+            "[{}] nothing packed",
+            shell.name
+        );
+        assert!(
+            channel.project.join("got-term.txt").is_file(),
+            "[{}] the script's trap did not run",
+            shell.name
+        );
+        assert!(
+            !channel.project.join("never.txt").exists(),
+            "[{}]",
+            shell.name
+        );
     }
 }

@@ -58,12 +58,19 @@ impl Sandbox {
     }
 
     fn outside_is_empty(&self) -> bool {
-        fs::read_dir(&self.outside).expect("read outside").next().is_none()
+        fs::read_dir(&self.outside)
+            .expect("read outside")
+            .next()
+            .is_none()
     }
 }
 
 fn member_of(path: &Path) -> Vec<u8> {
-    path.to_str().expect("utf-8 temp path").trim_start_matches('/').as_bytes().to_vec()
+    path.to_str()
+        .expect("utf-8 temp path")
+        .trim_start_matches('/')
+        .as_bytes()
+        .to_vec()
 }
 
 /// Appends an entry with the name written verbatim into the header, bypassing the tar crate's
@@ -79,10 +86,16 @@ fn raw_entry(
     let mut header = Header::new_gnu();
     {
         let gnu = header.as_gnu_mut().expect("gnu header");
-        assert!(name.len() <= gnu.name.len(), "name too long for a raw header");
+        assert!(
+            name.len() <= gnu.name.len(),
+            "name too long for a raw header"
+        );
         gnu.name[..name.len()].copy_from_slice(name);
         if let Some(link) = link {
-            assert!(link.len() <= gnu.linkname.len(), "link too long for a raw header");
+            assert!(
+                link.len() <= gnu.linkname.len(),
+                "link too long for a raw header"
+            );
             gnu.linkname[..link.len()].copy_from_slice(link);
         }
     }
@@ -110,8 +123,14 @@ fn assert_skipped(summary: &ExtractSummary, needle: &str) {
 
 #[derive(Debug, PartialEq, Eq)]
 enum Node {
-    Dir { mode: u32 },
-    File { mode: u32, mtime: i64, content: Vec<u8> },
+    Dir {
+        mode: u32,
+    },
+    File {
+        mode: u32,
+        mtime: i64,
+        content: Vec<u8>,
+    },
     Link(PathBuf),
 }
 
@@ -168,8 +187,16 @@ fn write_file(path: &Path, content: &[u8], mode: u32) {
 fn build_sample_tree(sb: &Sandbox) {
     write_file(&sb.project.join("README.md"), b"hello\n", 0o644);
     write_file(&sb.project.join("one-byte"), b"x", 0o600);
-    write_file(&sb.project.join("bin/run.sh"), b"#!/bin/sh\necho hi\n", 0o755);
-    write_file(&sb.project.join("data/deep/nested/big.bin"), &noise(3 * 1024 * 1024 + 17, 7), 0o644);
+    write_file(
+        &sb.project.join("bin/run.sh"),
+        b"#!/bin/sh\necho hi\n",
+        0o755,
+    );
+    write_file(
+        &sb.project.join("data/deep/nested/big.bin"),
+        &noise(3 * 1024 * 1024 + 17, 7),
+        0o644,
+    );
     write_file(&sb.project.join("empty-file"), b"", 0o644);
     fs::create_dir_all(sb.project.join("empty/dir")).expect("mkdir empty");
     symlink("README.md", sb.project.join("readme-link")).expect("symlink");
@@ -194,8 +221,8 @@ fn pack_then_extract_restores_the_same_tree() {
 
     // Only the archive can bring the tree back.
     fs::remove_dir_all(sb.base.join("builds")).expect("remove tree");
-    let summary = extract_tar_gz(&packed[..], &sb.roots(), &ExtractLimits::default())
-        .expect("extract");
+    let summary =
+        extract_tar_gz(&packed[..], &sb.roots(), &ExtractLimits::default()).expect("extract");
     assert!(summary.skipped.is_empty(), "{:?}", summary.skipped);
     assert_eq!(summary.skipped_total, 0);
     assert!(summary.bytes > 3 * 1024 * 1024);
@@ -220,11 +247,16 @@ fn extraction_overwrites_files_and_replaces_symlinks_without_following_them() {
     fs::write(&victim, b"untouched").expect("write victim");
     symlink(&victim, sb.project.join("b.txt")).expect("symlink");
 
-    let summary = extract_tar_gz(&packed[..], &sb.roots(), &ExtractLimits::default())
-        .expect("extract");
+    let summary =
+        extract_tar_gz(&packed[..], &sb.roots(), &ExtractLimits::default()).expect("extract");
     assert!(summary.skipped.is_empty(), "{:?}", summary.skipped);
     assert_eq!(fs::read(sb.project.join("a.txt")).expect("read"), b"new");
-    assert!(!fs::symlink_metadata(sb.project.join("b.txt")).expect("meta").file_type().is_symlink());
+    assert!(
+        !fs::symlink_metadata(sb.project.join("b.txt"))
+            .expect("meta")
+            .file_type()
+            .is_symlink()
+    );
     assert_eq!(fs::read(sb.project.join("b.txt")).expect("read"), b"new b");
     assert_eq!(fs::read(&victim).expect("read victim"), b"untouched");
 }
@@ -274,19 +306,61 @@ fn symlink_escapes_are_refused_and_nothing_is_written_through_them() {
     fs::create_dir_all(sb.project.join("real")).expect("mkdir");
     let tar = archive(|b| {
         // Absolute target outside, then a write through it.
-        raw_entry(b, EntryType::Symlink, &sb.member("abs"), Some(&outside), b"", 0o777);
+        raw_entry(
+            b,
+            EntryType::Symlink,
+            &sb.member("abs"),
+            Some(&outside),
+            b"",
+            0o777,
+        );
         let mut through = sb.member("abs");
         through.extend_from_slice(b"/pwned");
         raw_entry(b, EntryType::Regular, &through, None, b"x", 0o644);
         // Relative target climbing out.
-        raw_entry(b, EntryType::Symlink, &sb.member("rel"), Some(b"../../../../outside"), b"", 0o777);
+        raw_entry(
+            b,
+            EntryType::Symlink,
+            &sb.member("rel"),
+            Some(b"../../../../outside"),
+            b"",
+            0o777,
+        );
         // `..` after a component: could become an escape once `d` is made a link.
-        raw_entry(b, EntryType::Symlink, &sb.member("late"), Some(b"d/../.."), b"", 0o777);
+        raw_entry(
+            b,
+            EntryType::Symlink,
+            &sb.member("late"),
+            Some(b"d/../.."),
+            b"",
+            0o777,
+        );
         // Allowed: inside the project, and into the .tmp sibling.
-        raw_entry(b, EntryType::Symlink, &sb.member("ok"), Some(b"README.md"), b"", 0o777);
-        raw_entry(b, EntryType::Symlink, &sb.member("tmp"), Some(b"../project.tmp/vars"), b"", 0o777);
+        raw_entry(
+            b,
+            EntryType::Symlink,
+            &sb.member("ok"),
+            Some(b"README.md"),
+            b"",
+            0o777,
+        );
+        raw_entry(
+            b,
+            EntryType::Symlink,
+            &sb.member("tmp"),
+            Some(b"../project.tmp/vars"),
+            b"",
+            0o777,
+        );
         // A link planted by the archive, even one pointing inside, is never written through.
-        raw_entry(b, EntryType::Symlink, &sb.member("inner"), Some(b"real"), b"", 0o777);
+        raw_entry(
+            b,
+            EntryType::Symlink,
+            &sb.member("inner"),
+            Some(b"real"),
+            b"",
+            0o777,
+        );
         let mut via_inner = sb.member("inner");
         via_inner.extend_from_slice(b"/file");
         raw_entry(b, EntryType::Regular, &via_inner, None, b"x", 0o644);
@@ -298,15 +372,25 @@ fn symlink_escapes_are_refused_and_nothing_is_written_through_them() {
     assert_skipped(&summary, "has `..` after other components");
     assert_skipped(&summary, "is a symlink; not writing through it");
     assert!(sb.outside_is_empty());
-    assert!(!fs::symlink_metadata(sb.project.join("rel")).is_ok_and(|m| m.file_type().is_symlink()));
-    assert_eq!(fs::read_link(sb.project.join("ok")).expect("ok link"), Path::new("README.md"));
+    assert!(
+        !fs::symlink_metadata(sb.project.join("rel")).is_ok_and(|m| m.file_type().is_symlink())
+    );
+    assert_eq!(
+        fs::read_link(sb.project.join("ok")).expect("ok link"),
+        Path::new("README.md")
+    );
     assert_eq!(
         fs::read_link(sb.project.join("tmp")).expect("tmp link"),
         Path::new("../project.tmp/vars")
     );
     assert!(!sb.project.join("real/file").exists());
     // The refused write through `abs` created a real directory instead, inside the project.
-    assert!(!fs::symlink_metadata(sb.project.join("abs")).expect("meta").file_type().is_symlink());
+    assert!(
+        !fs::symlink_metadata(sb.project.join("abs"))
+            .expect("meta")
+            .file_type()
+            .is_symlink()
+    );
 }
 
 #[test]
@@ -319,7 +403,14 @@ fn preexisting_symlink_out_of_the_project_is_not_written_through() {
     let tar = archive(|b| {
         raw_entry(b, EntryType::Regular, &name, None, b"x", 0o644);
         // A new link whose target goes through the existing escape is resolved on disk.
-        raw_entry(b, EntryType::Symlink, &sb.member("via"), Some(b"escape/x"), b"", 0o777);
+        raw_entry(
+            b,
+            EntryType::Symlink,
+            &sb.member("via"),
+            Some(b"escape/x"),
+            b"",
+            0o777,
+        );
     });
     let summary = sb.extract(&tar);
     assert_skipped(&summary, "is a symlink; not writing through it");
@@ -335,10 +426,38 @@ fn hard_links_must_stay_inside() {
     let mut absolute = b"/".to_vec();
     absolute.extend_from_slice(&secret);
     let tar = archive(|b| {
-        raw_entry(b, EntryType::Link, &sb.member("out"), Some(&secret), b"", 0o644);
-        raw_entry(b, EntryType::Link, &sb.member("abs"), Some(&absolute), b"", 0o644);
-        raw_entry(b, EntryType::Regular, &sb.member("orig"), None, b"data", 0o644);
-        raw_entry(b, EntryType::Link, &sb.member("copy"), Some(&sb.member("orig")), b"", 0o644);
+        raw_entry(
+            b,
+            EntryType::Link,
+            &sb.member("out"),
+            Some(&secret),
+            b"",
+            0o644,
+        );
+        raw_entry(
+            b,
+            EntryType::Link,
+            &sb.member("abs"),
+            Some(&absolute),
+            b"",
+            0o644,
+        );
+        raw_entry(
+            b,
+            EntryType::Regular,
+            &sb.member("orig"),
+            None,
+            b"data",
+            0o644,
+        );
+        raw_entry(
+            b,
+            EntryType::Link,
+            &sb.member("copy"),
+            Some(&sb.member("orig")),
+            b"",
+            0o644,
+        );
     });
     let summary = sb.extract(&tar);
     assert_skipped(&summary, "out: hard link to");
@@ -357,13 +476,23 @@ fn devices_and_fifos_are_refused_and_setuid_is_stripped() {
         raw_entry(b, EntryType::Char, &sb.member("null"), None, b"", 0o666);
         raw_entry(b, EntryType::Block, &sb.member("disk"), None, b"", 0o666);
         raw_entry(b, EntryType::Fifo, &sb.member("fifo"), None, b"", 0o666);
-        raw_entry(b, EntryType::Regular, &sb.member("suid"), None, b"#!/bin/sh\n", 0o6755);
+        raw_entry(
+            b,
+            EntryType::Regular,
+            &sb.member("suid"),
+            None,
+            b"#!/bin/sh\n",
+            0o6755,
+        );
     });
     let summary = sb.extract(&tar);
     assert_eq!(summary.skipped_total, 3, "{:?}", summary.skipped);
     assert_skipped(&summary, "device or FIFO");
     for name in ["null", "disk", "fifo"] {
-        assert!(fs::symlink_metadata(sb.project.join(name)).is_err(), "{name} was created");
+        assert!(
+            fs::symlink_metadata(sb.project.join(name)).is_err(),
+            "{name} was created"
+        );
     }
     let mode = fs::metadata(sb.project.join("suid")).expect("suid").mode();
     assert_eq!(mode & 0o7777, 0o755);
@@ -374,7 +503,14 @@ fn a_file_cannot_replace_the_root_or_a_directory() {
     let sb = Sandbox::new();
     fs::create_dir_all(sb.project.join("dir/child")).expect("mkdir");
     let tar = archive(|b| {
-        raw_entry(b, EntryType::Regular, &member_of(&sb.project), None, b"x", 0o644);
+        raw_entry(
+            b,
+            EntryType::Regular,
+            &member_of(&sb.project),
+            None,
+            b"x",
+            0o644,
+        );
         raw_entry(b, EntryType::Regular, &sb.member("dir"), None, b"x", 0o644);
     });
     let summary = sb.extract(&tar);
@@ -388,7 +524,14 @@ fn limits_stop_extraction_as_a_job_caused_error() {
     let sb = Sandbox::new();
     let tar = archive(|b| {
         for i in 0..5 {
-            raw_entry(b, EntryType::Regular, &sb.member(&format!("f{i}")), None, b"0123456789", 0o644);
+            raw_entry(
+                b,
+                EntryType::Regular,
+                &sb.member(&format!("f{i}")),
+                None,
+                b"0123456789",
+                0o644,
+            );
         }
     });
     let few = ExtractLimits {
@@ -396,7 +539,10 @@ fn limits_stop_extraction_as_a_job_caused_error() {
         ..ExtractLimits::default()
     };
     let err = extract_tar(&tar[..], &sb.roots(), &few).expect_err("entry limit");
-    assert!(matches!(err, WorkspaceError::TooManyEntries { limit: 3 }), "{err}");
+    assert!(
+        matches!(err, WorkspaceError::TooManyEntries { limit: 3 }),
+        "{err}"
+    );
     assert!(err.is_job_caused());
     assert!(!sb.project.join("f3").exists());
 
@@ -405,7 +551,10 @@ fn limits_stop_extraction_as_a_job_caused_error() {
         ..ExtractLimits::default()
     };
     let err = extract_tar(&tar[..], &sb.roots(), &small).expect_err("byte limit");
-    assert!(matches!(err, WorkspaceError::ArchiveTooLarge { limit: 25 }), "{err}");
+    assert!(
+        matches!(err, WorkspaceError::ArchiveTooLarge { limit: 25 }),
+        "{err}"
+    );
     assert_eq!(err.kind(), WorkspaceErrorKind::JobContent);
 }
 
@@ -420,8 +569,22 @@ fn oversized_long_name_headers_are_not_buffered() {
         header.set_size(name.len() as u64);
         header.set_cksum();
         b.append(&header, &name[..]).expect("append long name");
-        raw_entry(b, EntryType::Regular, &sb.member("short"), None, b"x", 0o644);
-        raw_entry(b, EntryType::Regular, &sb.member("after"), None, b"y", 0o644);
+        raw_entry(
+            b,
+            EntryType::Regular,
+            &sb.member("short"),
+            None,
+            b"x",
+            0o644,
+        );
+        raw_entry(
+            b,
+            EntryType::Regular,
+            &sb.member("after"),
+            None,
+            b"y",
+            0o644,
+        );
     });
     let summary = sb.extract(&tar);
     assert_skipped(&summary, "over the size cap");
@@ -432,7 +595,10 @@ fn oversized_long_name_headers_are_not_buffered() {
 #[test]
 fn pax_path_overrides_are_checked_too() {
     let sb = Sandbox::new();
-    let evil = format!("/{}", String::from_utf8(member_of(&sb.outside.join("pax"))).expect("utf-8"));
+    let evil = format!(
+        "/{}",
+        String::from_utf8(member_of(&sb.outside.join("pax"))).expect("utf-8")
+    );
     let record = {
         let body = format!(" path={evil}\n");
         // A PAX record's length counts its own digits: iterate to the fixed point.
@@ -443,8 +609,22 @@ fn pax_path_overrides_are_checked_too() {
         format!("{len}{body}")
     };
     let tar = archive(|b| {
-        raw_entry(b, EntryType::XHeader, b"PaxHeader", None, record.as_bytes(), 0o644);
-        raw_entry(b, EntryType::Regular, &sb.member("innocent"), None, b"x", 0o644);
+        raw_entry(
+            b,
+            EntryType::XHeader,
+            b"PaxHeader",
+            None,
+            record.as_bytes(),
+            0o644,
+        );
+        raw_entry(
+            b,
+            EntryType::Regular,
+            &sb.member("innocent"),
+            None,
+            b"x",
+            0o644,
+        );
     });
     let summary = sb.extract(&tar);
     assert_skipped(&summary, "absolute member name");
@@ -455,15 +635,31 @@ fn pax_path_overrides_are_checked_too() {
 #[test]
 fn corrupt_streams_are_job_caused() {
     let sb = Sandbox::new();
-    let err = extract_tar_gz(&b"definitely not gzip"[..], &sb.roots(), &ExtractLimits::default())
-        .expect_err("corrupt");
+    let err = extract_tar_gz(
+        &b"definitely not gzip"[..],
+        &sb.roots(),
+        &ExtractLimits::default(),
+    )
+    .expect_err("corrupt");
     assert!(err.is_job_caused(), "{err}");
 
     // A member cut short.
-    let mut tar = archive(|b| raw_entry(b, EntryType::Regular, &sb.member("cut"), None, &[7; 4096], 0o644));
+    let mut tar = archive(|b| {
+        raw_entry(
+            b,
+            EntryType::Regular,
+            &sb.member("cut"),
+            None,
+            &[7; 4096],
+            0o644,
+        )
+    });
     tar.truncate(512 + 1000);
     let err = extract_tar(&tar[..], &sb.roots(), &ExtractLimits::default()).expect_err("truncated");
-    assert!(matches!(err, WorkspaceError::CorruptArchive { .. }), "{err}");
+    assert!(
+        matches!(err, WorkspaceError::CorruptArchive { .. }),
+        "{err}"
+    );
 }
 
 fn training_output(inner: &[u8], inner_name: &str) -> Vec<u8> {
@@ -485,7 +681,11 @@ fn training_output(inner: &[u8], inner_name: &str) -> Vec<u8> {
 #[test]
 fn training_output_layout_is_unwrapped() {
     let sb = Sandbox::new();
-    write_file(&sb.project.join("model/weights.bin"), &noise(100_000, 3), 0o644);
+    write_file(
+        &sb.project.join("model/weights.bin"),
+        &noise(100_000, 3),
+        0o644,
+    );
     write_file(&sb.tmp.join("env"), b"A=1\n", 0o600);
     let before = snapshot(&sb.project);
     let mut packed = Vec::new();

@@ -24,8 +24,8 @@ use aws_sdk_s3::types::error::NoSuchKey;
 use aws_sdk_s3::types::{Error as S3ErrorEntry, MultipartUpload, Object};
 use aws_smithy_mocks::{MockResponseInterceptor, Rule, RuleMode, create_mock_http_client, mock};
 use stages::workspace::{
-    ExtractLimits, MIN_PART_SIZE, StagingLocation, UploadOptions, WORKSPACE_ARCHIVE, WorkspaceError,
-    WorkspaceErrorKind, delete_staged, pack_tree_to, put_bytes, restore_archive,
+    ExtractLimits, MIN_PART_SIZE, StagingLocation, UploadOptions, WORKSPACE_ARCHIVE,
+    WorkspaceError, WorkspaceErrorKind, delete_staged, pack_tree_to, put_bytes, restore_archive,
     restore_from_training_output, upload_tree,
 };
 use tokio_util::sync::CancellationToken;
@@ -121,8 +121,14 @@ fn multipart_rules(on_part: impl Fn(i32) + Send + Sync + 'static) -> MultipartRu
     let parts: Captured = Arc::default();
     let completed_numbers: Arc<Mutex<Vec<i32>>> = Arc::default();
     let create = mock!(Client::create_multipart_upload)
-        .match_requests(|r| r.bucket() == Some("staging") && r.key() == Some("ci/7/42/workspace.tar.gz"))
-        .then_output(|| CreateMultipartUploadOutput::builder().upload_id("upload-1").build());
+        .match_requests(|r| {
+            r.bucket() == Some("staging") && r.key() == Some("ci/7/42/workspace.tar.gz")
+        })
+        .then_output(|| {
+            CreateMultipartUploadOutput::builder()
+                .upload_id("upload-1")
+                .build()
+        });
     let captured = parts.clone();
     let upload = mock!(Client::upload_part)
         .match_requests(|r| r.upload_id() == Some("upload-1"))
@@ -131,7 +137,9 @@ fn multipart_rules(on_part: impl Fn(i32) + Send + Sync + 'static) -> MultipartRu
             let body = r.body().bytes().expect("in-memory part body").to_vec();
             captured.lock().expect("lock").push((number, body));
             on_part(number);
-            UploadPartOutput::builder().e_tag(format!("etag-{number}")).build()
+            UploadPartOutput::builder()
+                .e_tag(format!("etag-{number}"))
+                .build()
         });
     let numbers = completed_numbers.clone();
     let complete = mock!(Client::complete_multipart_upload)
@@ -161,7 +169,13 @@ fn multipart_rules(on_part: impl Fn(i32) + Send + Sync + 'static) -> MultipartRu
 
 impl MultipartRules {
     fn client(&self) -> Client {
-        client(&[&self.create, &self.upload, &self.complete, &self.abort, &self.put])
+        client(&[
+            &self.create,
+            &self.upload,
+            &self.complete,
+            &self.abort,
+            &self.put,
+        ])
     }
 }
 
@@ -172,13 +186,21 @@ async fn small_archive_is_one_put_object() {
     let body: Arc<Mutex<Vec<u8>>> = Arc::default();
     let captured = body.clone();
     let put = mock!(Client::put_object)
-        .match_requests(|r| r.bucket() == Some("staging") && r.key() == Some("ci/7/42/workspace.tar.gz"))
+        .match_requests(|r| {
+            r.bucket() == Some("staging") && r.key() == Some("ci/7/42/workspace.tar.gz")
+        })
         .then_compute_output(move |r| {
             *captured.lock().expect("lock") = r.body().bytes().expect("in-memory body").to_vec();
             PutObjectOutput::builder().build()
         });
     let rules = multipart_rules(|_| {});
-    let s3 = client(&[&put, &rules.create, &rules.upload, &rules.complete, &rules.abort]);
+    let s3 = client(&[
+        &put,
+        &rules.create,
+        &rules.upload,
+        &rules.complete,
+        &rules.abort,
+    ]);
 
     let summary = upload_tree(
         &s3,
@@ -238,14 +260,22 @@ async fn large_archive_is_multipart_in_order_and_round_trips() {
 
     let mut parts = rules.parts.lock().expect("lock").clone();
     parts.sort_by_key(|(n, _)| *n);
-    assert!(parts[..2].iter().all(|(_, body)| body.len() == MIN_PART_SIZE));
+    assert!(
+        parts[..2]
+            .iter()
+            .all(|(_, body)| body.len() == MIN_PART_SIZE)
+    );
     let archive: Vec<u8> = parts.into_iter().flat_map(|(_, body)| body).collect();
     assert_eq!(summary.bytes_out, archive.len() as u64);
 
     // The reassembled parts are the archive: restore it where the tree was.
     fs::remove_dir_all(project.base.join("builds")).expect("remove");
-    let restored = stages::workspace::extract_tar_gz(&archive[..], &project.roots(), &ExtractLimits::default())
-        .expect("extract");
+    let restored = stages::workspace::extract_tar_gz(
+        &archive[..],
+        &project.roots(),
+        &ExtractLimits::default(),
+    )
+    .expect("extract");
     assert_eq!(restored.bytes, content.len() as u64);
     assert!(fs::read(project.root.join("big.bin")).expect("read") == content);
 }
@@ -256,17 +286,35 @@ async fn failed_part_aborts_the_upload() {
     fs::write(project.root.join("big.bin"), noise(11 * 1024 * 1024)).expect("write");
     let rules = multipart_rules(|_| {});
     let failing = mock!(Client::upload_part).then_error(|| {
-        UploadPartError::generic(ErrorMetadata::builder().code("AccessDenied").message("denied").build())
+        UploadPartError::generic(
+            ErrorMetadata::builder()
+                .code("AccessDenied")
+                .message("denied")
+                .build(),
+        )
     });
-    let s3 = client(&[&rules.create, &failing, &rules.complete, &rules.abort, &rules.put]);
+    let s3 = client(&[
+        &rules.create,
+        &failing,
+        &rules.complete,
+        &rules.abort,
+        &rules.put,
+    ]);
     let opts = UploadOptions {
         part_size: MIN_PART_SIZE,
         ..UploadOptions::default()
     };
 
-    let err = upload_tree(&s3, &location(), WORKSPACE_ARCHIVE, &project.roots(), &opts, &CancellationToken::new())
-        .await
-        .expect_err("upload must fail");
+    let err = upload_tree(
+        &s3,
+        &location(),
+        WORKSPACE_ARCHIVE,
+        &project.roots(),
+        &opts,
+        &CancellationToken::new(),
+    )
+    .await
+    .expect_err("upload must fail");
 
     assert!(matches!(err, WorkspaceError::UploadPart { .. }), "{err}");
     assert_eq!(err.kind(), WorkspaceErrorKind::Storage);
@@ -289,9 +337,16 @@ async fn cancellation_during_multipart_aborts_the_upload() {
         ..UploadOptions::default()
     };
 
-    let err = upload_tree(&s3, &location(), WORKSPACE_ARCHIVE, &project.roots(), &opts, &cancel)
-        .await
-        .expect_err("cancelled");
+    let err = upload_tree(
+        &s3,
+        &location(),
+        WORKSPACE_ARCHIVE,
+        &project.roots(),
+        &opts,
+        &cancel,
+    )
+    .await
+    .expect_err("cancelled");
 
     assert_eq!(err.kind(), WorkspaceErrorKind::Cancelled, "{err}");
     assert_eq!(rules.abort.num_calls(), 1);
@@ -307,9 +362,16 @@ async fn cancelled_before_start_makes_no_call() {
     let cancel = CancellationToken::new();
     cancel.cancel();
 
-    let err = upload_tree(&s3, &location(), WORKSPACE_ARCHIVE, &project.roots(), &UploadOptions::default(), &cancel)
-        .await
-        .expect_err("cancelled");
+    let err = upload_tree(
+        &s3,
+        &location(),
+        WORKSPACE_ARCHIVE,
+        &project.roots(),
+        &UploadOptions::default(),
+        &cancel,
+    )
+    .await
+    .expect_err("cancelled");
     assert_eq!(err.kind(), WorkspaceErrorKind::Cancelled);
     for rule in [&rules.put, &rules.create, &rules.upload, &rules.abort] {
         assert_eq!(rule.num_calls(), 0);
@@ -329,14 +391,22 @@ async fn put_bytes_writes_the_named_key() {
         })
         .then_output(|| PutObjectOutput::builder().build());
     let s3 = client(&[&put]);
-    put_bytes(&s3, &location(), "script", b"echo hi".to_vec(), &CancellationToken::new())
-        .await
-        .expect("put");
+    put_bytes(
+        &s3,
+        &location(),
+        "script",
+        b"echo hi".to_vec(),
+        &CancellationToken::new(),
+    )
+    .await
+    .expect("put");
     assert_eq!(put.num_calls(), 1);
 }
 
 fn keys(prefix: &str, range: std::ops::Range<usize>) -> Vec<Object> {
-    range.map(|i| Object::builder().key(format!("{prefix}obj-{i:05}")).build()).collect()
+    range
+        .map(|i| Object::builder().key(format!("{prefix}obj-{i:05}")).build())
+        .collect()
 }
 
 #[tokio::test]
@@ -383,7 +453,9 @@ async fn delete_staged_pages_and_batches() {
         .then_output(|| AbortMultipartUploadOutput::builder().build());
     let s3 = client(&[&list, &delete, &uploads, &abort]);
 
-    let deleted = delete_staged(&s3, &loc, &CancellationToken::new()).await.expect("delete");
+    let deleted = delete_staged(&s3, &loc, &CancellationToken::new())
+        .await
+        .expect("delete");
     assert_eq!(deleted, 1500);
     assert_eq!(list.num_calls(), 2);
     assert_eq!(*batches.lock().expect("lock"), [1000, 500]);
@@ -392,12 +464,16 @@ async fn delete_staged_pages_and_batches() {
 
 #[tokio::test]
 async fn delete_staged_is_idempotent_and_refuses_wide_prefixes() {
-    let list = mock!(Client::list_objects_v2).then_output(|| ListObjectsV2Output::builder().build());
-    let delete = mock!(Client::delete_objects).then_output(|| DeleteObjectsOutput::builder().build());
-    let uploads =
-        mock!(Client::list_multipart_uploads).then_output(|| ListMultipartUploadsOutput::builder().build());
+    let list =
+        mock!(Client::list_objects_v2).then_output(|| ListObjectsV2Output::builder().build());
+    let delete =
+        mock!(Client::delete_objects).then_output(|| DeleteObjectsOutput::builder().build());
+    let uploads = mock!(Client::list_multipart_uploads)
+        .then_output(|| ListMultipartUploadsOutput::builder().build());
     let s3 = client(&[&list, &delete, &uploads]);
-    let deleted = delete_staged(&s3, &location(), &CancellationToken::new()).await.expect("nothing staged");
+    let deleted = delete_staged(&s3, &location(), &CancellationToken::new())
+        .await
+        .expect("nothing staged");
     assert_eq!(deleted, 0);
     assert_eq!(delete.num_calls(), 0);
 
@@ -406,8 +482,13 @@ async fn delete_staged_is_idempotent_and_refuses_wide_prefixes() {
         prefix: String::new(),
     };
     let before = list.num_calls();
-    let err = delete_staged(&s3, &wide, &CancellationToken::new()).await.expect_err("refused");
-    assert!(matches!(err, WorkspaceError::InvalidLocation { .. }), "{err}");
+    let err = delete_staged(&s3, &wide, &CancellationToken::new())
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(err, WorkspaceError::InvalidLocation { .. }),
+        "{err}"
+    );
     assert_eq!(list.num_calls(), before);
 }
 
@@ -415,15 +496,25 @@ async fn delete_staged_is_idempotent_and_refuses_wide_prefixes() {
 async fn delete_staged_reports_refused_keys() {
     let loc = location();
     let prefix = loc.prefix.clone();
-    let list = mock!(Client::list_objects_v2)
-        .then_compute_output(move |_| ListObjectsV2Output::builder().set_contents(Some(keys(&prefix, 0..3))).build());
+    let list = mock!(Client::list_objects_v2).then_compute_output(move |_| {
+        ListObjectsV2Output::builder()
+            .set_contents(Some(keys(&prefix, 0..3)))
+            .build()
+    });
     let delete = mock!(Client::delete_objects).then_output(|| {
         DeleteObjectsOutput::builder()
-            .errors(S3ErrorEntry::builder().key("ci/7/42/obj-00001").code("AccessDenied").build())
+            .errors(
+                S3ErrorEntry::builder()
+                    .key("ci/7/42/obj-00001")
+                    .code("AccessDenied")
+                    .build(),
+            )
             .build()
     });
     let s3 = client(&[&list, &delete]);
-    let err = delete_staged(&s3, &loc, &CancellationToken::new()).await.expect_err("partial");
+    let err = delete_staged(&s3, &loc, &CancellationToken::new())
+        .await
+        .expect_err("partial");
     assert!(
         matches!(&err, WorkspaceError::DeleteObjectsPartial { failed: 1, first_code, .. } if first_code == "AccessDenied"),
         "{err}"
@@ -433,8 +524,14 @@ async fn delete_staged_reports_refused_keys() {
 
 fn get_object_returning(body: Vec<u8>) -> Rule {
     mock!(Client::get_object)
-        .match_requests(|r| r.bucket() == Some("out") && r.key() == Some("job/output/output.tar.gz"))
-        .then_output(move || GetObjectOutput::builder().body(ByteStream::from(body.clone())).build())
+        .match_requests(|r| {
+            r.bucket() == Some("out") && r.key() == Some("job/output/output.tar.gz")
+        })
+        .then_output(move || {
+            GetObjectOutput::builder()
+                .body(ByteStream::from(body.clone()))
+                .build()
+        })
 }
 
 #[tokio::test]
@@ -458,7 +555,10 @@ async fn restore_archive_streams_through_the_extractor() {
     .await
     .expect("restore");
     assert_eq!(summary.files, 1);
-    assert_eq!(fs::read(project.root.join("model.txt")).expect("read"), b"trained");
+    assert_eq!(
+        fs::read(project.root.join("model.txt")).expect("read"),
+        b"trained"
+    );
 }
 
 #[tokio::test]
@@ -468,12 +568,19 @@ async fn restore_from_training_output_unwraps_the_nested_archive() {
     let mut packed = Vec::new();
     pack_tree_to(&project.roots(), &mut packed, 1).expect("pack");
     let mut inner = Vec::new();
-    flate2::read::GzDecoder::new(&packed[..]).read_to_end(&mut inner).expect("gunzip");
-    let mut outer = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()));
+    flate2::read::GzDecoder::new(&packed[..])
+        .read_to_end(&mut inner)
+        .expect("gunzip");
+    let mut outer = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::fast(),
+    ));
     let mut header = tar::Header::new_gnu();
     header.set_size(inner.len() as u64);
     header.set_mode(0o644);
-    outer.append_data(&mut header, "workspace.tar", &inner[..]).expect("append");
+    outer
+        .append_data(&mut header, "workspace.tar", &inner[..])
+        .expect("append");
     let output = outer.into_inner().expect("tar").finish().expect("gzip");
     fs::remove_dir_all(project.base.join("builds")).expect("remove");
 
@@ -490,13 +597,17 @@ async fn restore_from_training_output_unwraps_the_nested_archive() {
     .await
     .expect("restore");
     assert_eq!(summary.files, 1);
-    assert_eq!(fs::read(project.root.join("result.csv")).expect("read"), b"a,b\n");
+    assert_eq!(
+        fs::read(project.root.join("result.csv")).expect("read"),
+        b"a,b\n"
+    );
 }
 
 #[tokio::test]
 async fn missing_output_is_reported_as_missing() {
     let project = Project::new();
-    let get = mock!(Client::get_object).then_error(|| GetObjectError::NoSuchKey(NoSuchKey::builder().build()));
+    let get = mock!(Client::get_object)
+        .then_error(|| GetObjectError::NoSuchKey(NoSuchKey::builder().build()));
     let s3 = client(&[&get]);
     let err = restore_from_training_output(
         &s3,
@@ -508,7 +619,10 @@ async fn missing_output_is_reported_as_missing() {
     )
     .await
     .expect_err("missing");
-    assert!(matches!(err, WorkspaceError::ArchiveMissing { .. }), "{err}");
+    assert!(
+        matches!(err, WorkspaceError::ArchiveMissing { .. }),
+        "{err}"
+    );
     assert_eq!(err.kind(), WorkspaceErrorKind::Missing);
 }
 
@@ -524,8 +638,40 @@ async fn oversized_returned_workspace_is_job_caused() {
         max_bytes: 1024,
         ..ExtractLimits::default()
     };
-    let err = restore_archive(&s3, "out", "job/output/output.tar.gz", &project.roots(), &limits, &CancellationToken::new())
-        .await
-        .expect_err("too large");
+    let err = restore_archive(
+        &s3,
+        "out",
+        "job/output/output.tar.gz",
+        &project.roots(),
+        &limits,
+        &CancellationToken::new(),
+    )
+    .await
+    .expect_err("too large");
     assert!(err.is_job_caused(), "{err}");
+}
+
+#[tokio::test]
+async fn cancelled_restore_writes_nothing() {
+    let project = Project::new();
+    fs::write(project.root.join("file"), b"data").expect("write");
+    let mut packed = Vec::new();
+    pack_tree_to(&project.roots(), &mut packed, 1).expect("pack");
+    fs::remove_dir_all(project.base.join("builds")).expect("remove");
+    let get = get_object_returning(packed);
+    let s3 = client(&[&get]);
+    let cancel = CancellationToken::new();
+    cancel.cancel();
+    let err = restore_archive(
+        &s3,
+        "out",
+        "job/output/output.tar.gz",
+        &project.roots(),
+        &ExtractLimits::default(),
+        &cancel,
+    )
+    .await
+    .expect_err("cancelled");
+    assert_eq!(err.kind(), WorkspaceErrorKind::Cancelled, "{err}");
+    assert!(!project.root.join("file").exists());
 }

@@ -6,6 +6,7 @@ mod cleanup;
 mod config;
 mod prepare;
 mod run;
+mod workspace;
 
 use std::process::ExitCode;
 
@@ -37,6 +38,7 @@ pub async fn dispatch(cli: Cli, codes: ExitCodes) -> ExitCode {
         }
         Command::Validate => admin::validate(&cli.config),
         Command::SpecSchema => admin::spec_schema(),
+        Command::Workspace(op) => workspace::run(op, &cancel).await,
     }
 }
 

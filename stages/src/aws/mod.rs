@@ -33,10 +33,11 @@ pub struct Aws {
 pub async fn sdk_config(cfg: &ExecutorConfig) -> SdkConfig {
     let loader = || aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new(cfg.region.clone()))
-        // Adaptive mode adds client-side rate limiting on top of standard retries, so a burst of
-        // throttling slows us down instead of failing the job.
+        // Standard mode: exponential backoff with jitter on throttling and transient faults.
+        // Adaptive mode's client-side rate limiter was measured to stall a low-traffic waiter
+        // for minutes after a few throttles, so the poll loop's own pacing is used instead.
         .retry_config(
-            RetryConfig::adaptive()
+            RetryConfig::standard()
                 .with_max_attempts(cfg.aws.max_attempts)
                 .with_initial_backoff(Duration::from_millis(200))
                 .with_max_backoff(Duration::from_secs(20)),

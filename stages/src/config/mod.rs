@@ -113,6 +113,9 @@ pub struct FargateEnv {
     pub log_group: String,
     /// Image of the workspace helper containers.
     pub helper_image: String,
+    /// The executor binary inside the helper image, as an entry point (`["sagemaker-executor"]`
+    /// by default); the helper containers run `<helper_command> workspace fetch|push ...`.
+    pub helper_command: Vec<String>,
     /// Default CPU units.
     pub cpu: u32,
     /// Default memory in MiB.

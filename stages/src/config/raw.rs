@@ -71,6 +71,7 @@ pub struct RawFargate {
     pub task_role_arn: Option<String>,
     pub log_group: Option<String>,
     pub helper_image: Option<String>,
+    pub helper_command: Option<Vec<String>>,
     pub cpu: Option<u32>,
     pub memory: Option<u32>,
     pub stop_grace: Option<String>,

@@ -244,6 +244,17 @@ fn fargate_env(c: &mut Checker<'_>, f: RawFargate) -> Option<FargateEnv> {
     );
     let execution_role_arn = c.required("fargate.execution_role_arn", f.execution_role_arn);
     let helper_image = c.required("fargate.helper_image", f.helper_image);
+    let helper_command = match f.helper_command {
+        None => vec!["sagemaker-executor".to_owned()],
+        Some(cmd) if cmd.is_empty() || cmd.iter().any(|a| a.trim().is_empty()) => {
+            c.problem(
+                "fargate.helper_command",
+                "must be a non-empty list of non-empty strings (the executor binary in the helper image)",
+            );
+            Vec::new()
+        }
+        Some(cmd) => cmd,
+    };
     Some(FargateEnv {
         cluster: cluster?,
         subnets: subnets?,
@@ -255,6 +266,7 @@ fn fargate_env(c: &mut Checker<'_>, f: RawFargate) -> Option<FargateEnv> {
             .log_group
             .unwrap_or_else(|| "/sagemaker-executor/fargate".to_owned()),
         helper_image: helper_image?,
+        helper_command,
         cpu: c.positive("fargate.cpu", f.cpu, 1024),
         memory: c.positive("fargate.memory", f.memory, 2048),
         stop_grace: c.duration("fargate.stop_grace", f.stop_grace, Duration::from_secs(30)),

@@ -9,7 +9,6 @@ mod outcome;
 mod submit;
 mod wait;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use aws_sdk_sagemaker::error::SdkError;
@@ -22,11 +21,12 @@ pub use wait::LOG_GROUP;
 use crate::aws::{Aws, errors};
 use crate::failure::{Classify, FailureKind};
 use crate::joblog::JobLog;
+use crate::remote::{self, StagingError};
 use crate::run::StageRun;
 use crate::settings::TrainSettings;
 use crate::settings::names::{resource_name, split_s3_uri};
-use crate::state::{Resource, ResourceKind, Staged, StateError};
-use crate::workspace::{self, ExtractLimits, JobManifest, RemoteMode, StagingLocation, UploadOptions, WorkspaceError, WorkspaceErrorKind};
+use crate::state::{Resource, ResourceKind, StateError};
+use crate::workspace::{self, ExtractLimits, JobManifest, RemoteMode, StagingLocation, WorkspaceError};
 use crate::outputs;
 
 /// Why a training stage failed.
@@ -35,7 +35,10 @@ pub enum TrainError {
     /// The request could not be built (a bug, or a value the SDK refuses).
     #[error("cannot build the CreateTrainingJob request: {0}")]
     Request(String),
-    /// Staging or restoring the workspace failed.
+    /// Staging the workspace failed.
+    #[error(transparent)]
+    Staging(#[from] StagingError),
+    /// Restoring the returned workspace failed.
     #[error("workspace: {0}")]
     Workspace(#[from] WorkspaceError),
     /// The state file could not be written.
@@ -93,20 +96,11 @@ pub enum TrainError {
     },
 }
 
-fn workspace_kind(e: &WorkspaceError) -> FailureKind {
-    match e.kind() {
-        WorkspaceErrorKind::JobContent | WorkspaceErrorKind::Cancelled => FailureKind::Build,
-        WorkspaceErrorKind::Storage
-        | WorkspaceErrorKind::LocalIo
-        | WorkspaceErrorKind::Missing
-        | WorkspaceErrorKind::Internal => FailureKind::System,
-    }
-}
-
 impl Classify for TrainError {
     fn failure_kind(&self) -> FailureKind {
         match self {
-            TrainError::Workspace(e) => workspace_kind(e),
+            TrainError::Staging(e) => e.failure_kind(),
+            TrainError::Workspace(e) => remote::workspace_failure_kind(e),
             // SageMaker validates the job's own settings (image, role, channels) here.
             TrainError::Create(e) => match errors::code(e) {
                 Some("ValidationException") => FailureKind::Build,
@@ -152,7 +146,8 @@ pub async fn run(aws: &Aws, t: &TrainSettings, run: StageRun<'_>) -> Result<(), 
         log.notice(&format!("Attaching to existing training job {name} ({})", d.training_job_status().map(|s| s.as_str()).unwrap_or("?")));
         run.state.record(Resource { kind: ResourceKind::TrainingJob, id: name.clone(), scope: None, stage: run.stage.to_owned(), finished: false })?;
     } else {
-        stage_workspace(aws, &loc, &run, &log).await?;
+        let manifest = JobManifest { project_dir: run.project_dir.to_owned(), mode: RemoteMode::SageMaker, output_dir: None, failure_file: None };
+        remote::stage_workspace(aws, &loc, &run, &manifest, &log).await?;
         log.notice(&format!("Creating training job {name} on {} x {}", t.instance_count, t.instance_type));
         let arn = submit::create(&aws.sagemaker, &name, t, &loc, &run).await?;
         // Recorded before any wait, so cleanup finds it even after SIGKILL.
@@ -182,34 +177,6 @@ pub async fn run(aws: &Aws, t: &TrainSettings, run: StageRun<'_>) -> Result<(), 
     finish(aws, t, &run, &name, &finished, &log).await
 }
 
-/// Packs and uploads the workspace, the stage script, the bootstrap and its manifest.
-async fn stage_workspace(aws: &Aws, loc: &StagingLocation, run: &StageRun<'_>, log: &JobLog) -> Result<(), TrainError> {
-    log.section_start("staging", "Staging the workspace in S3", true);
-    run.state.record_staged(Staged { bucket: loc.bucket.clone(), prefix: loc.prefix.clone() })?;
-    let roots = workspace_roots(run);
-    let summary = workspace::upload_tree(&aws.s3, loc, workspace::WORKSPACE_ARCHIVE, &roots, &UploadOptions::default(), run.cancel).await?;
-    let script = std::fs::read(run.script).map_err(|source| TrainError::Outputs { what: "the stage script (reading)", source })?;
-    workspace::put_bytes(&aws.s3, loc, workspace::SCRIPT, script, run.cancel).await?;
-    workspace::put_bytes(&aws.s3, loc, workspace::BOOTSTRAP, workspace::BOOTSTRAP_SH.as_bytes().to_vec(), run.cancel).await?;
-    let manifest = JobManifest { project_dir: run.project_dir.to_owned(), mode: RemoteMode::SageMaker, output_dir: None, failure_file: None };
-    workspace::put_bytes(&aws.s3, loc, workspace::MANIFEST, manifest.render()?.into_bytes(), run.cancel).await?;
-    log.notice(&format!(
-        "Staged {} files ({} bytes, {} compressed) to {}",
-        summary.files,
-        summary.bytes_in,
-        summary.bytes_out,
-        loc.s3_uri()
-    ));
-    log.section_end("staging");
-    Ok(())
-}
-
-fn workspace_roots(run: &StageRun<'_>) -> Vec<PathBuf> {
-    let mut tmp = run.project_dir.as_os_str().to_owned();
-    tmp.push(".tmp");
-    vec![run.project_dir.to_owned(), PathBuf::from(tmp)]
-}
-
 /// Restores the workspace, writes outputs, reports the totals and maps the ending.
 async fn finish(aws: &Aws, t: &TrainSettings, run: &StageRun<'_>, name: &str, d: &DescribeTrainingJobOutput, log: &JobLog) -> Result<(), TrainError> {
     let ending = outcome::ending(d);
@@ -217,19 +184,13 @@ async fn finish(aws: &Aws, t: &TrainSettings, run: &StageRun<'_>, name: &str, d:
     let output = format!("{}/{name}/output/output.tar.gz", t.output_path);
     if let Some((bucket, key)) = split_s3_uri(&output) {
         let limits = ExtractLimits { max_bytes: run.cfg.staging.max_return_bytes, ..ExtractLimits::default() };
-        match workspace::restore_from_training_output(&aws.s3, bucket, key, &workspace_roots(run), &limits, run.cancel).await {
-            Ok(s) => {
-                log.notice(&format!("Restored the workspace: {} files, {} bytes", s.files, s.bytes));
-                for skipped in &s.skipped {
-                    log.warn(&format!("not restored: {skipped}"));
-                }
-            }
-            Err(e) if e.kind() == WorkspaceErrorKind::Missing && !completed => {
-                log.warn("the training job returned no workspace (SageMaker uploads it only when the container got that far); on-failure artifacts have nothing new");
-            }
-            Err(e) if completed => return Err(e.into()),
-            Err(e) => log.warn(&format!("could not restore the workspace: {e}")),
-        }
+        let restored = workspace::restore_from_training_output(&aws.s3, bucket, key, &remote::workspace_roots(run.project_dir), &limits, run.cancel).await;
+        remote::report_restore(
+            restored,
+            completed,
+            "the training job returned no workspace (SageMaker uploads it only when the container got that far); on-failure artifacts have nothing new",
+            log,
+        )?;
     }
 
     let metrics: Vec<(String, f64)> = d
@@ -249,10 +210,7 @@ async fn finish(aws: &Aws, t: &TrainSettings, run: &StageRun<'_>, name: &str, d:
         env.push(("SAGEMAKER_MODEL_DATA".to_owned(), model.to_owned()));
     }
     env.extend(metrics.iter().map(|(k, v)| (format!("SAGEMAKER_FINAL_METRIC_{k}"), v.to_string())));
-    let dropped = outputs::write_dotenv(run.project_dir, &env).map_err(|source| TrainError::Outputs { what: outputs::DOTENV_FILE, source })?;
-    if !dropped.is_empty() {
-        log.warn(&format!("left out of {} (GitLab's size and format limits): {}", outputs::DOTENV_FILE, dropped.join(", ")));
-    }
+    remote::write_dotenv(run.project_dir, &env, log).map_err(|source| TrainError::Outputs { what: outputs::DOTENV_FILE, source })?;
     if !metrics.is_empty() {
         outputs::write_metrics(run.project_dir, &metrics).map_err(|source| TrainError::Outputs { what: outputs::METRICS_FILE, source })?;
         for (k, v) in &metrics {

@@ -133,6 +133,7 @@ forward_term() {
     fi
 }
 
+# shellcheck disable=SC2317 # called through the trap below
 on_term() {
     terminated=1
     trap '' TERM
@@ -157,9 +158,9 @@ say "restored the workspace"
 script=$channel/script
 [ -f "$script" ] || die "the stage script $script is missing"
 if command -v bash >/dev/null 2>&1; then
-    shell=bash
+    shell='bash'
 else
-    shell=sh
+    shell='sh'
     say "bash is not installed: running the script with sh"
 fi
 cd "$SME_PROJECT_DIR" || die "cannot enter $SME_PROJECT_DIR"

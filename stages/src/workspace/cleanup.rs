@@ -67,12 +67,13 @@ async fn delete_objects(
             // S3 already filters by prefix; this keeps a misbehaving endpoint from widening it.
             .filter(|key| key.starts_with(&loc.prefix))
             .map(|key| {
-                ObjectIdentifier::builder().key(key).build().map_err(|source| {
-                    WorkspaceError::BuildRequest {
+                ObjectIdentifier::builder()
+                    .key(key)
+                    .build()
+                    .map_err(|source| WorkspaceError::BuildRequest {
                         operation: "DeleteObjects",
                         source,
-                    }
-                })
+                    })
             })
             .collect::<Result<_, _>>()?;
         for batch in keys.chunks(DELETE_BATCH) {

@@ -8,6 +8,7 @@ use std::io;
 use std::path::PathBuf;
 
 use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::BuildError;
 use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::operation::abort_multipart_upload::AbortMultipartUploadError;
 use aws_sdk_s3::operation::complete_multipart_upload::CompleteMultipartUploadError;
@@ -18,7 +19,6 @@ use aws_sdk_s3::operation::list_multipart_uploads::ListMultipartUploadsError;
 use aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Error;
 use aws_sdk_s3::operation::put_object::PutObjectError;
 use aws_sdk_s3::operation::upload_part::UploadPartError;
-use aws_sdk_s3::error::BuildError;
 use aws_smithy_types::byte_stream::error::Error as ByteStreamError;
 
 /// Shorthand for the boxed SDK error of one S3 operation.
@@ -113,7 +113,9 @@ pub enum WorkspaceError {
         source: S3Error<UploadPartError>,
     },
     /// The archive needs more parts than S3 allows (10,000), even with growing part sizes.
-    #[error("the workspace archive for s3://{bucket}/{key} needs more than {max_parts} upload parts")]
+    #[error(
+        "the workspace archive for s3://{bucket}/{key} needs more than {max_parts} upload parts"
+    )]
     TooManyParts {
         /// The bucket.
         bucket: String,

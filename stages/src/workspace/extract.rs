@@ -283,7 +283,7 @@ fn trim_nul(mut data: Vec<u8>) -> Vec<u8> {
 /// The components of a member name, or why it is refused. Checked before anything is stripped.
 fn member_components(name: &[u8]) -> Result<Vec<&OsStr>, &'static str> {
     if name.first() == Some(&b'/') {
-        return Ok(name.split(|b| *b == b'/').filter(|p| !p.is_empty()).map(OsStr::from_bytes).collect());
+        return Err("absolute member name");
     }
     if name.contains(&0) {
         return Err("NUL byte in member name");
@@ -470,7 +470,10 @@ impl Extractor {
                 Err("device or FIFO entries are not restored".into())
             }
             EntryType::GNUSparse => Err("sparse files are not supported".into()),
-            other => Err(format!("unsupported entry type {:?}", other.as_byte() as char)),
+            other => Err(format!(
+                "unsupported entry type {:?}",
+                other.as_byte() as char
+            )),
         };
         if let Err(reason) = outcome {
             self.skip(&name, reason);
@@ -519,7 +522,11 @@ impl Extractor {
 
     /// Ensures every directory from `root` down to `dir` is a real directory, creating missing
     /// ones. Never follows a symlink below the root.
-    fn ensure_dirs(&mut self, root: &Path, dir: &Path) -> Result<Result<(), Refusal>, WorkspaceError> {
+    fn ensure_dirs(
+        &mut self,
+        root: &Path,
+        dir: &Path,
+    ) -> Result<Result<(), Refusal>, WorkspaceError> {
         if let Err(reason) = self.ensure_root(root)? {
             return Ok(Err(reason));
         }
@@ -534,7 +541,12 @@ impl Extractor {
             }
             match fs::symlink_metadata(&current) {
                 Ok(meta) if meta.file_type().is_dir() => {}
-                Ok(meta) if meta.file_type().is_symlink() => {}
+                Ok(meta) if meta.file_type().is_symlink() => {
+                    return Ok(Err(format!(
+                        "{} is a symlink; not writing through it",
+                        current.display()
+                    )));
+                }
                 Ok(_) => {
                     return Ok(Err(format!("{} is not a directory", current.display())));
                 }
@@ -566,7 +578,11 @@ impl Extractor {
     }
 
     /// Prepares the parent directories of a non-directory member and clears its path.
-    fn prepare_leaf(&mut self, root: &Path, target: &Path) -> Result<Result<(), Refusal>, WorkspaceError> {
+    fn prepare_leaf(
+        &mut self,
+        root: &Path,
+        target: &Path,
+    ) -> Result<Result<(), Refusal>, WorkspaceError> {
         if target == root {
             return Ok(Err("would replace the workspace root".into()));
         }
@@ -722,7 +738,12 @@ impl Extractor {
                 }
             }
         }
-        let outside = || format!("symlink target {} is outside the workspace", printable(link));
+        let outside = || {
+            format!(
+                "symlink target {} is outside the workspace",
+                printable(link)
+            )
+        };
         if self.root_of(&lexical).is_none() {
             return Err(outside());
         }
@@ -764,7 +785,11 @@ impl Extractor {
         }
         match fs::symlink_metadata(&source) {
             Ok(meta) if meta.file_type().is_file() => {}
-            _ => return Ok(Err("hard link target is not an existing regular file".into())),
+            _ => {
+                return Ok(Err(
+                    "hard link target is not an existing regular file".into()
+                ));
+            }
         }
         if let Err(reason) = self.prepare_leaf(root, target)? {
             return Ok(Err(reason));
@@ -847,8 +872,14 @@ mod tests {
 
     #[test]
     fn member_names_are_checked_before_stripping() {
-        assert_eq!(member_components(b"/etc/passwd"), Err("absolute member name"));
-        assert_eq!(member_components(b"a/../../etc"), Err("`..` in member name"));
+        assert_eq!(
+            member_components(b"/etc/passwd"),
+            Err("absolute member name")
+        );
+        assert_eq!(
+            member_components(b"a/../../etc"),
+            Err("`..` in member name")
+        );
         assert_eq!(member_components(b"a/b\0c"), Err("NUL byte in member name"));
         let ok = member_components(b"./builds//1/./p/").expect("valid");
         assert_eq!(ok, ["builds", "1", "p"].map(OsStr::new));

@@ -32,7 +32,12 @@ pub struct StagingLocation {
 impl StagingLocation {
     /// Builds the location of one job. Slashes around `admin_prefix` are trimmed and an empty
     /// admin prefix is allowed, so the result is always `[<admin>/]<project>/<job>/`.
-    pub fn new(bucket: impl Into<String>, admin_prefix: &str, project_id: u64, job_id: u64) -> Self {
+    pub fn new(
+        bucket: impl Into<String>,
+        admin_prefix: &str,
+        project_id: u64,
+        job_id: u64,
+    ) -> Self {
         let admin = admin_prefix.trim_matches('/');
         let prefix = if admin.is_empty() {
             format!("{project_id}/{job_id}/")
@@ -159,7 +164,10 @@ mod tests {
     fn location_layout() {
         let loc = StagingLocation::new("bucket", "/staging/", 12, 345);
         assert_eq!(loc.prefix, "staging/12/345/");
-        assert_eq!(loc.key(WORKSPACE_ARCHIVE), "staging/12/345/workspace.tar.gz");
+        assert_eq!(
+            loc.key(WORKSPACE_ARCHIVE),
+            "staging/12/345/workspace.tar.gz"
+        );
         assert_eq!(loc.s3_uri(), "s3://bucket/staging/12/345/");
         assert!(loc.check().is_ok());
 

@@ -44,9 +44,11 @@ pub struct UploadOptions {
     pub part_size: usize,
     /// Parts uploaded at the same time. Default 4; 0 is taken as 1.
     pub max_concurrent_parts: usize,
-    /// gzip level, 0-9. Default 1: staging runs in-region where bandwidth is cheap and
-    /// compression is the bottleneck; level 6 (gzip's default) costs about three times the CPU
-    /// for 10-20 % fewer bytes on source trees.
+    /// gzip level, 0-9. Default 2. Measured with this crate's deflate backend on 2 cores:
+    /// 45 MB of Rust sources compress to 5 MB at ~190 MB/s (level 6: 4 MB at ~80 MB/s), a
+    /// 400 MB binary to 82 MB at ~180 MB/s (level 6: 74 MB at ~45 MB/s, slower than
+    /// `tar czf`). Level 1 is a different, greedy mode: fastest on binaries but nearly twice
+    /// the bytes on sources.
     pub compression_level: u32,
 }
 
@@ -55,7 +57,7 @@ impl Default for UploadOptions {
         Self {
             part_size: 8 * 1024 * 1024,
             max_concurrent_parts: 4,
-            compression_level: 1,
+            compression_level: 2,
         }
     }
 }

@@ -1,0 +1,40 @@
+//! `sagemaker-executor workspace fetch|push`: what the helper containers of a Fargate task run
+//! (see `stages::fargate::helper`). Output goes to the container's log, which the executor on
+//! the runner host streams into the job log with a `[fetch]`/`[push]` prefix.
+//!
+//! Exit status: 0 on success, 1 on any failure (the executor reads the job container's status,
+//! not these, except to tell whether the workspace came back).
+
+use std::process::ExitCode;
+
+use stages::fargate::helper;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::WorkspaceCommand;
+
+pub async fn run(op: WorkspaceCommand, cancel: &CancellationToken) -> ExitCode {
+    let result = match &op {
+        WorkspaceCommand::Fetch { bucket, prefix, dest, region, path_style } => {
+            let s3 = helper::s3_client(region.clone(), *path_style).await;
+            helper::fetch(&s3, bucket, prefix, dest, cancel).await.map(|m| {
+                format!("downloaded {} objects ({} bytes) from s3://{bucket}/{prefix} into {}", m.objects, m.bytes, dest.display())
+            })
+        }
+        WorkspaceCommand::Push { bucket, key, source, region, path_style } => {
+            let s3 = helper::s3_client(region.clone(), *path_style).await;
+            helper::push(&s3, bucket, key, source, cancel)
+                .await
+                .map(|m| format!("uploaded {} ({} bytes) to s3://{bucket}/{key}", source.display(), m.bytes))
+        }
+    };
+    match result {
+        Ok(done) => {
+            println!("{done}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,401 @@
+//! What the helper containers of a Fargate task do, run as `sagemaker-executor workspace
+//! fetch|push` inside the helper image: download the staged objects into the task volume before
+//! the job, and upload the returned workspace after it.
+//!
+//! These run without the executor config: everything they need is on their command line (RunTask
+//! container overrides) and their credentials are the task role's, through the SDK's default
+//! chain. Both stream between S3 and disk, so memory stays small whatever the workspace size.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_s3::Client;
+use aws_sdk_s3::error::SdkError;
+use aws_sdk_s3::operation::complete_multipart_upload::CompleteMultipartUploadError;
+use aws_sdk_s3::operation::create_multipart_upload::CreateMultipartUploadError;
+use aws_sdk_s3::operation::get_object::GetObjectError;
+use aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Error;
+use aws_sdk_s3::operation::put_object::PutObjectError;
+use aws_sdk_s3::operation::upload_part::UploadPartError;
+use aws_sdk_s3::primitives::{ByteStream, Length};
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use futures_util::{StreamExt, TryStreamExt};
+use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::aws::errors;
+use crate::failure::{Classify, FailureKind};
+
+/// Files up to this size go up in one PutObject; larger ones in parts of at least this size.
+const PART_SIZE: u64 = 64 * 1024 * 1024;
+/// S3's limit on parts per upload.
+const MAX_PARTS: u64 = 10_000;
+/// Parts in flight at once.
+const CONCURRENT_PARTS: usize = 4;
+
+/// Why a helper step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HelperError {
+    /// Listing the staged prefix failed.
+    #[error("listing s3://{bucket}/{prefix}: {}", errors::describe(source))]
+    List {
+        /// Bucket.
+        bucket: String,
+        /// Prefix.
+        prefix: String,
+        /// The SDK error.
+        #[source]
+        source: Box<SdkError<ListObjectsV2Error>>,
+    },
+    /// Nothing is staged under the prefix.
+    #[error("nothing is staged under s3://{bucket}/{prefix}")]
+    NothingStaged {
+        /// Bucket.
+        bucket: String,
+        /// Prefix.
+        prefix: String,
+    },
+    /// A key would land outside the destination directory.
+    #[error("refusing the staged key {key:?}: it is not a plain file name under the prefix")]
+    UnsafeKey {
+        /// The key.
+        key: String,
+    },
+    /// Downloading an object failed.
+    #[error("downloading s3://{bucket}/{key}: {}", errors::describe(source))]
+    Get {
+        /// Bucket.
+        bucket: String,
+        /// Key.
+        key: String,
+        /// The SDK error.
+        #[source]
+        source: Box<SdkError<GetObjectError>>,
+    },
+    /// The download broke off.
+    #[error("downloading s3://{bucket}/{key}: {source}")]
+    Body {
+        /// Bucket.
+        bucket: String,
+        /// Key.
+        key: String,
+        /// The stream error.
+        #[source]
+        source: aws_sdk_s3::primitives::ByteStreamError,
+    },
+    /// A local file could not be read or written.
+    #[error("{what} {}: {source}", path.display())]
+    Local {
+        /// What was being done.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file to upload does not exist (the job container never packed the workspace).
+    #[error("nothing to upload: {} does not exist (the job container did not pack the workspace)", path.display())]
+    SourceMissing {
+        /// The file.
+        path: PathBuf,
+    },
+    /// PutObject failed.
+    #[error("uploading s3://{bucket}/{key}: {}", errors::describe(source))]
+    Put {
+        /// Bucket.
+        bucket: String,
+        /// Key.
+        key: String,
+        /// The SDK error.
+        #[source]
+        source: Box<SdkError<PutObjectError>>,
+    },
+    /// CreateMultipartUpload failed.
+    #[error("starting the upload of s3://{bucket}/{key}: {}", errors::describe(source))]
+    CreateMultipart {
+        /// Bucket.
+        bucket: String,
+        /// Key.
+        key: String,
+        /// The SDK error.
+        #[source]
+        source: Box<SdkError<CreateMultipartUploadError>>,
+    },
+    /// UploadPart failed.
+    #[error("uploading part {part} of s3://{bucket}/{key}: {}", errors::describe(source))]
+    UploadPart {
+        /// Bucket.
+        bucket: String,
+        /// Key.
+        key: String,
+        /// Part number.
+        part: i32,
+        /// The SDK error.
+        #[source]
+        source: Box<SdkError<UploadPartError>>,
+    },
+    /// CompleteMultipartUpload failed.
+    #[error("completing the upload of s3://{bucket}/{key}: {}", errors::describe(source))]
+    Complete {
+        /// Bucket.
+        bucket: String,
+        /// Key.
+        key: String,
+        /// The SDK error.
+        #[source]
+        source: Box<SdkError<CompleteMultipartUploadError>>,
+    },
+    /// The file is too large for one multipart upload.
+    #[error("{} is {size} bytes, more than one S3 upload can hold", path.display())]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+    },
+    /// SIGTERM (StopTask) arrived first.
+    #[error("stopped while {0}")]
+    Cancelled(&'static str),
+}
+
+impl Classify for HelperError {
+    fn failure_kind(&self) -> FailureKind {
+        match self {
+            // The job container decides what comes back; a missing or oversized archive is its
+            // doing, as is a stop.
+            HelperError::SourceMissing { .. } | HelperError::TooLarge { .. } | HelperError::Cancelled(_) => {
+                FailureKind::Build
+            }
+            HelperError::List { .. }
+            | HelperError::NothingStaged { .. }
+            | HelperError::UnsafeKey { .. }
+            | HelperError::Get { .. }
+            | HelperError::Body { .. }
+            | HelperError::Local { .. }
+            | HelperError::Put { .. }
+            | HelperError::CreateMultipart { .. }
+            | HelperError::UploadPart { .. }
+            | HelperError::Complete { .. } => FailureKind::System,
+        }
+    }
+}
+
+/// An S3 client from the container's environment (task role credentials, `AWS_ENDPOINT_URL`),
+/// in `region` when given.
+pub async fn s3_client(region: Option<String>, path_style: bool) -> Client {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).retry_config(
+        RetryConfig::standard()
+            .with_max_attempts(8)
+            .with_initial_backoff(Duration::from_millis(200))
+            .with_max_backoff(Duration::from_secs(20)),
+    );
+    if let Some(r) = region {
+        loader = loader.region(Region::new(r));
+    }
+    let sdk = loader.load().await;
+    Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).force_path_style(path_style).build())
+}
+
+/// The error of a local file operation on `path`.
+fn local(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> HelperError + use<> {
+    let path = path.to_owned();
+    move |source| HelperError::Local { what, path, source }
+}
+
+/// What a helper step moved.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Moved {
+    /// Objects or files.
+    pub objects: u64,
+    /// Bytes.
+    pub bytes: u64,
+}
+
+/// The file name a staged key maps to: the part after `prefix`, which must be one plain name.
+fn file_name<'a>(key: &'a str, prefix: &str) -> Option<&'a str> {
+    let name = key.strip_prefix(prefix)?;
+    let plain = !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\', '\0']);
+    plain.then_some(name)
+}
+
+/// Downloads every object directly under `prefix` (not those in "subdirectories") into `dest`.
+pub async fn fetch(s3: &Client, bucket: &str, prefix: &str, dest: &Path, cancel: &CancellationToken) -> Result<Moved, HelperError> {
+    tokio::fs::create_dir_all(dest).await.map_err(local("creating", dest))?;
+    let mut moved = Moved::default();
+    let mut token: Option<String> = None;
+    loop {
+        let request = s3
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .delimiter("/")
+            .set_continuation_token(token.take())
+            .send();
+        let page = cancel
+            .run_until_cancelled(request)
+            .await
+            .ok_or(HelperError::Cancelled("listing the staged objects"))?
+            .map_err(|e| HelperError::List { bucket: bucket.to_owned(), prefix: prefix.to_owned(), source: Box::new(e) })?;
+        for object in page.contents() {
+            let Some(key) = object.key() else { continue };
+            let name = file_name(key, prefix).ok_or_else(|| HelperError::UnsafeKey { key: key.to_owned() })?;
+            moved.bytes += download(s3, bucket, key, &dest.join(name), cancel).await?;
+            moved.objects += 1;
+        }
+        match page.next_continuation_token() {
+            Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_owned()),
+            _ => break,
+        }
+    }
+    if moved.objects == 0 {
+        return Err(HelperError::NothingStaged { bucket: bucket.to_owned(), prefix: prefix.to_owned() });
+    }
+    Ok(moved)
+}
+
+/// Streams one object into `path` through a temporary file, so a broken download never leaves
+/// a truncated file under the real name.
+async fn download(s3: &Client, bucket: &str, key: &str, path: &Path, cancel: &CancellationToken) -> Result<u64, HelperError> {
+    let out = cancel
+        .run_until_cancelled(s3.get_object().bucket(bucket).key(key).send())
+        .await
+        .ok_or(HelperError::Cancelled("downloading the workspace"))?
+        .map_err(|e| HelperError::Get { bucket: bucket.to_owned(), key: key.to_owned(), source: Box::new(e) })?;
+    let mut tmp_name = path.as_os_str().to_owned();
+    tmp_name.push(".part");
+    let tmp = PathBuf::from(tmp_name);
+    let mut file = tokio::fs::File::create(&tmp).await.map_err(local("creating", &tmp))?;
+    let mut body = out.body;
+    let mut bytes = 0u64;
+    loop {
+        let chunk = tokio::select! {
+            biased;
+            () = cancel.cancelled() => return Err(HelperError::Cancelled("downloading the workspace")),
+            chunk = body.try_next() => chunk,
+        };
+        match chunk.map_err(|source| HelperError::Body { bucket: bucket.to_owned(), key: key.to_owned(), source })? {
+            Some(data) => {
+                file.write_all(&data).await.map_err(local("writing", &tmp))?;
+                bytes += data.len() as u64;
+            }
+            None => break,
+        }
+    }
+    file.sync_all().await.map_err(local("writing", &tmp))?;
+    tokio::fs::rename(&tmp, path).await.map_err(local("renaming into", path))?;
+    Ok(bytes)
+}
+
+/// Uploads `source` to `s3://bucket/key`: one PutObject up to [`PART_SIZE`], else a multipart
+/// upload read part by part from disk (aborted on any failure).
+pub async fn push(s3: &Client, bucket: &str, key: &str, source: &Path, cancel: &CancellationToken) -> Result<Moved, HelperError> {
+    let size = match tokio::fs::metadata(source).await {
+        Ok(m) => m.len(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(HelperError::SourceMissing { path: source.to_owned() });
+        }
+        Err(e) => return Err(HelperError::Local { what: "reading", path: source.to_owned(), source: e }),
+    };
+    let part_size = PART_SIZE.max(size.div_ceil(MAX_PARTS));
+    if size > part_size * MAX_PARTS || part_size > 5 * 1024 * 1024 * 1024 {
+        return Err(HelperError::TooLarge { path: source.to_owned(), size });
+    }
+    if size <= PART_SIZE {
+        let body = ByteStream::from_path(source)
+            .await
+            .map_err(|e| HelperError::Local { what: "reading", path: source.to_owned(), source: std::io::Error::other(e) })?;
+        let request = s3.put_object().bucket(bucket).key(key).content_type("application/gzip").body(body).send();
+        cancel
+            .run_until_cancelled(request)
+            .await
+            .ok_or(HelperError::Cancelled("uploading the workspace"))?
+            .map_err(|e| HelperError::Put { bucket: bucket.to_owned(), key: key.to_owned(), source: Box::new(e) })?;
+        return Ok(Moved { objects: 1, bytes: size });
+    }
+    let created = cancel
+        .run_until_cancelled(s3.create_multipart_upload().bucket(bucket).key(key).content_type("application/gzip").send())
+        .await
+        .ok_or(HelperError::Cancelled("uploading the workspace"))?
+        .map_err(|e| HelperError::CreateMultipart { bucket: bucket.to_owned(), key: key.to_owned(), source: Box::new(e) })?;
+    let upload_id = created.upload_id().unwrap_or_default().to_owned();
+    let result = upload_parts(s3, bucket, key, &upload_id, source, size, part_size, cancel).await;
+    if result.is_err() {
+        // Best effort: the error being reported matters more; cleanup's delete_staged aborts
+        // what is left under the job's prefix anyway.
+        let _ = s3.abort_multipart_upload().bucket(bucket).key(key).upload_id(&upload_id).send().await;
+    }
+    result.map(|()| Moved { objects: 1, bytes: size })
+}
+
+#[expect(clippy::too_many_arguments, reason = "one multipart upload's coordinates, used once")]
+async fn upload_parts(
+    s3: &Client,
+    bucket: &str,
+    key: &str,
+    upload_id: &str,
+    source: &Path,
+    size: u64,
+    part_size: u64,
+    cancel: &CancellationToken,
+) -> Result<(), HelperError> {
+    let ranges: Vec<(i32, u64, u64)> = (0..size.div_ceil(part_size))
+        .map(|i| {
+            let offset = i * part_size;
+            (i32::try_from(i + 1).unwrap_or(i32::MAX), offset, part_size.min(size - offset))
+        })
+        .collect();
+    let uploads = futures_util::stream::iter(ranges.into_iter().map(|(part, offset, length)| async move {
+        let body = ByteStream::read_from()
+            .path(source)
+            .offset(offset)
+            .length(Length::Exact(length))
+            .build()
+            .await
+            .map_err(|e| HelperError::Local { what: "reading", path: source.to_owned(), source: std::io::Error::other(e) })?;
+        let out = s3
+            .upload_part()
+            .bucket(bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .part_number(part)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| HelperError::UploadPart { bucket: bucket.to_owned(), key: key.to_owned(), part, source: Box::new(e) })?;
+        Ok::<_, HelperError>(CompletedPart::builder().part_number(part).set_e_tag(out.e_tag).build())
+    }))
+    .buffer_unordered(CONCURRENT_PARTS)
+    .try_collect::<Vec<_>>();
+    let mut parts = cancel.run_until_cancelled(uploads).await.ok_or(HelperError::Cancelled("uploading the workspace"))??;
+    parts.sort_by_key(|p| p.part_number());
+    let request = s3
+        .complete_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .upload_id(upload_id)
+        .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+        .send();
+    cancel
+        .run_until_cancelled(request)
+        .await
+        .ok_or(HelperError::Cancelled("uploading the workspace"))?
+        .map_err(|e| HelperError::Complete { bucket: bucket.to_owned(), key: key.to_owned(), source: Box::new(e) })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_names_directly_under_the_prefix_are_fetched() {
+        assert_eq!(file_name("p/1/2/job.env", "p/1/2/"), Some("job.env"));
+        assert_eq!(file_name("p/1/2/returned/workspace.tar.gz", "p/1/2/"), None);
+        assert_eq!(file_name("p/1/2/..", "p/1/2/"), None);
+        assert_eq!(file_name("p/1/2/", "p/1/2/"), None);
+        assert_eq!(file_name("other/x", "p/1/2/"), None);
+    }
+}

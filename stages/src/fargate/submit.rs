@@ -1,0 +1,257 @@
+//! Starting the task (RunTask), or finding the one a previous attempt of this stage started.
+//!
+//! Per-job values travel in `overrides.containerOverrides`: the helper commands name the staging
+//! bucket, prefix and paths, the job container's command names its channel dir. They are not
+//! secret, and nothing else per job is sent: the job's variables reach the container only inside
+//! the staged stage script.
+
+use std::path::{Path, PathBuf};
+
+use aws_sdk_ecs::types::{
+    AssignPublicIp, AwsVpcConfiguration, CapacityProviderStrategyItem, ContainerOverride,
+    DesiredStatus, LaunchType, NetworkConfiguration, PropagateTags, Tag, TaskOverride,
+};
+
+use super::FargateError;
+use super::taskdef::{FETCH, JOB, PUSH};
+use crate::config::FargateEnv;
+use crate::job::Job;
+use crate::settings::FargateSettings;
+use crate::workspace::{BOOTSTRAP, StagingLocation, WORKSPACE_ARCHIVE};
+
+/// Where the returned workspace is uploaded, relative to the staging prefix. A subdirectory, so
+/// `fetch` (which takes only the objects directly under the prefix) never downloads it, and so a
+/// failed `push` can never make the staged *input* archive look like the returned one.
+pub const RETURNED: &str = "returned/workspace.tar.gz";
+
+/// Where things are inside the task's shared volume for one job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskPaths {
+    /// `<builds_root>/.sme/<job-id>`: the staged objects (the bootstrap's channel dir).
+    pub channel: PathBuf,
+    /// `<channel>/out`: where the bootstrap writes `workspace.tar.gz`.
+    pub output_dir: PathBuf,
+}
+
+impl TaskPaths {
+    /// The paths of job `job_id` under `builds_root`. The channel dir is a hidden sibling of the
+    /// per-job builds dirs, so it can never collide with a project dir.
+    pub fn new(builds_root: &Path, job_id: u64) -> TaskPaths {
+        let channel = builds_root.join(".sme").join(job_id.to_string());
+        TaskPaths {
+            output_dir: channel.join("out"),
+            channel,
+        }
+    }
+
+    /// The archive `push` uploads.
+    pub fn returned_archive(&self) -> PathBuf {
+        self.output_dir.join(WORKSPACE_ARCHIVE)
+    }
+}
+
+/// The container commands of one job's task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Commands {
+    /// `workspace fetch ...` (after the helper entry point).
+    pub fetch: Vec<String>,
+    /// `<channel>/bootstrap.sh <channel>` (after `/bin/sh`).
+    pub job: Vec<String>,
+    /// `workspace push ...` (after the helper entry point).
+    pub push: Vec<String>,
+}
+
+impl Commands {
+    /// The commands for a job staged at `loc` with `paths`, talking to S3 in `region`.
+    pub fn new(loc: &StagingLocation, paths: &TaskPaths, region: &str, path_style: bool) -> Commands {
+        let text = |p: &Path| p.to_string_lossy().into_owned();
+        let mut fetch = vec![
+            "workspace".to_owned(),
+            "fetch".to_owned(),
+            "--bucket".to_owned(),
+            loc.bucket.clone(),
+            "--prefix".to_owned(),
+            loc.prefix.clone(),
+            "--dest".to_owned(),
+            text(&paths.channel),
+            "--region".to_owned(),
+            region.to_owned(),
+        ];
+        let mut push = vec![
+            "workspace".to_owned(),
+            "push".to_owned(),
+            "--bucket".to_owned(),
+            loc.bucket.clone(),
+            "--key".to_owned(),
+            loc.key(RETURNED),
+            "--source".to_owned(),
+            text(&paths.returned_archive()),
+            "--region".to_owned(),
+            region.to_owned(),
+        ];
+        if path_style {
+            fetch.push("--path-style".to_owned());
+            push.push("--path-style".to_owned());
+        }
+        Commands {
+            fetch,
+            job: vec![text(&paths.channel.join(BOOTSTRAP)), text(&paths.channel)],
+            push,
+        }
+    }
+
+    fn overrides(&self) -> TaskOverride {
+        let one = |name: &str, command: &[String]| {
+            ContainerOverride::builder()
+                .name(name)
+                .set_command(Some(command.to_vec()))
+                .build()
+        };
+        TaskOverride::builder()
+            .container_overrides(one(FETCH, &self.fetch))
+            .container_overrides(one(JOB, &self.job))
+            .container_overrides(one(PUSH, &self.push))
+            .build()
+    }
+}
+
+/// Starts the task. `name` is the stage's deterministic resource name: it becomes `startedBy`
+/// (so a re-run finds the task) and the idempotency token (so a retried call cannot start two).
+pub async fn run_task(
+    ecs: &aws_sdk_ecs::Client,
+    env: &FargateEnv,
+    settings: &FargateSettings,
+    job: &Job,
+    task_definition: &str,
+    name: &str,
+    commands: &Commands,
+) -> Result<String, FargateError> {
+    let request = |what| move |source| FargateError::Request { what, source };
+    let vpc = AwsVpcConfiguration::builder()
+        .set_subnets(Some(env.subnets.clone()))
+        .set_security_groups(Some(env.security_groups.clone()))
+        .assign_public_ip(if env.assign_public_ip {
+            AssignPublicIp::Enabled
+        } else {
+            AssignPublicIp::Disabled
+        })
+        .build()
+        .map_err(request("RunTask networkConfiguration"))?;
+    let tags: Vec<Tag> = job
+        .resource_tags()
+        .into_iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect();
+    let mut req = ecs
+        .run_task()
+        .cluster(&env.cluster)
+        .task_definition(task_definition)
+        .count(1)
+        .started_by(name)
+        .client_token(name)
+        .network_configuration(
+            NetworkConfiguration::builder()
+                .awsvpc_configuration(vpc)
+                .build(),
+        )
+        .overrides(commands.overrides())
+        .set_tags(Some(tags))
+        .enable_ecs_managed_tags(true)
+        .propagate_tags(PropagateTags::TaskDefinition);
+    // A capacity provider strategy and a launch type exclude each other.
+    req = if settings.spot {
+        req.capacity_provider_strategy(
+            CapacityProviderStrategyItem::builder()
+                .capacity_provider("FARGATE_SPOT")
+                .weight(1)
+                .build()
+                .map_err(request("RunTask capacityProviderStrategy"))?,
+        )
+    } else {
+        req.launch_type(LaunchType::Fargate)
+    };
+    let out = req.send().await.map_err(FargateError::RunTask)?;
+    if let Some(arn) = out.tasks().first().and_then(|t| t.task_arn()) {
+        return Ok(arn.to_owned());
+    }
+    // RunTask reports capacity and placement problems as failures of an otherwise successful
+    // call: no task exists, so nothing needs stopping.
+    let reasons: Vec<String> = out
+        .failures()
+        .iter()
+        .map(|f| {
+            let reason = f.reason().unwrap_or("unknown reason");
+            match f.detail() {
+                Some(d) => format!("{reason} ({d})"),
+                None => reason.to_owned(),
+            }
+        })
+        .collect();
+    if reasons.is_empty() {
+        Err(FargateError::Malformed("RunTask returned neither a task nor a failure"))
+    } else {
+        Err(FargateError::NotStarted(reasons.join("; ")))
+    }
+}
+
+/// The task an earlier attempt of this stage started (`startedBy` = `name`), running or not.
+pub async fn find_existing(
+    ecs: &aws_sdk_ecs::Client,
+    cluster: &str,
+    name: &str,
+) -> Result<Option<String>, FargateError> {
+    // Running first: it is the one worth attaching to if both exist.
+    for status in [DesiredStatus::Running, DesiredStatus::Stopped] {
+        let out = ecs
+            .list_tasks()
+            .cluster(cluster)
+            .started_by(name)
+            .desired_status(status)
+            .send()
+            .await
+            .map_err(FargateError::ListTasks)?;
+        if let Some(arn) = out.task_arns().first() {
+            return Ok(Some(arn.clone()));
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_carry_only_locations() {
+        let loc = StagingLocation::new("bucket", "pre", 7, 42);
+        let paths = TaskPaths::new(Path::new("/srv/builds"), 42);
+        assert_eq!(paths.channel, Path::new("/srv/builds/.sme/42"));
+        let c = Commands::new(&loc, &paths, "eu-west-1", true);
+        assert_eq!(
+            c.fetch,
+            ["workspace", "fetch", "--bucket", "bucket", "--prefix", "pre/7/42/", "--dest", "/srv/builds/.sme/42", "--region", "eu-west-1", "--path-style"]
+        );
+        assert_eq!(c.job, ["/srv/builds/.sme/42/bootstrap.sh", "/srv/builds/.sme/42"]);
+        assert_eq!(
+            c.push,
+            [
+                "workspace",
+                "push",
+                "--bucket",
+                "bucket",
+                "--key",
+                "pre/7/42/returned/workspace.tar.gz",
+                "--source",
+                "/srv/builds/.sme/42/out/workspace.tar.gz",
+                "--region",
+                "eu-west-1",
+                "--path-style"
+            ]
+        );
+        let o = c.overrides();
+        let names: Vec<_> = o.container_overrides().iter().filter_map(|c| c.name()).collect();
+        assert_eq!(names, [FETCH, JOB, PUSH]);
+        assert!(o.container_overrides().iter().all(|c| c.environment().is_empty()), "no environment in overrides");
+        assert!(!Commands::new(&loc, &paths, "eu-west-1", false).fetch.contains(&"--path-style".to_owned()));
+    }
+}

@@ -1,0 +1,194 @@
+//! What the remote user-script actions (`train`, `fargate`) share: the workspace roots, staging
+//! the workspace with the stage script, bootstrap and manifest, reporting the returned workspace,
+//! and writing `sagemaker.env`.
+//!
+//! Each action keeps its own error enum; staging fails with [`StagingError`], which both wrap,
+//! so the staging steps and their classification exist once.
+
+use std::path::{Path, PathBuf};
+
+use crate::aws::Aws;
+use crate::failure::{Classify, FailureKind};
+use crate::joblog::JobLog;
+use crate::outputs;
+use crate::run::StageRun;
+use crate::state::{Staged, StateError};
+use crate::workspace::{
+    self, ExtractSummary, JobManifest, StagingLocation, UploadOptions, WorkspaceError,
+    WorkspaceErrorKind,
+};
+
+/// Why staging the workspace failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StagingError {
+    /// Packing or uploading failed.
+    #[error("staging the workspace: {0}")]
+    Workspace(#[from] WorkspaceError),
+    /// The staged prefix could not be recorded in the state file.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The runner's stage script could not be read.
+    #[error("cannot read the stage script {}: {source}", path.display())]
+    ReadScript {
+        /// The script.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Classify for StagingError {
+    fn failure_kind(&self) -> FailureKind {
+        match self {
+            StagingError::Workspace(e) => workspace_failure_kind(e),
+            StagingError::State(_) | StagingError::ReadScript { .. } => FailureKind::System,
+        }
+    }
+}
+
+/// Who is at fault for a workspace error: the job for what its content or a cancel caused, the
+/// platform or host for the rest.
+pub fn workspace_failure_kind(e: &WorkspaceError) -> FailureKind {
+    match e.kind() {
+        WorkspaceErrorKind::JobContent | WorkspaceErrorKind::Cancelled => FailureKind::Build,
+        WorkspaceErrorKind::Storage
+        | WorkspaceErrorKind::LocalIo
+        | WorkspaceErrorKind::Missing
+        | WorkspaceErrorKind::Internal => FailureKind::System,
+    }
+}
+
+/// The directories that travel: the project dir and its `.tmp` sibling (where the runner keeps
+/// file variables), both restored at the same absolute paths remotely.
+pub fn workspace_roots(project_dir: &Path) -> Vec<PathBuf> {
+    let mut tmp = project_dir.as_os_str().to_owned();
+    tmp.push(".tmp");
+    vec![project_dir.to_owned(), PathBuf::from(tmp)]
+}
+
+/// Packs and uploads the workspace, then the stage script, the bootstrap and `manifest`, in a
+/// collapsed "staging" section. The prefix is recorded in the state file first, so cleanup
+/// deletes a half-finished upload too.
+pub async fn stage_workspace(
+    aws: &Aws,
+    loc: &StagingLocation,
+    run: &StageRun<'_>,
+    manifest: &JobManifest,
+    log: &JobLog,
+) -> Result<(), StagingError> {
+    log.section_start("staging", "Staging the workspace in S3", true);
+    run.state.record_staged(Staged {
+        bucket: loc.bucket.clone(),
+        prefix: loc.prefix.clone(),
+    })?;
+    let roots = workspace_roots(run.project_dir);
+    let summary = workspace::upload_tree(
+        &aws.s3,
+        loc,
+        workspace::WORKSPACE_ARCHIVE,
+        &roots,
+        &UploadOptions::default(),
+        run.cancel,
+    )
+    .await?;
+    let script = std::fs::read(run.script).map_err(|source| StagingError::ReadScript {
+        path: run.script.to_owned(),
+        source,
+    })?;
+    workspace::put_bytes(&aws.s3, loc, workspace::SCRIPT, script, run.cancel).await?;
+    workspace::put_bytes(
+        &aws.s3,
+        loc,
+        workspace::BOOTSTRAP,
+        workspace::BOOTSTRAP_SH.as_bytes().to_vec(),
+        run.cancel,
+    )
+    .await?;
+    workspace::put_bytes(
+        &aws.s3,
+        loc,
+        workspace::MANIFEST,
+        manifest.render()?.into_bytes(),
+        run.cancel,
+    )
+    .await?;
+    log.notice(&format!(
+        "Staged {} files ({} bytes, {} compressed) to {}",
+        summary.files,
+        summary.bytes_in,
+        summary.bytes_out,
+        loc.s3_uri()
+    ));
+    log.section_end("staging");
+    Ok(())
+}
+
+/// Reports a restore of the returned workspace. After a successful run a failed restore is an
+/// error (the job's artifacts would silently be missing); after a failed run the workspace is
+/// best effort, so a missing one gets `missing_note` and any other failure a warning.
+///
+/// # Errors
+/// The restore's error, when `completed`.
+pub fn report_restore(
+    result: Result<ExtractSummary, WorkspaceError>,
+    completed: bool,
+    missing_note: &str,
+    log: &JobLog,
+) -> Result<(), WorkspaceError> {
+    match result {
+        Ok(s) => {
+            log.notice(&format!(
+                "Restored the workspace: {} files, {} bytes",
+                s.files, s.bytes
+            ));
+            for skipped in &s.skipped {
+                log.warn(&format!("not restored: {skipped}"));
+            }
+            Ok(())
+        }
+        Err(e) if completed => Err(e),
+        Err(e) if e.kind() == WorkspaceErrorKind::Missing => {
+            log.warn(missing_note);
+            Ok(())
+        }
+        Err(e) => {
+            log.warn(&format!("could not restore the workspace: {e}"));
+            Ok(())
+        }
+    }
+}
+
+/// Writes `sagemaker.env` into the project dir and warns about what GitLab's dotenv rules left
+/// out.
+///
+/// # Errors
+/// The write's I/O error.
+pub fn write_dotenv(
+    project_dir: &Path,
+    pairs: &[(String, String)],
+    log: &JobLog,
+) -> std::io::Result<()> {
+    let dropped = outputs::write_dotenv(project_dir, pairs)?;
+    if !dropped.is_empty() {
+        log.warn(&format!(
+            "left out of {} (GitLab's size and format limits): {}",
+            outputs::DOTENV_FILE,
+            dropped.join(", ")
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roots_are_the_project_dir_and_its_tmp_sibling() {
+        assert_eq!(
+            workspace_roots(Path::new("/builds/7/g/p")),
+            vec![PathBuf::from("/builds/7/g/p"), PathBuf::from("/builds/7/g/p.tmp")]
+        );
+    }
+}

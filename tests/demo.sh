@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The demo (README): a sample ML pipeline run through sagemaker-executor, driven by the runner
+# emulator exactly as gitlab-runner drives a custom executor, against the local AWS simulator.
+# Training jobs really run their script in a simulated SageMaker container.
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+
+bash tests/sim/setup.sh
+cargo build --workspace --bins --quiet
+
+work="$(mktemp -d "${TMPDIR:-/tmp}/sagemaker-executor-demo.XXXXXX")"
+mkdir -p "$work/builds" "$work/cache"
+sim_pid=""
+cleanup() {
+    [ -n "$sim_pid" ] && kill "$sim_pid" 2>/dev/null && wait "$sim_pid" 2>/dev/null
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# The simulator hides the builds dir from its containers: workspaces travel through S3 only.
+mkfifo "$work/sim.in"
+.venv/bin/python tests/sim/run.py --port 0 --exit-on-stdin-eof --stop-grace 5 --hide "$work/builds" \
+    <"$work/sim.in" >"$work/sim.out" 2>"$work/sim.err" &
+sim_pid=$!
+exec 9>"$work/sim.in"
+for _ in $(seq 1 150); do
+    grep -q '^SIM_READY ' "$work/sim.out" 2>/dev/null && break
+    kill -0 "$sim_pid" 2>/dev/null || { cat "$work/sim.err" >&2; exit 1; }
+    sleep 0.1
+done
+endpoint="$(awk '/^SIM_READY /{print $2}' "$work/sim.out")"
+[ -n "$endpoint" ] || { echo "the simulator did not start" >&2; cat "$work/sim.err" >&2; exit 1; }
+
+export AWS_ENDPOINT_URL="$endpoint" AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 \
+    AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo AWS_EC2_METADATA_DISABLED=true
+.venv/bin/python - <<'PY'
+import boto3
+boto3.client("s3").create_bucket(Bucket="ml-ci-staging")
+PY
+
+sed "s|@ROOT@|$work|g" tests/demo/executor.toml >"$work/executor.toml"
+echo "== executor config check: $(target/debug/sagemaker-executor --config "$work/executor.toml" validate)"
+echo "== simulator at $endpoint; running the sample pipeline"
+target/debug/runner-emulator \
+    --executor target/debug/sagemaker-executor \
+    --executor-config "$work/executor.toml" \
+    --work-dir "$work/runner" \
+    tests/demo/pipeline/*.yaml

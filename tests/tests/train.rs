@@ -1,0 +1,345 @@
+//! End-to-end tests of the `train` action: jobs run through the runner emulator and the real
+//! executor against the AWS simulator, whose training containers really run the bootstrap and
+//! the job's script with the runner's builds dir hidden.
+
+mod support;
+
+use std::time::Duration;
+
+use e2e::runner::{JobOptions, JobOutcome, StopAction};
+use support::{ECR_IMAGE, POLICY, World, training_job_name};
+
+fn job(script: &str, extra: &str) -> String {
+    format!(
+        "name: train-model\nimage: {ECR_IMAGE}\nscript:\n{script}\nsource:\n  README.md: \"model repo\\n\"\n{extra}"
+    )
+}
+
+#[test]
+fn a_training_job_streams_its_lines_and_returns_model_artifacts_and_outputs() {
+    let w = World::new(POLICY);
+    let fixture = w.fixture(&job(
+        "  - for i in 1 2 3; do echo \"epoch=$i loss=0.$((9-i))\"; done\n  - mkdir -p \"$SM_MODEL_DIR\" && echo weights > \"$SM_MODEL_DIR/model.bin\"\n  - echo trained > result.txt",
+        "variables: {SAGEMAKER_METRIC_loss: \"loss=([0-9.]+)\"}\nartifacts:\n  paths: [result.txt]\n  reports: {dotenv: sagemaker.env}\n",
+    ));
+    let result = w.runner.run(&fixture).expect("job runs");
+    assert_eq!(
+        result.outcome,
+        JobOutcome::Success,
+        "{}",
+        result.plain_log()
+    );
+    let log = result.plain_log();
+    let lines: Vec<&str> = log.lines().collect();
+    let pos = |needle: &str| {
+        lines
+            .iter()
+            .position(|l| *l == needle)
+            .unwrap_or_else(|| panic!("{needle:?} missing in:\n{log}"))
+    };
+    assert!(
+        pos("epoch=1 loss=0.8") < pos("epoch=2 loss=0.7")
+            && pos("epoch=2 loss=0.7") < pos("epoch=3 loss=0.6")
+    );
+    for needle in [
+        "Provisioning training instances",
+        "Training (the job's script)",
+        "Completed: Training job completed",
+    ] {
+        assert!(log.contains(needle), "{needle:?} missing in:\n{log}");
+    }
+
+    let name = training_job_name(1, result.id);
+    let model_key = format!("sagemaker-executor/output/{name}/output/model.tar.gz");
+    assert_eq!(
+        w.keys(&model_key),
+        vec![model_key.clone()],
+        "model.tar.gz in S3"
+    );
+
+    let uploaded = result.uploaded_files();
+    assert!(
+        uploaded.iter().any(|f| f.ends_with("result.txt")),
+        "artifact came back: {uploaded:?}"
+    );
+    let dotenv = result.dotenv().expect("dotenv report uploaded");
+    let get = |k: &str| {
+        dotenv
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(
+        get("SAGEMAKER_TRAINING_JOB_NAME").as_deref(),
+        Some(name.as_str())
+    );
+    assert_eq!(
+        get("SAGEMAKER_MODEL_DATA"),
+        Some(format!("s3://ci-staging/{model_key}"))
+    );
+    assert_eq!(get("SAGEMAKER_FINAL_METRIC_loss").as_deref(), Some("0.6"));
+    // Cleanup deleted the staged workspace.
+    assert!(
+        w.keys(&format!("sagemaker-executor/1/{}/", result.id))
+            .is_empty()
+    );
+}
+
+#[test]
+fn a_failing_script_is_a_build_failure_with_its_exit_code_and_on_failure_stages_run() {
+    let w = World::new(POLICY);
+    let fixture = w.fixture(&job(
+        "  - echo partial > partial.txt\n  - echo about to fail\n  - exit 3",
+        "after_script:\n  - echo after-script-ran\nartifacts:\n  paths: [partial.txt]\n  when: on_failure\n",
+    ));
+    let result = w.runner.run(&fixture).expect("job runs");
+    assert_eq!(
+        result.outcome,
+        JobOutcome::Failed { exit_code: 3 },
+        "{}",
+        result.plain_log()
+    );
+    let stages = result.run_stages();
+    assert!(
+        stages.contains(&"after_script") && stages.contains(&"upload_artifacts_on_failure"),
+        "{stages:?}"
+    );
+    assert!(result.plain_log().contains("after-script-ran"));
+    assert!(
+        result
+            .uploaded_files()
+            .iter()
+            .any(|f| f.ends_with("partial.txt")),
+        "the returned workspace reached on-failure artifacts"
+    );
+    let name = training_job_name(1, result.id);
+    assert_eq!(w.training_status(&name), "Failed");
+}
+
+#[test]
+fn a_capacity_error_is_a_system_failure() {
+    let w = World::new(POLICY);
+    w.sim
+        .post_outcomes(
+            &serde_json::json!({"training": [{"name_contains": "gl-", "fail": "capacity"}]}),
+        )
+        .expect("outcome");
+    let result = w
+        .runner
+        .run(&w.fixture(&job("  - echo never", "")))
+        .expect("job runs");
+    assert!(
+        matches!(result.outcome, JobOutcome::SystemFailure { .. }),
+        "{:?}\n{}",
+        result.outcome,
+        result.plain_log()
+    );
+    assert!(
+        result
+            .plain_log()
+            .contains("no capacity for the training job: CapacityError"),
+        "{}",
+        result.plain_log()
+    );
+}
+
+#[test]
+fn throttling_on_describe_and_logs_is_absorbed_and_every_line_appears_once() {
+    let w = World::new(POLICY);
+    w.sim
+        .post_faults(&serde_json::json!({"rules": [
+            {"match": "SageMaker.DescribeTrainingJob", "kind": "throttle", "count": 4, "skip": 1},
+            {"match": "Logs.GetLogEvents", "kind": "throttle", "count": 6},
+            {"match": "Logs.DescribeLogStreams", "kind": "throttle", "count": 2}
+        ]}))
+        .expect("faults");
+    let result = w
+        .runner
+        .run(&w.fixture(&job(
+            "  - for i in $(seq 1 40); do echo \"line-$i\"; sleep 0.05; done",
+            "",
+        )))
+        .expect("job runs");
+    assert_eq!(
+        result.outcome,
+        JobOutcome::Success,
+        "{}",
+        result.plain_log()
+    );
+    let log = result.plain_log();
+    for i in 1..=40 {
+        let needle = format!("line-{i}");
+        let n = log.lines().filter(|l| *l == needle).count();
+        assert_eq!(n, 1, "{needle} appeared {n} times in:\n{log}");
+    }
+    // Exhausted rules are removed, so count the throttled calls in the call log instead.
+    let faulted = w
+        .sim
+        .calls_json()
+        .expect("calls")
+        .into_iter()
+        .filter(|c| c.get("fault").is_some_and(|f| !f.is_null()))
+        .count();
+    assert_eq!(faulted, 12, "every injected throttle was really served");
+}
+
+#[test]
+fn sigterm_mid_training_stops_the_training_job() {
+    let w = World::new(POLICY);
+    let fixture = w.fixture(&job("  - echo READY-TO-CANCEL\n  - sleep 300", ""));
+    let options = JobOptions::default()
+        .on_line("build_script", "READY-TO-CANCEL", StopAction::Cancel)
+        .expect("trigger");
+    let running = w.runner.start_with(&fixture, options).expect("job starts");
+    let id = running.id();
+    let result = running
+        .finish_within(Duration::from_secs(120))
+        .expect("job ends");
+    assert_eq!(
+        result.outcome,
+        JobOutcome::Canceled,
+        "{}",
+        result.plain_log()
+    );
+    assert_eq!(w.count("SageMaker.StopTrainingJob"), 1, "{:?}", w.calls());
+    let name = training_job_name(1, id);
+    assert_eq!(w.training_status(&name), "Stopped");
+    let build = result.stage("build_script").expect("build_script ran");
+    assert!(
+        build.signals.iter().all(|s| s.signal != "SIGKILL"),
+        "the executor exited within the grace period, without SIGKILL: {:?}",
+        build.signals
+    );
+    assert!(
+        result
+            .plain_log()
+            .contains(&format!("training job {name} was stopped")),
+        "{}",
+        result.plain_log()
+    );
+    let procs = w.sim.processes().expect("processes");
+    assert!(
+        procs["processes"].as_array().is_some_and(|p| p.is_empty()),
+        "no container process left: {procs}"
+    );
+}
+
+#[test]
+fn sigkill_then_cleanup_stops_the_training_job_and_deletes_staged_objects() {
+    let w = World::new(POLICY);
+    let fixture = w.fixture(&job("  - echo READY-TO-KILL\n  - sleep 300", ""));
+    let options = JobOptions::default()
+        .on_line("build_script", "READY-TO-KILL", StopAction::KillExecutor)
+        .expect("trigger");
+    let running = w.runner.start_with(&fixture, options).expect("job starts");
+    let id = running.id();
+    let result = running
+        .finish_within(Duration::from_secs(120))
+        .expect("job ends");
+    assert!(
+        result.stage_names().contains(&"cleanup"),
+        "{:?}",
+        result.stage_names()
+    );
+    assert!(
+        result.runner_log.contains("cleanup: stopped training job"),
+        "{}",
+        result.runner_log
+    );
+    let name = training_job_name(1, id);
+    w.eventually("the training job to stop", Duration::from_secs(30), || {
+        w.training_status(&name) == "Stopped"
+    });
+    assert!(
+        w.keys(&format!("sagemaker-executor/1/{id}/")).is_empty(),
+        "staged objects are gone"
+    );
+}
+
+#[test]
+fn two_instances_prefix_each_hosts_lines() {
+    let w = World::new(POLICY);
+    let fixture = w.fixture(&job(
+        "  - echo \"hello from $SM_CURRENT_HOST\"",
+        "variables: {SAGEMAKER_INSTANCE_COUNT: \"2\"}\n",
+    ));
+    let result = w.runner.run(&fixture).expect("job runs");
+    assert_eq!(
+        result.outcome,
+        JobOutcome::Success,
+        "{}",
+        result.plain_log()
+    );
+    let log = result.plain_log();
+    for host in ["algo-1", "algo-2"] {
+        assert!(
+            log.lines()
+                .any(|l| l == format!("[{host}] hello from {host}")),
+            "{host} missing in:\n{log}"
+        );
+    }
+}
+
+#[test]
+fn refused_settings_fail_at_prepare_and_create_nothing() {
+    let w = World::new(POLICY);
+    for (vars, image, needle) in [
+        (
+            "{}",
+            "python:3.12",
+            "image: \"python:3.12\" is not an ECR image",
+        ),
+        (
+            "{SAGEMAKER_INSTANCE_TYPE: ml.p5.48xlarge}",
+            ECR_IMAGE,
+            "SAGEMAKER_INSTANCE_TYPE: \"ml.p5.48xlarge\" is not allowed by policy.train.instance_types",
+        ),
+        (
+            "{SAGEMAKER_INSTANCE_COUNT: \"3\"}",
+            ECR_IMAGE,
+            "SAGEMAKER_INSTANCE_COUNT: 3 is over policy.train.max_instance_count = 2",
+        ),
+        (
+            "{SAGEMAKER_ROLE_ARN: \"arn:aws:iam::123456789012:role/Admin\"}",
+            ECR_IMAGE,
+            "SAGEMAKER_ROLE_ARN: \"arn:aws:iam::123456789012:role/Admin\" is not allowed by policy.train.roles",
+        ),
+        (
+            "{SAGEMAKER_INPUT_DATA: \"s3://not-ours/x\"}",
+            ECR_IMAGE,
+            "SAGEMAKER_INPUT_DATA: bucket \"not-ours\" is not allowed by policy.train.buckets",
+        ),
+    ] {
+        let fixture = w.fixture(&format!("name: bad\nimage: {image}\nvariables: {vars}\nscript: [echo never]\nsource: {{README.md: x}}\n"));
+        let result = w.runner.run(&fixture).expect("job runs");
+        assert_eq!(
+            result.outcome,
+            JobOutcome::Failed { exit_code: 1 },
+            "{vars}: {}",
+            result.plain_log()
+        );
+        let error_lines: Vec<_> = result
+            .plain_log()
+            .lines()
+            .filter(|l| l.starts_with("ERROR: ") && !l.starts_with("ERROR: Job failed"))
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(error_lines.len(), 1, "{vars}: one line: {error_lines:?}");
+        assert!(
+            error_lines[0].contains(needle),
+            "{vars}: {:?} lacks {needle:?}",
+            error_lines[0]
+        );
+        assert!(
+            !result.run_stages().contains(&"build_script"),
+            "no stage ran after the refusal"
+        );
+    }
+    let calls = w.calls();
+    // The test's own bucket creation is `S3.PUT /ci-staging/`; any object under it would be ours.
+    let created = |c: &String| {
+        c.starts_with("SageMaker.")
+            || (c.starts_with("S3.PUT /ci-staging/") && c.len() > "S3.PUT /ci-staging/".len())
+    };
+    assert!(!calls.iter().any(created), "nothing created: {calls:?}");
+}
