@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand};
 #[command(name = "sagemaker-executor", version, about)]
 pub struct Cli {
     /// The executor's config file (TOML).
-    #[arg(long, env = "SAGEMAKER_EXECUTOR_CONFIG", default_value = "/etc/sagemaker-executor/config.toml")]
+    #[arg(
+        long,
+        env = "SAGEMAKER_EXECUTOR_CONFIG",
+        default_value = "/etc/sagemaker-executor/config.toml"
+    )]
     pub config: PathBuf,
     /// What to do.
     #[command(subcommand)]

@@ -16,7 +16,9 @@ use stages::settings::JobShape;
 #[derive(Debug, thiserror::Error)]
 pub enum ContextError {
     /// The runner did not set an expected variable.
-    #[error("{0} is not set; is this running under gitlab-runner's custom executor (14.1 or later)?")]
+    #[error(
+        "{0} is not set; is this running under gitlab-runner's custom executor (14.1 or later)?"
+    )]
     Missing(&'static str),
     /// The response file could not be read.
     #[error("cannot read JOB_RESPONSE_FILE {path}: {source}")]
@@ -124,8 +126,14 @@ pub fn load() -> Result<JobContext, ContextError> {
         .filter(|p| !p.is_empty())
         .map(PathBuf::from)
         .ok_or(ContextError::Missing("JOB_RESPONSE_FILE"))?;
-    let bytes = std::fs::read(&path).map_err(|source| ContextError::Read { path: path.clone(), source })?;
-    let r: Response = serde_json::from_slice(&bytes).map_err(|e| ContextError::Parse { path, message: e.to_string() })?;
+    let bytes = std::fs::read(&path).map_err(|source| ContextError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    let r: Response = serde_json::from_slice(&bytes).map_err(|e| ContextError::Parse {
+        path,
+        message: e.to_string(),
+    })?;
     Ok(from_response(r))
 }
 
@@ -133,13 +141,29 @@ fn from_response(r: Response) -> JobContext {
     let vars: BTreeMap<String, Variable> = r
         .variables
         .into_iter()
-        .map(|v| (v.key, Variable { value: v.value, masked: v.masked, file: v.file }))
+        .map(|v| {
+            (
+                v.key,
+                Variable {
+                    value: v.value,
+                    masked: v.masked,
+                    file: v.file,
+                },
+            )
+        })
         .collect();
-    let var = |k: &str| vars.get(k).map(|v| v.value.clone()).filter(|v| !v.is_empty());
+    let var = |k: &str| {
+        vars.get(k)
+            .map(|v| v.value.clone())
+            .filter(|v| !v.is_empty())
+    };
     let url = var("CI_JOB_URL").unwrap_or_default();
     let default_branch = var("CI_DEFAULT_BRANCH");
     let shape = JobShape {
-        has_after_script: r.steps.iter().any(|s| s.name == "after_script" && s.script.iter().any(|l| !l.trim().is_empty())),
+        has_after_script: r
+            .steps
+            .iter()
+            .any(|s| s.name == "after_script" && s.script.iter().any(|l| !l.trim().is_empty())),
         has_hooks: !r.hooks.is_empty(),
     };
     let job = Job {
@@ -154,7 +178,11 @@ fn from_response(r: Response) -> JobContext {
         ref_protected: r.git_info.protected.unwrap_or(false),
         default_branch,
         image: r.image.map(|i| i.name).filter(|n| !n.trim().is_empty()),
-        timeout: Duration::from_secs(if r.runner_info.timeout == 0 { 3600 } else { r.runner_info.timeout }),
+        timeout: Duration::from_secs(if r.runner_info.timeout == 0 {
+            3600
+        } else {
+            r.runner_info.timeout
+        }),
         variables: Variables::new(vars),
     };
     JobContext { job, shape }
@@ -190,6 +218,9 @@ mod tests {
         assert_eq!(c.job.url, "https://g/j/42");
         assert!(c.shape.has_after_script);
         assert!(!c.shape.has_hooks);
-        assert_eq!(c.job.variables.secrets().collect::<Vec<_>>(), vec!["s3cr3t-value"]);
+        assert_eq!(
+            c.job.variables.secrets().collect::<Vec<_>>(),
+            vec!["s3cr3t-value"]
+        );
     }
 }

@@ -37,10 +37,17 @@ pub enum ExecutorError {
     },
     /// The user-script stage failed in the core.
     #[error(transparent)]
-    Remote(#[from] stages::run::RunError),
+    Remote(Box<stages::run::RunError>),
     /// The job state file is unusable.
     #[error(transparent)]
     State(#[from] stages::state::StateError),
+}
+
+impl From<stages::run::RunError> for ExecutorError {
+    fn from(e: stages::run::RunError) -> Self {
+        // Boxed: the remote errors carry SDK errors and would make every Result large.
+        ExecutorError::Remote(Box::new(e))
+    }
 }
 
 impl Classify for ExecutorError {
@@ -51,7 +58,9 @@ impl Classify for ExecutorError {
             | ExecutorError::Spawn(_)
             | ExecutorError::Host { .. }
             | ExecutorError::State(_) => FailureKind::System,
-            ExecutorError::Rejected(_) | ExecutorError::Spec(_) | ExecutorError::Script(_) => FailureKind::Build,
+            ExecutorError::Rejected(_) | ExecutorError::Spec(_) | ExecutorError::Script(_) => {
+                FailureKind::Build
+            }
             ExecutorError::Remote(e) => e.failure_kind(),
         }
     }

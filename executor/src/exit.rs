@@ -20,8 +20,16 @@ pub struct ExitCodes {
 impl ExitCodes {
     /// Reads the codes once; a missing or odd value falls back to the runner's defaults.
     pub fn from_env() -> Self {
-        let read = |k: &str, d: u8| std::env::var(k).ok().and_then(|v| v.trim().parse().ok()).unwrap_or(d);
-        ExitCodes { build: read("BUILD_FAILURE_EXIT_CODE", 1), system: read("SYSTEM_FAILURE_EXIT_CODE", 2) }
+        let read = |k: &str, d: u8| {
+            std::env::var(k)
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(d)
+        };
+        ExitCodes {
+            build: read("BUILD_FAILURE_EXIT_CODE", 1),
+            system: read("SYSTEM_FAILURE_EXIT_CODE", 2),
+        }
     }
 
     /// The code for a failure of `kind`.
@@ -40,15 +48,22 @@ pub struct BuildExitCodeFile(Option<PathBuf>);
 impl BuildExitCodeFile {
     /// From the environment.
     pub fn from_env() -> Self {
-        BuildExitCodeFile(std::env::var_os("BUILD_EXIT_CODE_FILE").filter(|v| !v.is_empty()).map(PathBuf::from))
+        BuildExitCodeFile(
+            std::env::var_os("BUILD_EXIT_CODE_FILE")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
+        )
     }
 
     /// Overwrites the file with `code`.
     pub fn write(&self, code: i32) {
-        if let Some(p) = &self.0 {
-            if let Err(e) = std::fs::write(p, format!("{code}\n")) {
-                eprintln!("WARNING: cannot write BUILD_EXIT_CODE_FILE {}: {e}", p.display());
-            }
+        if let Some(p) = &self.0
+            && let Err(e) = std::fs::write(p, format!("{code}\n"))
+        {
+            eprintln!(
+                "WARNING: cannot write BUILD_EXIT_CODE_FILE {}: {e}",
+                p.display()
+            );
         }
     }
 

@@ -21,7 +21,10 @@ pub use error::ExecutorError;
 pub fn main_impl() -> ExitCode {
     let cli = cli::Cli::parse();
     let codes = exit::ExitCodes::from_env();
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("ERROR: cannot start the async runtime: {e}");

@@ -23,7 +23,10 @@ pub fn scrubbed(key: &str) -> bool {
     key.starts_with("AWS_")
         || key.starts_with("CUSTOM_ENV_")
         || key.starts_with("ECS_CONTAINER_METADATA")
-        || matches!(key, "JOB_RESPONSE_FILE" | "BUILD_EXIT_CODE_FILE" | "SAGEMAKER_EXECUTOR_CONFIG")
+        || matches!(
+            key,
+            "JOB_RESPONSE_FILE" | "BUILD_EXIT_CODE_FILE" | "SAGEMAKER_EXECUTOR_CONFIG"
+        )
 }
 
 /// Runs `script` with bash and returns its exit status (128 + signal when killed).
@@ -43,7 +46,10 @@ pub async fn run_script(script: &Path, cancel: &CancellationToken) -> Result<i32
         }
     }
     let mut child = cmd.spawn().map_err(ExecutorError::Spawn)?;
-    let group = child.id().and_then(|p| i32::try_from(p).ok()).map(Pid::from_raw);
+    let group = child
+        .id()
+        .and_then(|p| i32::try_from(p).ok())
+        .map(Pid::from_raw);
     signals::set_child_group(group.map(Pid::as_raw));
     let status = tokio::select! {
         s = child.wait() => s,
@@ -69,7 +75,9 @@ pub async fn run_script(script: &Path, cancel: &CancellationToken) -> Result<i32
     signals::set_child_group(None);
     let status = status.map_err(ExecutorError::Spawn)?;
     use std::os::unix::process::ExitStatusExt;
-    Ok(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+    Ok(status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
 }
 
 #[cfg(test)]
@@ -78,7 +86,14 @@ mod tests {
 
     #[test]
     fn credentials_and_payload_are_scrubbed() {
-        for k in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "CUSTOM_ENV_CI_JOB_TOKEN", "JOB_RESPONSE_FILE"] {
+        for k in [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+            "AWS_PROFILE",
+            "CUSTOM_ENV_CI_JOB_TOKEN",
+            "JOB_RESPONSE_FILE",
+        ] {
             assert!(scrubbed(k), "{k}");
         }
         for k in ["PATH", "HOME", "TMPDIR", "CI_PROJECT_DIR"] {

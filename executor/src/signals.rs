@@ -30,9 +30,14 @@ fn kill_child_group() {
 pub fn install(system_failure_code: u8) -> CancellationToken {
     let token = CancellationToken::new();
     let root = token.clone();
-    let streams = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()));
+    let streams = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    );
     let (Ok(mut term), Ok(mut int)) = streams else {
-        eprintln!("WARNING: cannot install signal handlers; cancellation will not stop remote work");
+        eprintln!(
+            "WARNING: cannot install signal handlers; cancellation will not stop remote work"
+        );
         return token;
     };
     tokio::spawn(async move {
@@ -47,7 +52,9 @@ pub fn install(system_failure_code: u8) -> CancellationToken {
                 eprintln!("sagemaker-executor: received {name}; stopping the job's work");
                 root.cancel();
             } else {
-                eprintln!("sagemaker-executor: received {name} again; exiting now (cleanup stops what is left)");
+                eprintln!(
+                    "sagemaker-executor: received {name} again; exiting now (cleanup stops what is left)"
+                );
                 kill_child_group();
                 std::process::exit(i32::from(system_failure_code));
             }

@@ -12,7 +12,16 @@ const DOTENV_LIMIT: usize = 5000;
 
 /// A key made valid for GitLab dotenv (`[A-Za-z0-9_]`, at most 255).
 pub fn dotenv_key(k: &str) -> String {
-    k.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).take(255).collect()
+    k.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(255)
+        .collect()
 }
 
 /// Renders dotenv lines, dropping values with line breaks and stopping before the size limit.
@@ -44,7 +53,13 @@ pub fn render_metrics(metrics: &[(String, f64)]) -> String {
     for (name, value) in metrics {
         let name: String = name
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == ':' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         if value.is_finite() {
             out.push_str(&format!("{name} {value}\n"));
@@ -71,7 +86,9 @@ mod tests {
         ]);
         assert_eq!(text, "SAGEMAKER_TRAINING_JOB_NAME=gl-1-2\nbad_key=x\n");
         assert_eq!(dropped, vec!["MULTI".to_owned()]);
-        let many: Vec<_> = (0..500).map(|i| (format!("K{i}"), "v".repeat(20))).collect();
+        let many: Vec<_> = (0..500)
+            .map(|i| (format!("K{i}"), "v".repeat(20)))
+            .collect();
         let (text, dropped) = render_dotenv(&many);
         assert!(text.len() <= DOTENV_LIMIT && !dropped.is_empty());
         assert!(text.lines().all(|l| l.split_once('=').is_some()));
@@ -79,6 +96,13 @@ mod tests {
 
     #[test]
     fn metrics_are_openmetrics_lines() {
-        assert_eq!(render_metrics(&[("train:loss".into(), 0.25), ("acc-top1".into(), 0.9), ("nan".into(), f64::NAN)]), "train:loss 0.25\nacc_top1 0.9\n");
+        assert_eq!(
+            render_metrics(&[
+                ("train:loss".into(), 0.25),
+                ("acc-top1".into(), 0.9),
+                ("nan".into(), f64::NAN)
+            ]),
+            "train:loss 0.25\nacc_top1 0.9\n"
+        );
     }
 }

@@ -188,7 +188,10 @@ mod tests {
     fn roots_are_the_project_dir_and_its_tmp_sibling() {
         assert_eq!(
             workspace_roots(Path::new("/builds/7/g/p")),
-            vec![PathBuf::from("/builds/7/g/p"), PathBuf::from("/builds/7/g/p.tmp")]
+            vec![
+                PathBuf::from("/builds/7/g/p"),
+                PathBuf::from("/builds/7/g/p.tmp")
+            ]
         );
     }
 }

@@ -34,7 +34,9 @@ pub struct StageRun<'a> {
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     /// The action exists but this build does not serve it yet.
-    #[error("action \"{0}\" is not available in this version of sagemaker-executor (it runs train, fargate and ecs-deploy)")]
+    #[error(
+        "action \"{0}\" is not available in this version of sagemaker-executor (it runs train, fargate and ecs-deploy)"
+    )]
     NotServed(Action),
     /// The training job failed, or could not run.
     #[error(transparent)]

@@ -442,7 +442,6 @@ fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
 }
 
 #[cfg(test)]
-#[expect(clippy::unwrap_used, reason = "a test reports failure by panicking")]
 mod tests {
     use super::*;
 

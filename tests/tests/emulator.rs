@@ -2,7 +2,10 @@
 //! the exit-code mapping, preparation retries, signals, cleanup always. If these pass, a
 //! protocol test that fails against the real executor points at the executor.
 
-#![expect(clippy::unwrap_used, reason = "a test reports failure by panicking")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "an integration test reports failure by panicking"
+)]
 
 use std::path::Path;
 use std::time::Duration;

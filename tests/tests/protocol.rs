@@ -5,7 +5,10 @@
 //!
 //! Needs the binary: `cargo build --workspace --bins` first.
 
-#![expect(clippy::unwrap_used, reason = "a test reports failure by panicking")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "an integration test reports failure by panicking"
+)]
 
 use std::path::Path;
 use std::time::Duration;

@@ -3,7 +3,10 @@
 //!
 //! Needs the venv: `tests/sim/setup.sh`.
 
-#![expect(clippy::unwrap_used, reason = "a test reports failure by panicking")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "an integration test reports failure by panicking"
+)]
 
 use std::time::Duration;
 

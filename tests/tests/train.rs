@@ -2,6 +2,11 @@
 //! executor against the AWS simulator, whose training containers really run the bootstrap and
 //! the job's script with the runner's builds dir hidden.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "an integration test reports failure by panicking"
+)]
+
 mod support;
 
 use std::time::Duration;

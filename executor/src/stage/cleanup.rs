@@ -27,7 +27,10 @@ pub async fn run(config: &Path, cancel: &CancellationToken) -> Result<(), Execut
     let dir = cfg.paths.builds_root.join(ctx.job.id.to_string());
     match std::fs::remove_dir_all(&dir) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(ExecutorError::Host { what: format!("removing {}", dir.display()), source: e });
+            return Err(ExecutorError::Host {
+                what: format!("removing {}", dir.display()),
+                source: e,
+            });
         }
         _ => {}
     }

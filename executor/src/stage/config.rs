@@ -30,14 +30,27 @@ pub async fn run(config: &Path) -> Result<(), ExecutorError> {
     let ctx = context::load()?;
     // One builds dir per job, so concurrent jobs on this host never share a checkout.
     let out = ConfigOutput {
-        builds_dir: cfg.paths.builds_root.join(ctx.job.id.to_string()).display().to_string(),
+        builds_dir: cfg
+            .paths
+            .builds_root
+            .join(ctx.job.id.to_string())
+            .display()
+            .to_string(),
         cache_dir: cfg.paths.cache_root.display().to_string(),
         builds_dir_is_shared: false,
-        hostname: nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "localhost".into()),
-        driver: Driver { name: "sagemaker-executor", version: env!("CARGO_PKG_VERSION") },
+        hostname: nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "localhost".into()),
+        driver: Driver {
+            name: "sagemaker-executor",
+            version: env!("CARGO_PKG_VERSION"),
+        },
         shell: "bash",
     };
-    let json = serde_json::to_string(&out).map_err(|e| ExecutorError::Host { what: "encoding the config output".into(), source: e.into() })?;
+    let json = serde_json::to_string(&out).map_err(|e| ExecutorError::Host {
+        what: "encoding the config output".into(),
+        source: e.into(),
+    })?;
     println!("{json}");
     Ok(())
 }

@@ -43,7 +43,11 @@ pub async fn dispatch(cli: Cli, codes: ExitCodes) -> ExitCode {
 }
 
 /// Prints the error (one line per problem) and picks the exit code.
-fn report(result: Result<(), ExecutorError>, codes: ExitCodes, file: Option<&BuildExitCodeFile>) -> ExitCode {
+fn report(
+    result: Result<(), ExecutorError>,
+    codes: ExitCodes,
+    file: Option<&BuildExitCodeFile>,
+) -> ExitCode {
     let err = match result {
         Ok(()) => {
             if let Some(f) = file {

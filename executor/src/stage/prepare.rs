@@ -12,13 +12,28 @@ use crate::error::ExecutorError;
 pub async fn run(config: &Path) -> Result<(), ExecutorError> {
     let cfg = stages::config::load_file(config)?;
     let ctx = context::load()?;
-    let plan = settings::resolve(&ctx.job, ctx.shape, &cfg, &Settings::collect(&ctx.job, None)).map_err(ExecutorError::Rejected)?;
-    println!("sagemaker-executor {}: {}", env!("CARGO_PKG_VERSION"), describe(&plan));
+    let plan = settings::resolve(
+        &ctx.job,
+        ctx.shape,
+        &cfg,
+        &Settings::collect(&ctx.job, None),
+    )
+    .map_err(ExecutorError::Rejected)?;
+    println!(
+        "sagemaker-executor {}: {}",
+        env!("CARGO_PKG_VERSION"),
+        describe(&plan)
+    );
     if ctx.job.variables.get("SAGEMAKER_SPEC").is_some() {
-        println!("Settings from the spec file are read and checked after the sources are checked out.");
+        println!(
+            "Settings from the spec file are read and checked after the sources are checked out."
+        );
     }
     let dir = cfg.paths.builds_root.join(ctx.job.id.to_string());
-    std::fs::create_dir_all(&dir).map_err(|source| ExecutorError::Host { what: format!("creating {}", dir.display()), source })?;
+    std::fs::create_dir_all(&dir).map_err(|source| ExecutorError::Host {
+        what: format!("creating {}", dir.display()),
+        source,
+    })?;
     Ok(())
 }
 
@@ -29,7 +44,11 @@ pub fn describe(plan: &Plan) -> String {
             "SageMaker training job on {} x {}{} with image {}",
             t.instance_count,
             t.instance_type,
-            if t.spot.is_some() { " (managed spot)" } else { "" },
+            if t.spot.is_some() {
+                " (managed spot)"
+            } else {
+                ""
+            },
             t.image
         ),
         Plan::Fargate(f) => format!(
@@ -39,7 +58,10 @@ pub fn describe(plan: &Plan) -> String {
             if f.spot { ", Fargate Spot" } else { "" },
             f.image
         ),
-        Plan::EcsDeploy(d) => format!("ECS deployment of {} to service {} in {}", d.image, d.service, d.cluster),
+        Plan::EcsDeploy(d) => format!(
+            "ECS deployment of {} to service {} in {}",
+            d.image, d.service, d.cluster
+        ),
         Plan::NotServed(a) => format!("action {a}"),
     }
 }

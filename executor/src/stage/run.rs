@@ -17,7 +17,12 @@ pub fn is_user_script(stage: &str) -> bool {
     stage == "build_script" || stage.starts_with("step_")
 }
 
-pub async fn run(config: &Path, script: &Path, stage: &str, cancel: &CancellationToken) -> Result<(), ExecutorError> {
+pub async fn run(
+    config: &Path,
+    script: &Path,
+    stage: &str,
+    cancel: &CancellationToken,
+) -> Result<(), ExecutorError> {
     if !is_user_script(stage) {
         return match local::run_script(script, cancel).await? {
             0 => Ok(()),
@@ -29,21 +34,41 @@ pub async fn run(config: &Path, script: &Path, stage: &str, cancel: &Cancellatio
     let project_dir = context::project_dir()?;
     let spec = read_spec(&ctx.job, &project_dir)?;
     let settings = Settings::collect(&ctx.job, spec.as_ref().map(|(f, s)| (f.as_str(), s)));
-    let plan = settings::resolve(&ctx.job, ctx.shape, &cfg, &settings).map_err(ExecutorError::Rejected)?;
+    let plan =
+        settings::resolve(&ctx.job, ctx.shape, &cfg, &settings).map_err(ExecutorError::Rejected)?;
     let state = StateFile::new(&cfg.paths.state_root, ctx.job.id);
-    let run = stages::run::StageRun { cfg: &cfg, job: &ctx.job, stage, script, project_dir: &project_dir, state: &state, cancel };
+    let run = stages::run::StageRun {
+        cfg: &cfg,
+        job: &ctx.job,
+        stage,
+        script,
+        project_dir: &project_dir,
+        state: &state,
+        cancel,
+    };
     stages::run::run_user_stage(&plan, run).await?;
     Ok(())
 }
 
 /// Reads the spec file named by `SAGEMAKER_SPEC`, relative to the checked-out project.
 fn read_spec(job: &Job, project_dir: &Path) -> Result<Option<(String, spec::Spec)>, ExecutorError> {
-    let Some(rel) = job.variables.get("SAGEMAKER_SPEC").map(str::trim).filter(|s| !s.is_empty()) else {
+    let Some(rel) = job
+        .variables
+        .get("SAGEMAKER_SPEC")
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    else {
         return Ok(None);
     };
     let rel_path = Path::new(rel);
-    if rel_path.is_absolute() || rel_path.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
-        return Err(ExecutorError::Spec(format!("{rel:?} must be a path inside the repository")));
+    if rel_path.is_absolute()
+        || rel_path
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(ExecutorError::Spec(format!(
+            "{rel:?} must be a path inside the repository"
+        )));
     }
     let text = std::fs::read_to_string(project_dir.join(rel_path))
         .map_err(|e| ExecutorError::Spec(format!("cannot read {rel}: {e}")))?;
@@ -60,7 +85,13 @@ mod tests {
         for s in ["build_script", "step_script", "step_release"] {
             assert!(is_user_script(s), "{s}");
         }
-        for s in ["prepare_script", "get_sources", "after_script", "upload_artifacts_on_failure", "cleanup_file_variables"] {
+        for s in [
+            "prepare_script",
+            "get_sources",
+            "after_script",
+            "upload_artifacts_on_failure",
+            "cleanup_file_variables",
+        ] {
             assert!(!is_user_script(s), "{s}");
         }
     }

@@ -14,17 +14,42 @@ use crate::cli::WorkspaceCommand;
 
 pub async fn run(op: WorkspaceCommand, cancel: &CancellationToken) -> ExitCode {
     let result = match &op {
-        WorkspaceCommand::Fetch { bucket, prefix, dest, region, path_style } => {
+        WorkspaceCommand::Fetch {
+            bucket,
+            prefix,
+            dest,
+            region,
+            path_style,
+        } => {
             let s3 = helper::s3_client(region.clone(), *path_style).await;
-            helper::fetch(&s3, bucket, prefix, dest, cancel).await.map(|m| {
-                format!("downloaded {} objects ({} bytes) from s3://{bucket}/{prefix} into {}", m.objects, m.bytes, dest.display())
-            })
+            helper::fetch(&s3, bucket, prefix, dest, cancel)
+                .await
+                .map(|m| {
+                    format!(
+                        "downloaded {} objects ({} bytes) from s3://{bucket}/{prefix} into {}",
+                        m.objects,
+                        m.bytes,
+                        dest.display()
+                    )
+                })
         }
-        WorkspaceCommand::Push { bucket, key, source, region, path_style } => {
+        WorkspaceCommand::Push {
+            bucket,
+            key,
+            source,
+            region,
+            path_style,
+        } => {
             let s3 = helper::s3_client(region.clone(), *path_style).await;
             helper::push(&s3, bucket, key, source, cancel)
                 .await
-                .map(|m| format!("uploaded {} ({} bytes) to s3://{bucket}/{key}", source.display(), m.bytes))
+                .map(|m| {
+                    format!(
+                        "uploaded {} ({} bytes) to s3://{bucket}/{key}",
+                        source.display(),
+                        m.bytes
+                    )
+                })
         }
     };
     match result {

@@ -23,7 +23,9 @@ const THROTTLING: &[&str] = &[
 /// timeouts, dropped connections.
 pub fn is_transient<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
     match e {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            true
+        }
         SdkError::ServiceError(se) => {
             let code = se.err().code().unwrap_or_default();
             THROTTLING.contains(&code)
@@ -37,11 +39,17 @@ pub fn is_transient<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
 }
 
 /// The error code and message of a service error, for one log line.
-pub fn describe<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(e: &SdkError<E, R>) -> String {
+pub fn describe<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
+    e: &SdkError<E, R>,
+) -> String {
     match e {
         SdkError::ServiceError(se) => {
             let err = se.err();
-            format!("{}: {}", err.code().unwrap_or("error"), err.message().unwrap_or("(no message)"))
+            format!(
+                "{}: {}",
+                err.code().unwrap_or("error"),
+                err.message().unwrap_or("(no message)")
+            )
         }
         other => {
             let mut s = other.to_string();

@@ -31,23 +31,25 @@ pub struct Aws {
 
 /// Loads the shared SDK config for `cfg`.
 pub async fn sdk_config(cfg: &ExecutorConfig) -> SdkConfig {
-    let loader = || aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new(cfg.region.clone()))
-        // Standard mode: exponential backoff with jitter on throttling and transient faults.
-        // Adaptive mode's client-side rate limiter was measured to stall a low-traffic waiter
-        // for minutes after a few throttles, so the poll loop's own pacing is used instead.
-        .retry_config(
-            RetryConfig::standard()
-                .with_max_attempts(cfg.aws.max_attempts)
-                .with_initial_backoff(Duration::from_millis(200))
-                .with_max_backoff(Duration::from_secs(20)),
-        )
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(10))
-                .read_timeout(Duration::from_secs(120))
-                .build(),
-        );
+    let loader = || {
+        aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(cfg.region.clone()))
+            // Standard mode: exponential backoff with jitter on throttling and transient faults.
+            // Adaptive mode's client-side rate limiter was measured to stall a low-traffic waiter
+            // for minutes after a few throttles, so the poll loop's own pacing is used instead.
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(cfg.aws.max_attempts)
+                    .with_initial_backoff(Duration::from_millis(200))
+                    .with_max_backoff(Duration::from_secs(20)),
+            )
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(10))
+                    .read_timeout(Duration::from_secs(120))
+                    .build(),
+            )
+    };
     let sdk = loader().load().await;
     match &cfg.aws.assume_role_arn {
         None => sdk,
@@ -57,7 +59,10 @@ pub async fn sdk_config(cfg: &ExecutorConfig) -> SdkConfig {
                 .configure(&sdk)
                 .build()
                 .await;
-            loader().credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(provider))
+            loader()
+                .credentials_provider(
+                    aws_credential_types::provider::SharedCredentialsProvider::new(provider),
+                )
                 .load()
                 .await
         }
@@ -68,7 +73,9 @@ impl Aws {
     /// Builds every client from one SDK config.
     pub async fn connect(cfg: &ExecutorConfig) -> Aws {
         let sdk = sdk_config(cfg).await;
-        let s3 = aws_sdk_s3::config::Builder::from(&sdk).force_path_style(cfg.aws.s3_force_path_style).build();
+        let s3 = aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(cfg.aws.s3_force_path_style)
+            .build();
         Aws {
             sagemaker: aws_sdk_sagemaker::Client::new(&sdk),
             s3: aws_sdk_s3::Client::from_conf(s3),

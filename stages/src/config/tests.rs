@@ -173,11 +173,24 @@ fn fargate_helper_command_defaults_to_the_binary_name_and_refuses_empty_lists() 
     let network = "[fargate]\ncluster = \"ci\"\nsubnets = [\"subnet-1\"]\nsecurity_groups = [\"sg-1\"]\nexecution_role_arn = \"arn:aws:iam::123456789012:role/Exec\"\nhelper_image = \"helper:1\"\n";
     let cfg = load_str(&format!("{MINIMAL}\n{network}"), Path::new("t.toml")).expect("valid");
     let fargate = cfg.fargate.expect("fargate section");
-    assert_eq!(fargate.helper_command, vec!["sagemaker-executor".to_owned()]);
-    let cfg = load_str(&format!("{MINIMAL}\n{network}helper_command = [\"/opt/sme/bin/sagemaker-executor\"]\n"), Path::new("t.toml")).expect("valid");
-    assert_eq!(cfg.fargate.expect("fargate").helper_command, vec!["/opt/sme/bin/sagemaker-executor".to_owned()]);
+    assert_eq!(
+        fargate.helper_command,
+        vec!["sagemaker-executor".to_owned()]
+    );
+    let cfg = load_str(
+        &format!("{MINIMAL}\n{network}helper_command = [\"/opt/sme/bin/sagemaker-executor\"]\n"),
+        Path::new("t.toml"),
+    )
+    .expect("valid");
+    assert_eq!(
+        cfg.fargate.expect("fargate").helper_command,
+        vec!["/opt/sme/bin/sagemaker-executor".to_owned()]
+    );
     for bad in ["[]", "[\"\"]"] {
         let joined = problems(&format!("{MINIMAL}\n{network}helper_command = {bad}\n")).join("\n");
-        assert!(joined.contains("fargate.helper_command: must be a non-empty list"), "{bad}: {joined}");
+        assert!(
+            joined.contains("fargate.helper_command: must be a non-empty list"),
+            "{bad}: {joined}"
+        );
     }
 }

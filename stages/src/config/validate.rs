@@ -124,33 +124,33 @@ pub(super) fn validate(
 
     let rs = raw.staging.unwrap_or_default();
     let bucket = c.required("staging.bucket", rs.bucket);
-    if let Some(b) = &bucket {
-        if !is_bucket_name(b) {
-            c.problem(
-                "staging.bucket",
-                format!("{b:?} is not a valid S3 bucket name"),
-            );
-        }
+    if let Some(b) = &bucket
+        && !is_bucket_name(b)
+    {
+        c.problem(
+            "staging.bucket",
+            format!("{b:?} is not a valid S3 bucket name"),
+        );
     }
     let prefix = rs.prefix.unwrap_or_else(|| "sagemaker-executor".to_owned());
     let prefix = prefix.trim_matches('/').to_owned();
 
     let ra = raw.aws.unwrap_or_default();
-    if let Some(arn) = &ra.assume_role_arn {
-        if !is_role_arn(arn) {
-            c.problem(
-                "aws.assume_role_arn",
-                format!("{arn:?} is not an IAM role ARN"),
-            );
-        }
+    if let Some(arn) = &ra.assume_role_arn
+        && !is_role_arn(arn)
+    {
+        c.problem(
+            "aws.assume_role_arn",
+            format!("{arn:?} is not an IAM role ARN"),
+        );
     }
     let max_attempts = c.positive("aws.max_attempts", ra.max_attempts, 10);
 
     let rt = raw.train.unwrap_or_default();
-    if let Some(arn) = &rt.role_arn {
-        if !is_role_arn(arn) {
-            c.problem("train.role_arn", format!("{arn:?} is not an IAM role ARN"));
-        }
+    if let Some(arn) = &rt.role_arn
+        && !is_role_arn(arn)
+    {
+        c.problem("train.role_arn", format!("{arn:?} is not an IAM role ARN"));
     }
     let instance_type = rt.instance_type.unwrap_or_else(|| "ml.m5.large".to_owned());
     if !is_known_instance_type(&instance_type) {
@@ -183,8 +183,16 @@ pub(super) fn validate(
         ),
         output_path,
         stop_grace: c.duration("train.stop_grace", rt.stop_grace, Duration::from_secs(120)),
-        describe_interval: c.duration("train.describe_interval", rt.describe_interval, Duration::from_secs(30)),
-        log_interval: c.duration("train.log_interval", rt.log_interval, Duration::from_secs(5)),
+        describe_interval: c.duration(
+            "train.describe_interval",
+            rt.describe_interval,
+            Duration::from_secs(30),
+        ),
+        log_interval: c.duration(
+            "train.log_interval",
+            rt.log_interval,
+            Duration::from_secs(5),
+        ),
     };
     if train.describe_interval.is_zero() || train.log_interval.is_zero() {
         c.problem("train.describe_interval", "intervals must be at least 1s");

@@ -54,7 +54,10 @@ fn primary(deployments: &[Deployment]) -> Option<&Deployment> {
 }
 
 fn id_and_td(d: &Deployment) -> (String, String) {
-    (d.id().unwrap_or_default().to_owned(), d.task_definition().unwrap_or_default().to_owned())
+    (
+        d.id().unwrap_or_default().to_owned(),
+        d.task_definition().unwrap_or_default().to_owned(),
+    )
 }
 
 /// One line per deployment: status, id, task definition, rollout state and counts.
@@ -64,7 +67,9 @@ pub fn summarize(d: &Deployment) -> String {
         d.status().unwrap_or("?"),
         d.id().unwrap_or("?"),
         short_td(d.task_definition().unwrap_or("?")),
-        d.rollout_state().map(|s| s.as_str()).unwrap_or("no rollout state"),
+        d.rollout_state()
+            .map(|s| s.as_str())
+            .unwrap_or("no rollout state"),
         d.running_count(),
         d.desired_count(),
         d.pending_count(),
@@ -81,22 +86,32 @@ pub fn short_td(arn: &str) -> &str {
 pub fn judge(ours: &str, deployments: &[Deployment]) -> Verdict {
     let Some(d) = deployments.iter().find(|d| d.id() == Some(ours)) else {
         return match primary(deployments) {
-            Some(p) => Verdict::Replaced { by: Some(id_and_td(p)) },
+            Some(p) => Verdict::Replaced {
+                by: Some(id_and_td(p)),
+            },
             None => Verdict::Vanished,
         };
     };
     match d.rollout_state() {
         Some(DeploymentRolloutState::Completed) => Verdict::Completed,
         Some(DeploymentRolloutState::Failed) => Verdict::Failed {
-            reason: d.rollout_state_reason().unwrap_or("no reason given").to_owned(),
+            reason: d
+                .rollout_state_reason()
+                .unwrap_or("no reason given")
+                .to_owned(),
             rollback_to: primary(deployments)
                 .filter(|p| p.id() != Some(ours))
                 .and_then(|p| p.task_definition())
                 .map(str::to_owned),
         },
-        _ if d.status() != Some("PRIMARY") => Verdict::Replaced { by: primary(deployments).map(id_and_td) },
+        _ if d.status() != Some("PRIMARY") => Verdict::Replaced {
+            by: primary(deployments).map(id_and_td),
+        },
         // Without a rollout state (an old API shape), steady means: alone and at full count.
-        None if deployments.len() == 1 && d.running_count() == d.desired_count() && d.pending_count() == 0 => {
+        None if deployments.len() == 1
+            && d.running_count() == d.desired_count()
+            && d.pending_count() == 0 =>
+        {
             Verdict::Completed
         }
         _ => Verdict::Waiting(summarize(d)),
@@ -123,14 +138,25 @@ pub async fn describe(
     ecs: &aws_sdk_ecs::Client,
     cluster: &str,
     service: &str,
-) -> Result<Option<Service>, aws_sdk_ecs::error::SdkError<aws_sdk_ecs::operation::describe_services::DescribeServicesError>> {
-    let out = ecs.describe_services().cluster(cluster).services(service).send().await?;
+) -> Result<
+    Option<Service>,
+    aws_sdk_ecs::error::SdkError<aws_sdk_ecs::operation::describe_services::DescribeServicesError>,
+> {
+    let out = ecs
+        .describe_services()
+        .cluster(cluster)
+        .services(service)
+        .send()
+        .await?;
     Ok(out.services().first().cloned())
 }
 
 /// Follows deployment `ours` of `service` until a terminal verdict, `deadline` or cancellation,
 /// printing service events whose ids are not in `seen`.
-#[expect(clippy::too_many_arguments, reason = "one deployment's coordinates and the job's log, used once")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one deployment's coordinates and the job's log, used once"
+)]
 pub async fn follow(
     ecs: &aws_sdk_ecs::Client,
     cluster: &str,
@@ -155,7 +181,11 @@ pub async fn follow(
         }
         let svc = match describe(ecs, cluster, service).await {
             Ok(Some(svc)) => svc,
-            Ok(None) => return Err(DescribeFailed(format!("service {service} is no longer in cluster {cluster}"))),
+            Ok(None) => {
+                return Err(DescribeFailed(format!(
+                    "service {service} is no longer in cluster {cluster}"
+                )));
+            }
             Err(e) if errors::is_transient(&e) && failures < MAX_DESCRIBE_FAILURES => {
                 failures += 1;
                 next = Instant::now() + MAX_POLL;
@@ -176,7 +206,11 @@ pub async fn follow(
             return Ok(Followed::Ended(verdict, Box::new(svc)));
         }
         last = Some(Box::new(svc));
-        every = if changed { FIRST_POLL } else { (every * 3 / 2).min(MAX_POLL) };
+        every = if changed {
+            FIRST_POLL
+        } else {
+            (every * 3 / 2).min(MAX_POLL)
+        };
         next = Instant::now() + every;
     }
 }
@@ -225,13 +259,30 @@ mod tests {
 
     #[test]
     fn only_our_deployment_reaching_completed_is_success() {
-        let ours = dep("ecs-svc/2", "PRIMARY", "td:2", Some(DeploymentRolloutState::Completed));
+        let ours = dep(
+            "ecs-svc/2",
+            "PRIMARY",
+            "td:2",
+            Some(DeploymentRolloutState::Completed),
+        );
         assert_eq!(judge("ecs-svc/2", &[ours]), Verdict::Completed);
         let waiting = [
-            dep("ecs-svc/2", "PRIMARY", "td:2", Some(DeploymentRolloutState::InProgress)),
-            dep("ecs-svc/1", "ACTIVE", "td:1", Some(DeploymentRolloutState::Completed)),
+            dep(
+                "ecs-svc/2",
+                "PRIMARY",
+                "td:2",
+                Some(DeploymentRolloutState::InProgress),
+            ),
+            dep(
+                "ecs-svc/1",
+                "ACTIVE",
+                "td:1",
+                Some(DeploymentRolloutState::Completed),
+            ),
         ];
-        assert!(matches!(judge("ecs-svc/2", &waiting), Verdict::Waiting(s) if s.contains("IN_PROGRESS") && s.contains("running 1/2")));
+        assert!(
+            matches!(judge("ecs-svc/2", &waiting), Verdict::Waiting(s) if s.contains("IN_PROGRESS") && s.contains("running 1/2"))
+        );
     }
 
     #[test]
@@ -239,31 +290,72 @@ mod tests {
         // What aws-actions reported as success for years: PRIMARY is COMPLETED, but it is the
         // rollback, not ours.
         let deps = [
-            dep("ecs-svc/3", "PRIMARY", "arn:aws:ecs:r:1:task-definition/api:1", Some(DeploymentRolloutState::Completed)),
-            dep("ecs-svc/2", "ACTIVE", "arn:aws:ecs:r:1:task-definition/api:2", Some(DeploymentRolloutState::Failed)),
+            dep(
+                "ecs-svc/3",
+                "PRIMARY",
+                "arn:aws:ecs:r:1:task-definition/api:1",
+                Some(DeploymentRolloutState::Completed),
+            ),
+            dep(
+                "ecs-svc/2",
+                "ACTIVE",
+                "arn:aws:ecs:r:1:task-definition/api:2",
+                Some(DeploymentRolloutState::Failed),
+            ),
         ];
         assert_eq!(
             judge("ecs-svc/2", &deps),
-            Verdict::Failed { reason: "reason of ecs-svc/2".into(), rollback_to: Some("arn:aws:ecs:r:1:task-definition/api:1".into()) }
+            Verdict::Failed {
+                reason: "reason of ecs-svc/2".into(),
+                rollback_to: Some("arn:aws:ecs:r:1:task-definition/api:1".into())
+            }
         );
     }
 
     #[test]
     fn replaced_and_vanished_deployments_are_failures() {
         let replaced = [
-            dep("ecs-svc/3", "PRIMARY", "td:2", Some(DeploymentRolloutState::InProgress)),
-            dep("ecs-svc/2", "ACTIVE", "td:2", Some(DeploymentRolloutState::InProgress)),
+            dep(
+                "ecs-svc/3",
+                "PRIMARY",
+                "td:2",
+                Some(DeploymentRolloutState::InProgress),
+            ),
+            dep(
+                "ecs-svc/2",
+                "ACTIVE",
+                "td:2",
+                Some(DeploymentRolloutState::InProgress),
+            ),
         ];
-        assert_eq!(judge("ecs-svc/2", &replaced), Verdict::Replaced { by: Some(("ecs-svc/3".into(), "td:2".into())) });
-        let gone = [dep("ecs-svc/3", "PRIMARY", "td:2", Some(DeploymentRolloutState::Completed))];
-        assert_eq!(judge("ecs-svc/2", &gone), Verdict::Replaced { by: Some(("ecs-svc/3".into(), "td:2".into())) });
+        assert_eq!(
+            judge("ecs-svc/2", &replaced),
+            Verdict::Replaced {
+                by: Some(("ecs-svc/3".into(), "td:2".into()))
+            }
+        );
+        let gone = [dep(
+            "ecs-svc/3",
+            "PRIMARY",
+            "td:2",
+            Some(DeploymentRolloutState::Completed),
+        )];
+        assert_eq!(
+            judge("ecs-svc/2", &gone),
+            Verdict::Replaced {
+                by: Some(("ecs-svc/3".into(), "td:2".into()))
+            }
+        );
         assert_eq!(judge("ecs-svc/2", &[]), Verdict::Vanished);
     }
 
     #[test]
     fn without_a_rollout_state_steady_means_alone_at_full_count() {
         let mut d = dep("ecs-svc/2", "PRIMARY", "td:2", None);
-        assert!(matches!(judge("ecs-svc/2", std::slice::from_ref(&d)), Verdict::Waiting(_)));
+        assert!(matches!(
+            judge("ecs-svc/2", std::slice::from_ref(&d)),
+            Verdict::Waiting(_)
+        ));
         d.running_count = 2;
         d.pending_count = 0;
         assert_eq!(judge("ecs-svc/2", &[d]), Verdict::Completed);
@@ -274,10 +366,18 @@ mod tests {
         let svc = Service::builder()
             .events(ServiceEvent::builder().id("c").message("third").build())
             .events(ServiceEvent::builder().id("b").message("second").build())
-            .events(ServiceEvent::builder().id("old").message("before the deploy").build())
+            .events(
+                ServiceEvent::builder()
+                    .id("old")
+                    .message("before the deploy")
+                    .build(),
+            )
             .build();
         let mut seen = HashSet::from(["old".to_owned()]);
         assert_eq!(fresh_events(&svc, &mut seen), ["second", "third"]);
-        assert!(fresh_events(&svc, &mut seen).is_empty(), "nothing new the second time");
+        assert!(
+            fresh_events(&svc, &mut seen).is_empty(),
+            "nothing new the second time"
+        );
     }
 }

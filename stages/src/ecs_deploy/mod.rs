@@ -36,7 +36,10 @@ use follow::{Followed, Verdict, short_td, summarize};
 #[derive(Debug, thiserror::Error)]
 pub enum EcsDeployError {
     /// DescribeServices failed.
-    #[error("DescribeServices {service} in cluster {cluster}: {}", errors::describe(source))]
+    #[error(
+        "DescribeServices {service} in cluster {cluster}: {}",
+        errors::describe(source)
+    )]
     DescribeServices {
         /// The cluster.
         cluster: String,
@@ -47,7 +50,9 @@ pub enum EcsDeployError {
         source: SdkError<DescribeServicesError>,
     },
     /// The service does not exist or is not active.
-    #[error("service {service} is not an active service of cluster {cluster} (ECS_SERVICE, ECS_CLUSTER): {detail}")]
+    #[error(
+        "service {service} is not an active service of cluster {cluster} (ECS_SERVICE, ECS_CLUSTER): {detail}"
+    )]
     ServiceNotFound {
         /// The cluster.
         cluster: String,
@@ -57,7 +62,10 @@ pub enum EcsDeployError {
         detail: String,
     },
     /// DescribeTaskDefinition of the current revision failed.
-    #[error("DescribeTaskDefinition {task_definition}: {}", errors::describe(source))]
+    #[error(
+        "DescribeTaskDefinition {task_definition}: {}",
+        errors::describe(source)
+    )]
     DescribeTaskDefinition {
         /// The task definition.
         task_definition: String,
@@ -87,7 +95,10 @@ pub enum EcsDeployError {
         source: aws_smithy_types::error::operation::BuildError,
     },
     /// RegisterTaskDefinition failed.
-    #[error("RegisterTaskDefinition (new revision of {family}): {}", errors::describe(source))]
+    #[error(
+        "RegisterTaskDefinition (new revision of {family}): {}",
+        errors::describe(source)
+    )]
     RegisterTaskDefinition {
         /// The family.
         family: String,
@@ -156,7 +167,9 @@ pub enum EcsDeployError {
         timeout: std::time::Duration,
     },
     /// The CI job was cancelled while waiting.
-    #[error("cancelled while deployment {deployment} of service {service} was in progress (ECS continues it)")]
+    #[error(
+        "cancelled while deployment {deployment} of service {service} was in progress (ECS continues it)"
+    )]
     Cancelled {
         /// The service.
         service: String,
@@ -195,11 +208,23 @@ fn refused_request(code: Option<&str>) -> bool {
 
 impl Classify for EcsDeployError {
     fn failure_kind(&self) -> FailureKind {
-        let by_code = |refused| if refused { FailureKind::Build } else { FailureKind::System };
+        let by_code = |refused| {
+            if refused {
+                FailureKind::Build
+            } else {
+                FailureKind::System
+            }
+        };
         match self {
-            EcsDeployError::DescribeServices { source, .. } => by_code(refused_request(errors::code(source))),
-            EcsDeployError::RegisterTaskDefinition { source, .. } => by_code(refused_request(errors::code(source))),
-            EcsDeployError::UpdateService { source, .. } => by_code(refused_request(errors::code(source))),
+            EcsDeployError::DescribeServices { source, .. } => {
+                by_code(refused_request(errors::code(source)))
+            }
+            EcsDeployError::RegisterTaskDefinition { source, .. } => {
+                by_code(refused_request(errors::code(source)))
+            }
+            EcsDeployError::UpdateService { source, .. } => {
+                by_code(refused_request(errors::code(source)))
+            }
             EcsDeployError::ServiceNotFound { .. }
             | EcsDeployError::ContainerNotFound { .. }
             | EcsDeployError::RolloutFailed { .. }
@@ -218,25 +243,38 @@ impl Classify for EcsDeployError {
 }
 
 /// Runs the stage: deploys and follows the deployment.
-pub async fn run(aws: &Aws, d: &EcsDeploySettings, run: StageRun<'_>) -> Result<(), EcsDeployError> {
+pub async fn run(
+    aws: &Aws,
+    d: &EcsDeploySettings,
+    run: StageRun<'_>,
+) -> Result<(), EcsDeployError> {
     let log = JobLog::new();
     log.notice(&format!(
         "ecs-deploy: the job's script is not executed; deploying image {} to container {} of service {} in cluster {}",
         d.image, d.container, d.service, d.cluster
     ));
-    log.line(&format!("Console: {}", console_url(&aws.region, &d.cluster, &d.service)));
+    log.line(&format!(
+        "Console: {}",
+        console_url(&aws.region, &d.cluster, &d.service)
+    ));
     let svc = active_service(aws, d).await?;
-    let mut seen: HashSet<String> = svc.events().iter().filter_map(|e| e.id().map(str::to_owned)).collect();
+    let mut seen: HashSet<String> = svc
+        .events()
+        .iter()
+        .filter_map(|e| e.id().map(str::to_owned))
+        .collect();
 
-    let recorded = run
-        .state
-        .load()?
-        .resources
-        .into_iter()
-        .find(|r| r.kind == ResourceKind::EcsDeployment && r.stage == run.stage && r.scope.as_deref() == Some(d.cluster.as_str()));
+    let recorded = run.state.load()?.resources.into_iter().find(|r| {
+        r.kind == ResourceKind::EcsDeployment
+            && r.stage == run.stage
+            && r.scope.as_deref() == Some(d.cluster.as_str())
+    });
     let (deployment, previous_td) = match recorded {
         Some(r) => {
-            log.notice(&format!("Following deployment {} started earlier by this stage", r.id));
+            log.notice(&format!(
+                "Following deployment {} started earlier by this stage",
+                r.id
+            ));
             // Its events were printed by the earlier attempt, or are history by now.
             (r.id, None)
         }
@@ -246,26 +284,53 @@ pub async fn run(aws: &Aws, d: &EcsDeploySettings, run: StageRun<'_>) -> Result<
         }
     };
 
-    log.section_start("deploying", &format!("Deploying {} (deployment {deployment})", d.service), false);
+    log.section_start(
+        "deploying",
+        &format!("Deploying {} (deployment {deployment})", d.service),
+        false,
+    );
     let deadline = Instant::now() + d.timeout;
-    let followed = follow::follow(&aws.ecs, &d.cluster, &d.service, &deployment, &mut seen, deadline, &log, run.cancel).await;
+    let followed = follow::follow(
+        &aws.ecs,
+        &d.cluster,
+        &d.service,
+        &deployment,
+        &mut seen,
+        deadline,
+        &log,
+        run.cancel,
+    )
+    .await;
     log.section_end("deploying");
-    let followed = followed.map_err(|e| EcsDeployError::Follow { service: d.service.clone(), message: e.0 })?;
+    let followed = followed.map_err(|e| EcsDeployError::Follow {
+        service: d.service.clone(),
+        message: e.0,
+    })?;
     let service = d.service.clone();
     let (verdict, svc) = match followed {
         Followed::Ended(verdict, svc) => (verdict, svc),
         Followed::TimedOut(last) => {
             print_state(last.as_deref(), &log);
-            return Err(EcsDeployError::TimedOut { service, deployment, timeout: d.timeout });
+            return Err(EcsDeployError::TimedOut {
+                service,
+                deployment,
+                timeout: d.timeout,
+            });
         }
         Followed::Cancelled(last) => {
-            log.warn(&format!("Job cancelled: stopped waiting for deployment {deployment}; ECS carries on with it"));
+            log.warn(&format!(
+                "Job cancelled: stopped waiting for deployment {deployment}; ECS carries on with it"
+            ));
             print_state(last.as_deref(), &log);
-            return Err(EcsDeployError::Cancelled { service, deployment });
+            return Err(EcsDeployError::Cancelled {
+                service,
+                deployment,
+            });
         }
     };
     // A verdict is final: nothing is left for cleanup to look at.
-    run.state.mark_finished(ResourceKind::EcsDeployment, &deployment)?;
+    run.state
+        .mark_finished(ResourceKind::EcsDeployment, &deployment)?;
     match verdict {
         Verdict::Completed => {
             let td = svc
@@ -281,29 +346,62 @@ pub async fn run(aws: &Aws, d: &EcsDeploySettings, run: StageRun<'_>) -> Result<
                 ("SAGEMAKER_ECS_SERVICE".to_owned(), d.service.clone()),
                 ("SAGEMAKER_ECS_DEPLOYMENT_ID".to_owned(), deployment.clone()),
                 ("SAGEMAKER_ECS_IMAGE".to_owned(), d.image.clone()),
-                ("SAGEMAKER_CONSOLE_URL".to_owned(), console_url(&aws.region, &d.cluster, &d.service)),
+                (
+                    "SAGEMAKER_CONSOLE_URL".to_owned(),
+                    console_url(&aws.region, &d.cluster, &d.service),
+                ),
             ];
             if let Some(prev) = previous_td {
-                pairs.push(("SAGEMAKER_ECS_PREVIOUS_TASK_DEFINITION_ARN".to_owned(), prev));
+                pairs.push((
+                    "SAGEMAKER_ECS_PREVIOUS_TASK_DEFINITION_ARN".to_owned(),
+                    prev,
+                ));
             }
-            remote::write_dotenv(run.project_dir, &pairs, &log).map_err(|source| EcsDeployError::Outputs { what: outputs::DOTENV_FILE, source })?;
-            log.notice(&format!("Deployment {deployment} completed: service {} runs {}", d.service, short_td(&td)));
+            remote::write_dotenv(run.project_dir, &pairs, &log).map_err(|source| {
+                EcsDeployError::Outputs {
+                    what: outputs::DOTENV_FILE,
+                    source,
+                }
+            })?;
+            log.notice(&format!(
+                "Deployment {deployment} completed: service {} runs {}",
+                d.service,
+                short_td(&td)
+            ));
             Ok(())
         }
-        Verdict::Failed { reason, rollback_to } => {
+        Verdict::Failed {
+            reason,
+            rollback_to,
+        } => {
             print_state(Some(&svc), &log);
-            Err(EcsDeployError::RolloutFailed { service, deployment, reason, rollback_to })
+            Err(EcsDeployError::RolloutFailed {
+                service,
+                deployment,
+                reason,
+                rollback_to,
+            })
         }
         Verdict::Replaced { by } => {
             print_state(Some(&svc), &log);
-            Err(EcsDeployError::Replaced { service, deployment, by })
+            Err(EcsDeployError::Replaced {
+                service,
+                deployment,
+                by,
+            })
         }
         Verdict::Vanished => {
             print_state(Some(&svc), &log);
-            Err(EcsDeployError::Vanished { service, deployment })
+            Err(EcsDeployError::Vanished {
+                service,
+                deployment,
+            })
         }
         // `follow` only returns terminal verdicts.
-        Verdict::Waiting(summary) => Err(EcsDeployError::Follow { service, message: format!("stopped following while {summary}") }),
+        Verdict::Waiting(summary) => Err(EcsDeployError::Follow {
+            service,
+            message: format!("stopped following while {summary}"),
+        }),
     }
 }
 
@@ -316,20 +414,41 @@ async fn active_service(aws: &Aws, d: &EcsDeploySettings) -> Result<Service, Ecs
         .services(&d.service)
         .send()
         .await
-        .map_err(|source| EcsDeployError::DescribeServices { cluster: d.cluster.clone(), service: d.service.clone(), source })?;
-    let not_found = |detail: String| EcsDeployError::ServiceNotFound { cluster: d.cluster.clone(), service: d.service.clone(), detail };
+        .map_err(|source| EcsDeployError::DescribeServices {
+            cluster: d.cluster.clone(),
+            service: d.service.clone(),
+            source,
+        })?;
+    let not_found = |detail: String| EcsDeployError::ServiceNotFound {
+        cluster: d.cluster.clone(),
+        service: d.service.clone(),
+        detail,
+    };
     match out.services().first() {
         Some(s) if s.status() == Some("ACTIVE") => Ok(s.clone()),
-        Some(s) => Err(not_found(format!("its status is {}", s.status().unwrap_or("unknown")))),
+        Some(s) => Err(not_found(format!(
+            "its status is {}",
+            s.status().unwrap_or("unknown")
+        ))),
         None => Err(not_found(
-            out.failures().first().and_then(|f| f.reason()).unwrap_or("ECS does not know it").to_owned(),
+            out.failures()
+                .first()
+                .and_then(|f| f.reason())
+                .unwrap_or("ECS does not know it")
+                .to_owned(),
         )),
     }
 }
 
 /// Registers the new revision and updates the service; returns the new deployment's id (already
 /// recorded in the state file) and the task definition the service ran before.
-async fn deploy(aws: &Aws, d: &EcsDeploySettings, svc: &Service, run: &StageRun<'_>, log: &JobLog) -> Result<(String, String), EcsDeployError> {
+async fn deploy(
+    aws: &Aws,
+    d: &EcsDeploySettings,
+    svc: &Service,
+    run: &StageRun<'_>,
+    log: &JobLog,
+) -> Result<(String, String), EcsDeployError> {
     let current = svc.task_definition().unwrap_or_default().to_owned();
     let described = aws
         .ecs
@@ -338,7 +457,10 @@ async fn deploy(aws: &Aws, d: &EcsDeploySettings, svc: &Service, run: &StageRun<
         .include(TaskDefinitionField::Tags)
         .send()
         .await
-        .map_err(|source| EcsDeployError::DescribeTaskDefinition { task_definition: current.clone(), source })?;
+        .map_err(|source| EcsDeployError::DescribeTaskDefinition {
+            task_definition: current.clone(),
+            source,
+        })?;
     let Some(td) = described.task_definition() else {
         return Err(EcsDeployError::ServiceNotFound {
             cluster: d.cluster.clone(),
@@ -346,26 +468,41 @@ async fn deploy(aws: &Aws, d: &EcsDeploySettings, svc: &Service, run: &StageRun<
             detail: format!("its task definition {current} cannot be described"),
         });
     };
-    let (input, change) = revision::register_input(td, described.tags(), &run.job.resource_tags(), &d.container, &d.image).map_err(|missing| {
-        EcsDeployError::ContainerNotFound {
-            service: d.service.clone(),
-            task_definition: short_td(&current).to_owned(),
-            container: d.container.clone(),
-            available: missing.available,
-        }
+    let (input, change) = revision::register_input(
+        td,
+        described.tags(),
+        &run.job.resource_tags(),
+        &d.container,
+        &d.image,
+    )
+    .map_err(|missing| EcsDeployError::ContainerNotFound {
+        service: d.service.clone(),
+        task_definition: short_td(&current).to_owned(),
+        container: d.container.clone(),
+        available: missing.available,
     })?;
     if !change.dropped_tags.is_empty() {
-        log.warn(&format!("ECS allows 50 tags; not copied to the new revision: {}", change.dropped_tags.join(", ")));
+        log.warn(&format!(
+            "ECS allows 50 tags; not copied to the new revision: {}",
+            change.dropped_tags.join(", ")
+        ));
     }
     let family = td.family().unwrap_or_default().to_owned();
-    let registered = input
-        .send_with(&aws.ecs)
-        .await
-        .map_err(|source| EcsDeployError::RegisterTaskDefinition { family: family.clone(), source })?;
+    let registered = input.send_with(&aws.ecs).await.map_err(|source| {
+        EcsDeployError::RegisterTaskDefinition {
+            family: family.clone(),
+            source,
+        }
+    })?;
     let new_td = registered
         .task_definition()
         .and_then(|t| t.task_definition_arn())
-        .ok_or_else(|| EcsDeployError::DeploymentNotFound(format!("{} (RegisterTaskDefinition returned no ARN)", d.service)))?
+        .ok_or_else(|| {
+            EcsDeployError::DeploymentNotFound(format!(
+                "{} (RegisterTaskDefinition returned no ARN)",
+                d.service
+            ))
+        })?
         .to_owned();
     log.notice(&format!(
         "Registered {} from {}: container {} {} -> {}",
@@ -384,7 +521,10 @@ async fn deploy(aws: &Aws, d: &EcsDeploySettings, svc: &Service, run: &StageRun<
         .task_definition(&new_td)
         .send()
         .await
-        .map_err(|source| EcsDeployError::UpdateService { service: d.service.clone(), source })?;
+        .map_err(|source| EcsDeployError::UpdateService {
+            service: d.service.clone(),
+            source,
+        })?;
     let started = |s: &Service| {
         s.deployments()
             .iter()
@@ -411,7 +551,10 @@ async fn deploy(aws: &Aws, d: &EcsDeploySettings, svc: &Service, run: &StageRun<
         stage: run.stage.to_owned(),
         finished: false,
     })?;
-    log.notice(&format!("UpdateService started deployment {deployment} of {}", d.service));
+    log.notice(&format!(
+        "UpdateService started deployment {deployment} of {}",
+        d.service
+    ));
     Ok((deployment, current))
 }
 
@@ -421,9 +564,15 @@ fn print_state(svc: Option<&Service>, log: &JobLog) {
         log.line("The service's state is unknown (it could not be described).");
         return;
     };
-    log.line(&format!("Service {} deployments:", svc.service_name().unwrap_or("?")));
+    log.line(&format!(
+        "Service {} deployments:",
+        svc.service_name().unwrap_or("?")
+    ));
     for dep in svc.deployments() {
-        let reason = dep.rollout_state_reason().map(|r| format!(" - {r}")).unwrap_or_default();
+        let reason = dep
+            .rollout_state_reason()
+            .map(|r| format!(" - {r}"))
+            .unwrap_or_default();
         log.line(&format!("  {}{reason}", summarize(dep)));
     }
 }
@@ -432,7 +581,9 @@ fn print_state(svc: Option<&Service>, log: &JobLog) {
 pub fn console_url(region: &str, cluster: &str, service: &str) -> String {
     let cluster = cluster.rsplit('/').next().unwrap_or(cluster);
     let service = service.rsplit('/').next().unwrap_or(service);
-    format!("https://{region}.console.aws.amazon.com/ecs/v2/clusters/{cluster}/services/{service}/deployments?region={region}")
+    format!(
+        "https://{region}.console.aws.amazon.com/ecs/v2/clusters/{cluster}/services/{service}/deployments?region={region}"
+    )
 }
 
 #[cfg(test)]
@@ -452,7 +603,12 @@ mod tests {
             "deployment ecs-svc/2 of service api failed: ECS deployment circuit breaker: tasks failed to start.; ECS rolled back to api:4"
         );
         assert_eq!(e.failure_kind(), FailureKind::Build);
-        let e = EcsDeployError::ContainerNotFound { service: "api".into(), task_definition: "api:4".into(), container: "wbe".into(), available: vec!["web".into(), "envoy".into()] };
+        let e = EcsDeployError::ContainerNotFound {
+            service: "api".into(),
+            task_definition: "api:4".into(),
+            container: "wbe".into(),
+            available: vec!["web".into(), "envoy".into()],
+        };
         assert!(e.to_string().starts_with("ECS_CONTAINER: "), "{e}");
         assert!(e.to_string().contains("(it has: web, envoy)"), "{e}");
     }
@@ -463,6 +619,9 @@ mod tests {
         assert!(!refused_request(Some("ThrottlingException")));
         assert!(!refused_request(Some("ServerException")));
         assert!(!refused_request(None));
-        assert_eq!(EcsDeployError::DeploymentNotFound("api".into()).failure_kind(), FailureKind::System);
+        assert_eq!(
+            EcsDeployError::DeploymentNotFound("api".into()).failure_kind(),
+            FailureKind::System
+        );
     }
 }

@@ -67,31 +67,39 @@ pub fn register_input(
         .collect();
     tags.truncate(MAX_TAGS);
 
-    let input = aws_sdk_ecs::operation::register_task_definition::RegisterTaskDefinitionInput::builder()
-        .set_family(td.family().map(str::to_owned))
-        .set_task_role_arn(td.task_role_arn().map(str::to_owned))
-        .set_execution_role_arn(td.execution_role_arn().map(str::to_owned))
-        .set_network_mode(td.network_mode().cloned())
-        .set_container_definitions(Some(containers))
-        .set_volumes(td.volumes.clone())
-        .set_placement_constraints(td.placement_constraints.clone())
-        .set_requires_compatibilities(td.requires_compatibilities.clone())
-        .set_cpu(td.cpu().map(str::to_owned))
-        .set_memory(td.memory().map(str::to_owned))
-        .set_tags(Some(tags).filter(|t| !t.is_empty()))
-        .set_pid_mode(td.pid_mode().cloned())
-        .set_ipc_mode(td.ipc_mode().cloned())
-        .set_proxy_configuration(td.proxy_configuration().cloned())
-        .set_ephemeral_storage(td.ephemeral_storage().cloned())
-        .set_runtime_platform(td.runtime_platform().cloned())
-        .set_enable_fault_injection(td.enable_fault_injection());
-    Ok((input, Change { old_image, dropped_tags }))
+    let input =
+        aws_sdk_ecs::operation::register_task_definition::RegisterTaskDefinitionInput::builder()
+            .set_family(td.family().map(str::to_owned))
+            .set_task_role_arn(td.task_role_arn().map(str::to_owned))
+            .set_execution_role_arn(td.execution_role_arn().map(str::to_owned))
+            .set_network_mode(td.network_mode().cloned())
+            .set_container_definitions(Some(containers))
+            .set_volumes(td.volumes.clone())
+            .set_placement_constraints(td.placement_constraints.clone())
+            .set_requires_compatibilities(td.requires_compatibilities.clone())
+            .set_cpu(td.cpu().map(str::to_owned))
+            .set_memory(td.memory().map(str::to_owned))
+            .set_tags(Some(tags).filter(|t| !t.is_empty()))
+            .set_pid_mode(td.pid_mode().cloned())
+            .set_ipc_mode(td.ipc_mode().cloned())
+            .set_proxy_configuration(td.proxy_configuration().cloned())
+            .set_ephemeral_storage(td.ephemeral_storage().cloned())
+            .set_runtime_platform(td.runtime_platform().cloned())
+            .set_enable_fault_injection(td.enable_fault_injection());
+    Ok((
+        input,
+        Change {
+            old_image,
+            dropped_tags,
+        },
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use aws_sdk_ecs::types::{
-        Compatibility, ContainerDefinition, CpuArchitecture, EphemeralStorage, IpcMode, NetworkMode, PidMode, ProxyConfiguration, RuntimePlatform,
+        Compatibility, ContainerDefinition, CpuArchitecture, EphemeralStorage, IpcMode,
+        NetworkMode, PidMode, ProxyConfiguration, RuntimePlatform,
         TaskDefinitionPlacementConstraint, TaskDefinitionStatus, Volume,
     };
 
@@ -106,19 +114,43 @@ mod tests {
             .task_role_arn("arn:aws:iam::1:role/Task")
             .execution_role_arn("arn:aws:iam::1:role/Exec")
             .network_mode(NetworkMode::Awsvpc)
-            .container_definitions(ContainerDefinition::builder().name("sidecar").image("envoy:1").build())
-            .container_definitions(ContainerDefinition::builder().name("web").image("web:1").cpu(128).build())
+            .container_definitions(
+                ContainerDefinition::builder()
+                    .name("sidecar")
+                    .image("envoy:1")
+                    .build(),
+            )
+            .container_definitions(
+                ContainerDefinition::builder()
+                    .name("web")
+                    .image("web:1")
+                    .cpu(128)
+                    .build(),
+            )
             .volumes(Volume::builder().name("data").build())
-            .placement_constraints(TaskDefinitionPlacementConstraint::builder().expression("x").build())
+            .placement_constraints(
+                TaskDefinitionPlacementConstraint::builder()
+                    .expression("x")
+                    .build(),
+            )
             .requires_compatibilities(Compatibility::Fargate)
             .compatibilities(Compatibility::Ec2)
             .cpu("256")
             .memory("512")
             .pid_mode(PidMode::Task)
             .ipc_mode(IpcMode::None)
-            .proxy_configuration(ProxyConfiguration::builder().container_name("sidecar").build().expect("proxy"))
+            .proxy_configuration(
+                ProxyConfiguration::builder()
+                    .container_name("sidecar")
+                    .build()
+                    .expect("proxy"),
+            )
             .ephemeral_storage(EphemeralStorage::builder().size_in_gib(30).build())
-            .runtime_platform(RuntimePlatform::builder().cpu_architecture(CpuArchitecture::Arm64).build())
+            .runtime_platform(
+                RuntimePlatform::builder()
+                    .cpu_architecture(CpuArchitecture::Arm64)
+                    .build(),
+            )
             .enable_fault_injection(true)
             .build()
     }
@@ -126,9 +158,19 @@ mod tests {
     #[test]
     fn every_registrable_field_is_copied_and_only_the_image_changes() {
         let td = full();
-        let existing = [Tag::builder().key("team").value("ml").build(), Tag::builder().key("aws:cloudformation:stack").value("s").build()];
-        let job = [("gitlab:job-id".to_owned(), "9".to_owned()), ("team".to_owned(), "ci".to_owned())];
-        let (input, change) = register_input(&td, &existing, &job, "web", "web:2").expect("container found");
+        let existing = [
+            Tag::builder().key("team").value("ml").build(),
+            Tag::builder()
+                .key("aws:cloudformation:stack")
+                .value("s")
+                .build(),
+        ];
+        let job = [
+            ("gitlab:job-id".to_owned(), "9".to_owned()),
+            ("team".to_owned(), "ci".to_owned()),
+        ];
+        let (input, change) =
+            register_input(&td, &existing, &job, "web", "web:2").expect("container found");
         let i = input.build().expect("input");
         assert_eq!(change.old_image, "web:1");
         assert_eq!(i.family(), Some("api"));
@@ -146,11 +188,33 @@ mod tests {
         assert_eq!(i.ephemeral_storage(), td.ephemeral_storage());
         assert_eq!(i.runtime_platform(), td.runtime_platform());
         assert_eq!(i.enable_fault_injection(), td.enable_fault_injection());
-        let images: Vec<_> = i.container_definitions().iter().map(|c| (c.name(), c.image())).collect();
-        assert_eq!(images, [(Some("sidecar"), Some("envoy:1")), (Some("web"), Some("web:2"))]);
-        assert_eq!(i.container_definitions()[1].cpu(), 128, "the rest of the container is kept");
-        let tags: Vec<_> = i.tags().iter().map(|t| (t.key().unwrap_or_default(), t.value().unwrap_or_default())).collect();
-        assert_eq!(tags, [("gitlab:job-id", "9"), ("team", "ci")], "job tags win, aws: tags are not settable");
+        let images: Vec<_> = i
+            .container_definitions()
+            .iter()
+            .map(|c| (c.name(), c.image()))
+            .collect();
+        assert_eq!(
+            images,
+            [
+                (Some("sidecar"), Some("envoy:1")),
+                (Some("web"), Some("web:2"))
+            ]
+        );
+        assert_eq!(
+            i.container_definitions()[1].cpu(),
+            128,
+            "the rest of the container is kept"
+        );
+        let tags: Vec<_> = i
+            .tags()
+            .iter()
+            .map(|t| (t.key().unwrap_or_default(), t.value().unwrap_or_default()))
+            .collect();
+        assert_eq!(
+            tags,
+            [("gitlab:job-id", "9"), ("team", "ci")],
+            "job tags win, aws: tags are not settable"
+        );
     }
 
     #[test]
@@ -161,7 +225,9 @@ mod tests {
 
     #[test]
     fn tags_over_the_limit_are_reported() {
-        let existing: Vec<_> = (0..60).map(|i| Tag::builder().key(format!("k{i}")).value("v").build()).collect();
+        let existing: Vec<_> = (0..60)
+            .map(|i| Tag::builder().key(format!("k{i}")).value("v").build())
+            .collect();
         let (input, change) = register_input(&full(), &existing, &[], "web", "x").expect("found");
         assert_eq!(input.build().expect("input").tags().len(), MAX_TAGS);
         assert_eq!(change.dropped_tags.len(), 10);

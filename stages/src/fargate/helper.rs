@@ -114,7 +114,10 @@ pub enum HelperError {
         source: Box<SdkError<PutObjectError>>,
     },
     /// CreateMultipartUpload failed.
-    #[error("starting the upload of s3://{bucket}/{key}: {}", errors::describe(source))]
+    #[error(
+        "starting the upload of s3://{bucket}/{key}: {}",
+        errors::describe(source)
+    )]
     CreateMultipart {
         /// Bucket.
         bucket: String,
@@ -125,7 +128,10 @@ pub enum HelperError {
         source: Box<SdkError<CreateMultipartUploadError>>,
     },
     /// UploadPart failed.
-    #[error("uploading part {part} of s3://{bucket}/{key}: {}", errors::describe(source))]
+    #[error(
+        "uploading part {part} of s3://{bucket}/{key}: {}",
+        errors::describe(source)
+    )]
     UploadPart {
         /// Bucket.
         bucket: String,
@@ -138,7 +144,10 @@ pub enum HelperError {
         source: Box<SdkError<UploadPartError>>,
     },
     /// CompleteMultipartUpload failed.
-    #[error("completing the upload of s3://{bucket}/{key}: {}", errors::describe(source))]
+    #[error(
+        "completing the upload of s3://{bucket}/{key}: {}",
+        errors::describe(source)
+    )]
     Complete {
         /// Bucket.
         bucket: String,
@@ -166,9 +175,9 @@ impl Classify for HelperError {
         match self {
             // The job container decides what comes back; a missing or oversized archive is its
             // doing, as is a stop.
-            HelperError::SourceMissing { .. } | HelperError::TooLarge { .. } | HelperError::Cancelled(_) => {
-                FailureKind::Build
-            }
+            HelperError::SourceMissing { .. }
+            | HelperError::TooLarge { .. }
+            | HelperError::Cancelled(_) => FailureKind::Build,
             HelperError::List { .. }
             | HelperError::NothingStaged { .. }
             | HelperError::UnsafeKey { .. }
@@ -196,7 +205,11 @@ pub async fn s3_client(region: Option<String>, path_style: bool) -> Client {
         loader = loader.region(Region::new(r));
     }
     let sdk = loader.load().await;
-    Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).force_path_style(path_style).build())
+    Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(path_style)
+            .build(),
+    )
 }
 
 /// The error of a local file operation on `path`.
@@ -217,13 +230,22 @@ pub struct Moved {
 /// The file name a staged key maps to: the part after `prefix`, which must be one plain name.
 fn file_name<'a>(key: &'a str, prefix: &str) -> Option<&'a str> {
     let name = key.strip_prefix(prefix)?;
-    let plain = !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\', '\0']);
+    let plain =
+        !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\', '\0']);
     plain.then_some(name)
 }
 
 /// Downloads every object directly under `prefix` (not those in "subdirectories") into `dest`.
-pub async fn fetch(s3: &Client, bucket: &str, prefix: &str, dest: &Path, cancel: &CancellationToken) -> Result<Moved, HelperError> {
-    tokio::fs::create_dir_all(dest).await.map_err(local("creating", dest))?;
+pub async fn fetch(
+    s3: &Client,
+    bucket: &str,
+    prefix: &str,
+    dest: &Path,
+    cancel: &CancellationToken,
+) -> Result<Moved, HelperError> {
+    tokio::fs::create_dir_all(dest)
+        .await
+        .map_err(local("creating", dest))?;
     let mut moved = Moved::default();
     let mut token: Option<String> = None;
     loop {
@@ -238,10 +260,16 @@ pub async fn fetch(s3: &Client, bucket: &str, prefix: &str, dest: &Path, cancel:
             .run_until_cancelled(request)
             .await
             .ok_or(HelperError::Cancelled("listing the staged objects"))?
-            .map_err(|e| HelperError::List { bucket: bucket.to_owned(), prefix: prefix.to_owned(), source: Box::new(e) })?;
+            .map_err(|e| HelperError::List {
+                bucket: bucket.to_owned(),
+                prefix: prefix.to_owned(),
+                source: Box::new(e),
+            })?;
         for object in page.contents() {
             let Some(key) = object.key() else { continue };
-            let name = file_name(key, prefix).ok_or_else(|| HelperError::UnsafeKey { key: key.to_owned() })?;
+            let name = file_name(key, prefix).ok_or_else(|| HelperError::UnsafeKey {
+                key: key.to_owned(),
+            })?;
             moved.bytes += download(s3, bucket, key, &dest.join(name), cancel).await?;
             moved.objects += 1;
         }
@@ -251,23 +279,38 @@ pub async fn fetch(s3: &Client, bucket: &str, prefix: &str, dest: &Path, cancel:
         }
     }
     if moved.objects == 0 {
-        return Err(HelperError::NothingStaged { bucket: bucket.to_owned(), prefix: prefix.to_owned() });
+        return Err(HelperError::NothingStaged {
+            bucket: bucket.to_owned(),
+            prefix: prefix.to_owned(),
+        });
     }
     Ok(moved)
 }
 
 /// Streams one object into `path` through a temporary file, so a broken download never leaves
 /// a truncated file under the real name.
-async fn download(s3: &Client, bucket: &str, key: &str, path: &Path, cancel: &CancellationToken) -> Result<u64, HelperError> {
+async fn download(
+    s3: &Client,
+    bucket: &str,
+    key: &str,
+    path: &Path,
+    cancel: &CancellationToken,
+) -> Result<u64, HelperError> {
     let out = cancel
         .run_until_cancelled(s3.get_object().bucket(bucket).key(key).send())
         .await
         .ok_or(HelperError::Cancelled("downloading the workspace"))?
-        .map_err(|e| HelperError::Get { bucket: bucket.to_owned(), key: key.to_owned(), source: Box::new(e) })?;
+        .map_err(|e| HelperError::Get {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            source: Box::new(e),
+        })?;
     let mut tmp_name = path.as_os_str().to_owned();
     tmp_name.push(".part");
     let tmp = PathBuf::from(tmp_name);
-    let mut file = tokio::fs::File::create(&tmp).await.map_err(local("creating", &tmp))?;
+    let mut file = tokio::fs::File::create(&tmp)
+        .await
+        .map_err(local("creating", &tmp))?;
     let mut body = out.body;
     let mut bytes = 0u64;
     loop {
@@ -276,61 +319,125 @@ async fn download(s3: &Client, bucket: &str, key: &str, path: &Path, cancel: &Ca
             () = cancel.cancelled() => return Err(HelperError::Cancelled("downloading the workspace")),
             chunk = body.try_next() => chunk,
         };
-        match chunk.map_err(|source| HelperError::Body { bucket: bucket.to_owned(), key: key.to_owned(), source })? {
+        match chunk.map_err(|source| HelperError::Body {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            source,
+        })? {
             Some(data) => {
-                file.write_all(&data).await.map_err(local("writing", &tmp))?;
+                file.write_all(&data)
+                    .await
+                    .map_err(local("writing", &tmp))?;
                 bytes += data.len() as u64;
             }
             None => break,
         }
     }
     file.sync_all().await.map_err(local("writing", &tmp))?;
-    tokio::fs::rename(&tmp, path).await.map_err(local("renaming into", path))?;
+    tokio::fs::rename(&tmp, path)
+        .await
+        .map_err(local("renaming into", path))?;
     Ok(bytes)
 }
 
 /// Uploads `source` to `s3://bucket/key`: one PutObject up to [`PART_SIZE`], else a multipart
 /// upload read part by part from disk (aborted on any failure).
-pub async fn push(s3: &Client, bucket: &str, key: &str, source: &Path, cancel: &CancellationToken) -> Result<Moved, HelperError> {
+pub async fn push(
+    s3: &Client,
+    bucket: &str,
+    key: &str,
+    source: &Path,
+    cancel: &CancellationToken,
+) -> Result<Moved, HelperError> {
     let size = match tokio::fs::metadata(source).await {
         Ok(m) => m.len(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(HelperError::SourceMissing { path: source.to_owned() });
+            return Err(HelperError::SourceMissing {
+                path: source.to_owned(),
+            });
         }
-        Err(e) => return Err(HelperError::Local { what: "reading", path: source.to_owned(), source: e }),
+        Err(e) => {
+            return Err(HelperError::Local {
+                what: "reading",
+                path: source.to_owned(),
+                source: e,
+            });
+        }
     };
     let part_size = PART_SIZE.max(size.div_ceil(MAX_PARTS));
     if size > part_size * MAX_PARTS || part_size > 5 * 1024 * 1024 * 1024 {
-        return Err(HelperError::TooLarge { path: source.to_owned(), size });
+        return Err(HelperError::TooLarge {
+            path: source.to_owned(),
+            size,
+        });
     }
     if size <= PART_SIZE {
         let body = ByteStream::from_path(source)
             .await
-            .map_err(|e| HelperError::Local { what: "reading", path: source.to_owned(), source: std::io::Error::other(e) })?;
-        let request = s3.put_object().bucket(bucket).key(key).content_type("application/gzip").body(body).send();
+            .map_err(|e| HelperError::Local {
+                what: "reading",
+                path: source.to_owned(),
+                source: std::io::Error::other(e),
+            })?;
+        let request = s3
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .content_type("application/gzip")
+            .body(body)
+            .send();
         cancel
             .run_until_cancelled(request)
             .await
             .ok_or(HelperError::Cancelled("uploading the workspace"))?
-            .map_err(|e| HelperError::Put { bucket: bucket.to_owned(), key: key.to_owned(), source: Box::new(e) })?;
-        return Ok(Moved { objects: 1, bytes: size });
+            .map_err(|e| HelperError::Put {
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+                source: Box::new(e),
+            })?;
+        return Ok(Moved {
+            objects: 1,
+            bytes: size,
+        });
     }
     let created = cancel
-        .run_until_cancelled(s3.create_multipart_upload().bucket(bucket).key(key).content_type("application/gzip").send())
+        .run_until_cancelled(
+            s3.create_multipart_upload()
+                .bucket(bucket)
+                .key(key)
+                .content_type("application/gzip")
+                .send(),
+        )
         .await
         .ok_or(HelperError::Cancelled("uploading the workspace"))?
-        .map_err(|e| HelperError::CreateMultipart { bucket: bucket.to_owned(), key: key.to_owned(), source: Box::new(e) })?;
+        .map_err(|e| HelperError::CreateMultipart {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            source: Box::new(e),
+        })?;
     let upload_id = created.upload_id().unwrap_or_default().to_owned();
     let result = upload_parts(s3, bucket, key, &upload_id, source, size, part_size, cancel).await;
     if result.is_err() {
         // Best effort: the error being reported matters more; cleanup's delete_staged aborts
         // what is left under the job's prefix anyway.
-        let _ = s3.abort_multipart_upload().bucket(bucket).key(key).upload_id(&upload_id).send().await;
+        let _ = s3
+            .abort_multipart_upload()
+            .bucket(bucket)
+            .key(key)
+            .upload_id(&upload_id)
+            .send()
+            .await;
     }
-    result.map(|()| Moved { objects: 1, bytes: size })
+    result.map(|()| Moved {
+        objects: 1,
+        bytes: size,
+    })
 }
 
-#[expect(clippy::too_many_arguments, reason = "one multipart upload's coordinates, used once")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one multipart upload's coordinates, used once"
+)]
 async fn upload_parts(
     s3: &Client,
     bucket: &str,
@@ -344,45 +451,75 @@ async fn upload_parts(
     let ranges: Vec<(i32, u64, u64)> = (0..size.div_ceil(part_size))
         .map(|i| {
             let offset = i * part_size;
-            (i32::try_from(i + 1).unwrap_or(i32::MAX), offset, part_size.min(size - offset))
+            (
+                i32::try_from(i + 1).unwrap_or(i32::MAX),
+                offset,
+                part_size.min(size - offset),
+            )
         })
         .collect();
-    let uploads = futures_util::stream::iter(ranges.into_iter().map(|(part, offset, length)| async move {
-        let body = ByteStream::read_from()
-            .path(source)
-            .offset(offset)
-            .length(Length::Exact(length))
-            .build()
-            .await
-            .map_err(|e| HelperError::Local { what: "reading", path: source.to_owned(), source: std::io::Error::other(e) })?;
-        let out = s3
-            .upload_part()
-            .bucket(bucket)
-            .key(key)
-            .upload_id(upload_id)
-            .part_number(part)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| HelperError::UploadPart { bucket: bucket.to_owned(), key: key.to_owned(), part, source: Box::new(e) })?;
-        Ok::<_, HelperError>(CompletedPart::builder().part_number(part).set_e_tag(out.e_tag).build())
-    }))
-    .buffer_unordered(CONCURRENT_PARTS)
-    .try_collect::<Vec<_>>();
-    let mut parts = cancel.run_until_cancelled(uploads).await.ok_or(HelperError::Cancelled("uploading the workspace"))??;
+    let uploads =
+        futures_util::stream::iter(ranges.into_iter().map(|(part, offset, length)| async move {
+            let body = ByteStream::read_from()
+                .path(source)
+                .offset(offset)
+                .length(Length::Exact(length))
+                .build()
+                .await
+                .map_err(|e| HelperError::Local {
+                    what: "reading",
+                    path: source.to_owned(),
+                    source: std::io::Error::other(e),
+                })?;
+            let out = s3
+                .upload_part()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .part_number(part)
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| HelperError::UploadPart {
+                    bucket: bucket.to_owned(),
+                    key: key.to_owned(),
+                    part,
+                    source: Box::new(e),
+                })?;
+            Ok::<_, HelperError>(
+                CompletedPart::builder()
+                    .part_number(part)
+                    .set_e_tag(out.e_tag)
+                    .build(),
+            )
+        }))
+        .buffer_unordered(CONCURRENT_PARTS)
+        .try_collect::<Vec<_>>();
+    let mut parts = cancel
+        .run_until_cancelled(uploads)
+        .await
+        .ok_or(HelperError::Cancelled("uploading the workspace"))??;
     parts.sort_by_key(|p| p.part_number());
     let request = s3
         .complete_multipart_upload()
         .bucket(bucket)
         .key(key)
         .upload_id(upload_id)
-        .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build(),
+        )
         .send();
     cancel
         .run_until_cancelled(request)
         .await
         .ok_or(HelperError::Cancelled("uploading the workspace"))?
-        .map_err(|e| HelperError::Complete { bucket: bucket.to_owned(), key: key.to_owned(), source: Box::new(e) })?;
+        .map_err(|e| HelperError::Complete {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            source: Box::new(e),
+        })?;
     Ok(())
 }
 

@@ -37,7 +37,9 @@ use crate::run::StageRun;
 use crate::settings::FargateSettings;
 use crate::settings::names::resource_name;
 use crate::state::{Resource, ResourceKind, StateError};
-use crate::workspace::{self, ExtractLimits, JobManifest, RemoteMode, StagingLocation, WorkspaceError};
+use crate::workspace::{
+    self, ExtractLimits, JobManifest, RemoteMode, StagingLocation, WorkspaceError,
+};
 use outcome::{Ending, TaskEnd};
 use submit::{Commands, RETURNED, TaskPaths};
 use taskdef::{JOB, PUSH, TaskDefSpec};
@@ -109,7 +111,9 @@ pub enum FargateError {
     #[error("the job's script exited with status {0} in the job container")]
     Script(i32),
     /// The job container was OOM-killed.
-    #[error("the job container ran out of memory (OOM) with {memory} MiB (FARGATE_MEMORY; raise it or use less): {reason}")]
+    #[error(
+        "the job container ran out of memory (OOM) with {memory} MiB (FARGATE_MEMORY; raise it or use less): {reason}"
+    )]
     OutOfMemory {
         /// The task's memory in MiB.
         memory: u32,
@@ -232,16 +236,28 @@ impl Classify for FargateError {
 
 /// Runs the stage as a Fargate task.
 pub async fn run(aws: &Aws, f: &FargateSettings, run: StageRun<'_>) -> Result<(), FargateError> {
-    let env = run.cfg.fargate.as_ref().ok_or(FargateError::NotConfigured)?;
+    let env = run
+        .cfg
+        .fargate
+        .as_ref()
+        .ok_or(FargateError::NotConfigured)?;
     let log = JobLog::new();
     let name = resource_name(run.job.project_id, run.job.id, run.stage);
-    let loc = StagingLocation::new(&run.cfg.staging.bucket, &run.cfg.staging.prefix, run.job.project_id, run.job.id);
+    let loc = StagingLocation::new(
+        &run.cfg.staging.bucket,
+        &run.cfg.staging.prefix,
+        run.job.project_id,
+        run.job.id,
+    );
     let paths = TaskPaths::new(&run.cfg.paths.builds_root, run.job.id);
     let spec = TaskDefSpec::new(f, env, &run.cfg.region, &run.cfg.paths.builds_root);
 
     let task_arn = match existing_task(aws, env, &name, &run).await? {
         Some(arn) => {
-            log.notice(&format!("Attaching to ECS task {} started earlier by this stage", task_id(&arn)));
+            log.notice(&format!(
+                "Attaching to ECS task {} started earlier by this stage",
+                task_id(&arn)
+            ));
             record(&run, env, &arn)?;
             arn
         }
@@ -263,7 +279,12 @@ pub async fn run(aws: &Aws, f: &FargateSettings, run: StageRun<'_>) -> Result<()
                 f.architecture.as_ecs(),
                 f.image
             ));
-            let commands = Commands::new(&loc, &paths, &run.cfg.region, run.cfg.aws.s3_force_path_style);
+            let commands = Commands::new(
+                &loc,
+                &paths,
+                &run.cfg.region,
+                run.cfg.aws.s3_force_path_style,
+            );
             let arn = submit::run_task(&aws.ecs, env, f, run.job, &td, &name, &commands).await?;
             // Recorded before any wait, so cleanup finds it even after SIGKILL.
             record(&run, env, &arn)?;
@@ -271,18 +292,36 @@ pub async fn run(aws: &Aws, f: &FargateSettings, run: StageRun<'_>) -> Result<()
             arn
         }
     };
-    log.line(&format!("Console: {}", console_url(&aws.region, &env.cluster, &task_arn)));
+    log.line(&format!(
+        "Console: {}",
+        console_url(&aws.region, &env.cluster, &task_arn)
+    ));
 
     let mut logs = TaskLogs::new(&env.log_group, &task_arn);
     let task = match wait::wait(aws, &env.cluster, &task_arn, &mut logs, &log, run.cancel).await? {
         Waited::Stopped(task) => task,
         Waited::Cancelled => {
             let reason = format!("GitLab job {} was cancelled", run.job.url);
-            let last = wait::stop(aws, &env.cluster, &task_arn, &reason, env.stop_grace, &mut logs, &log).await;
-            let status = last.as_ref().and_then(|t| t.last_status()).map(str::to_owned);
+            let last = wait::stop(
+                aws,
+                &env.cluster,
+                &task_arn,
+                &reason,
+                env.stop_grace,
+                &mut logs,
+                &log,
+            )
+            .await;
+            let status = last
+                .as_ref()
+                .and_then(|t| t.last_status())
+                .map(str::to_owned);
             let state = match status.as_deref() {
                 Some("STOPPED") => "was stopped".to_owned(),
-                Some(s) => format!("is {s} after {} (stop requested; cleanup stops it if needed)", humantime::format_duration(env.stop_grace)),
+                Some(s) => format!(
+                    "is {s} after {} (stop requested; cleanup stops it if needed)",
+                    humantime::format_duration(env.stop_grace)
+                ),
                 None => "stop was requested; its status is unknown".to_owned(),
             };
             let task = task_id(&task_arn).to_owned();
@@ -298,7 +337,12 @@ pub async fn run(aws: &Aws, f: &FargateSettings, run: StageRun<'_>) -> Result<()
 }
 
 /// The task of an earlier attempt of this stage: from the state file, else by `startedBy`.
-async fn existing_task(aws: &Aws, env: &FargateEnv, name: &str, run: &StageRun<'_>) -> Result<Option<String>, FargateError> {
+async fn existing_task(
+    aws: &Aws,
+    env: &FargateEnv,
+    name: &str,
+    run: &StageRun<'_>,
+) -> Result<Option<String>, FargateError> {
     let recorded = run
         .state
         .load()?
@@ -339,8 +383,19 @@ async fn finish(
     let job_ran = end.container(JOB).and_then(|c| c.exit_code).is_some();
 
     if pushed {
-        let limits = ExtractLimits { max_bytes: run.cfg.staging.max_return_bytes, ..ExtractLimits::default() };
-        let restored = workspace::restore_archive(&aws.s3, &loc.bucket, &loc.key(RETURNED), &remote::workspace_roots(run.project_dir), &limits, run.cancel).await;
+        let limits = ExtractLimits {
+            max_bytes: run.cfg.staging.max_return_bytes,
+            ..ExtractLimits::default()
+        };
+        let restored = workspace::restore_archive(
+            &aws.s3,
+            &loc.bucket,
+            &loc.key(RETURNED),
+            &remote::workspace_roots(run.project_dir),
+            &limits,
+            run.cancel,
+        )
+        .await;
         remote::report_restore(
             restored,
             ending == Ending::Completed,
@@ -351,7 +406,9 @@ async fn finish(
     } else if ending == Ending::Completed {
         let detail = match push {
             Some(c) => match (c.exit_code, &c.reason) {
-                (Some(code), _) => format!("it exited with status {code} (its lines above say why)"),
+                (Some(code), _) => {
+                    format!("it exited with status {code} (its lines above say why)")
+                }
                 (None, Some(r)) => r.clone(),
                 (None, None) => "it never ran".to_owned(),
             },
@@ -365,12 +422,23 @@ async fn finish(
     let task_arn = task.task_arn().unwrap_or_default();
     let env_pairs = vec![
         ("SAGEMAKER_ECS_TASK_ARN".to_owned(), task_arn.to_owned()),
-        ("SAGEMAKER_ECS_TASK_DEFINITION_ARN".to_owned(), task.task_definition_arn().unwrap_or_default().to_owned()),
+        (
+            "SAGEMAKER_ECS_TASK_DEFINITION_ARN".to_owned(),
+            task.task_definition_arn().unwrap_or_default().to_owned(),
+        ),
         ("SAGEMAKER_ECS_CLUSTER".to_owned(), env.cluster.clone()),
         ("SAGEMAKER_ECS_IMAGE".to_owned(), f.image.clone()),
-        ("SAGEMAKER_CONSOLE_URL".to_owned(), console_url(&aws.region, &env.cluster, task_arn)),
+        (
+            "SAGEMAKER_CONSOLE_URL".to_owned(),
+            console_url(&aws.region, &env.cluster, task_arn),
+        ),
     ];
-    remote::write_dotenv(run.project_dir, &env_pairs, log).map_err(|source| FargateError::Outputs { what: outputs::DOTENV_FILE, source })?;
+    remote::write_dotenv(run.project_dir, &env_pairs, log).map_err(|source| {
+        FargateError::Outputs {
+            what: outputs::DOTENV_FILE,
+            source,
+        }
+    })?;
 
     match ending {
         Ending::Completed => {
@@ -378,8 +446,14 @@ async fn finish(
             Ok(())
         }
         Ending::Script(code) => Err(FargateError::Script(code)),
-        Ending::OutOfMemory(reason) => Err(FargateError::OutOfMemory { memory: f.memory, reason }),
-        Ending::BadImage(reason) => Err(FargateError::BadImage { image: f.image.clone(), reason }),
+        Ending::OutOfMemory(reason) => Err(FargateError::OutOfMemory {
+            memory: f.memory,
+            reason,
+        }),
+        Ending::BadImage(reason) => Err(FargateError::BadImage {
+            image: f.image.clone(),
+            reason,
+        }),
         Ending::JobCannotStart(r) => Err(FargateError::JobCannotStart(r)),
         Ending::FetchFailed(r) => Err(FargateError::FetchFailed(r)),
         Ending::Interrupted(r) => Err(FargateError::Interrupted(r)),
@@ -407,8 +481,14 @@ mod tests {
     fn classification_puts_the_jobs_own_failures_on_the_build_side() {
         let build = [
             FargateError::Script(3),
-            FargateError::OutOfMemory { memory: 512, reason: "OutOfMemoryError".into() },
-            FargateError::BadImage { image: "x".into(), reason: "CannotPullContainerError".into() },
+            FargateError::OutOfMemory {
+                memory: 512,
+                reason: "OutOfMemoryError".into(),
+            },
+            FargateError::BadImage {
+                image: "x".into(),
+                reason: "CannotPullContainerError".into(),
+            },
             FargateError::StoppedOutside("x".into()),
         ];
         for e in &build {
@@ -425,7 +505,10 @@ mod tests {
             assert_eq!(e.failure_kind(), FailureKind::System, "{e}");
         }
         assert_eq!(FargateError::Script(3).script_exit_code(), Some(3));
-        let oom = FargateError::OutOfMemory { memory: 512, reason: "OutOfMemoryError: killed".into() };
+        let oom = FargateError::OutOfMemory {
+            memory: 512,
+            reason: "OutOfMemoryError: killed".into(),
+        };
         assert_eq!(oom.script_exit_code(), Some(137));
         let text = oom.to_string();
         assert!(text.contains("OOM") && text.contains("512 MiB"), "{text}");
@@ -434,7 +517,11 @@ mod tests {
     #[test]
     fn console_url_names_cluster_and_task() {
         assert_eq!(
-            console_url("eu-west-1", "arn:aws:ecs:eu-west-1:1:cluster/ci", "arn:aws:ecs:eu-west-1:1:task/ci/abc"),
+            console_url(
+                "eu-west-1",
+                "arn:aws:ecs:eu-west-1:1:cluster/ci",
+                "arn:aws:ecs:eu-west-1:1:task/ci/abc"
+            ),
             "https://eu-west-1.console.aws.amazon.com/ecs/v2/clusters/ci/tasks/abc/configuration?region=eu-west-1"
         );
     }

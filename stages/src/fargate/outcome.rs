@@ -131,12 +131,23 @@ pub fn ending(t: &TaskEnd) -> Ending {
         && let Some(status) = fetch.exit_code
         && status != 0
     {
-        let why = fetch.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
+        let why = fetch
+            .reason
+            .as_deref()
+            .map(|r| format!(": {r}"))
+            .unwrap_or_default();
         return Ending::FetchFailed(format!("it exited with status {status}{why}"));
     }
     let texts = [job_reason.as_str(), reason.as_str(), code];
-    if texts.iter().any(|text| PLATFORM_REASONS.iter().any(|p| text.contains(p))) {
-        let detail = if reason.is_empty() { job_reason } else { reason };
+    if texts
+        .iter()
+        .any(|text| PLATFORM_REASONS.iter().any(|p| text.contains(p)))
+    {
+        let detail = if reason.is_empty() {
+            job_reason
+        } else {
+            reason
+        };
         return Ending::Platform(detail);
     }
     if job_reason.contains("CannotStartContainerError") {
@@ -179,7 +190,15 @@ mod tests {
     #[test]
     fn the_job_containers_exit_status_decides_a_normal_end() {
         let ran = |status| {
-            task("EssentialContainerExited", ESSENTIAL, vec![c("fetch", Some(0), None), c("job", Some(status), None), c("push", Some(0), None)])
+            task(
+                "EssentialContainerExited",
+                ESSENTIAL,
+                vec![
+                    c("fetch", Some(0), None),
+                    c("job", Some(status), None),
+                    c("push", Some(0), None),
+                ],
+            )
         };
         assert_eq!(ending(&ran(0)), Ending::Completed);
         assert_eq!(ending(&ran(3)), Ending::Script(3));
@@ -192,38 +211,83 @@ mod tests {
         let t = task(
             "EssentialContainerExited",
             ESSENTIAL,
-            vec![c("fetch", Some(0), None), c("job", Some(137), Some("OutOfMemoryError: Container killed due to memory usage")), c("push", Some(0), None)],
+            vec![
+                c("fetch", Some(0), None),
+                c(
+                    "job",
+                    Some(137),
+                    Some("OutOfMemoryError: Container killed due to memory usage"),
+                ),
+                c("push", Some(0), None),
+            ],
         );
         assert!(matches!(ending(&t), Ending::OutOfMemory(r) if r.contains("OutOfMemoryError")));
     }
 
     #[test]
     fn aws_faults_are_platform_failures_whatever_the_containers_did() {
-        let spot = task("SpotInterruption", "Your Spot Task was interrupted.", vec![c("job", Some(143), None)]);
-        assert_eq!(ending(&spot), Ending::Interrupted("Your Spot Task was interrupted.".into()));
-        let sched = task("ServiceSchedulerInitiated", "Scaling activity initiated by deployment", vec![c("job", Some(143), None)]);
+        let spot = task(
+            "SpotInterruption",
+            "Your Spot Task was interrupted.",
+            vec![c("job", Some(143), None)],
+        );
+        assert_eq!(
+            ending(&spot),
+            Ending::Interrupted("Your Spot Task was interrupted.".into())
+        );
+        let sched = task(
+            "ServiceSchedulerInitiated",
+            "Scaling activity initiated by deployment",
+            vec![c("job", Some(143), None)],
+        );
         assert!(matches!(ending(&sched), Ending::Platform(_)));
         let init = task(
             "TaskFailedToStart",
             "ResourceInitializationError: unable to pull secrets or registry auth",
             vec![c("fetch", None, None), c("job", None, None)],
         );
-        assert!(matches!(ending(&init), Ending::Platform(r) if r.starts_with("ResourceInitializationError")));
-        let capacity = task("TaskFailedToStart", "Capacity is unavailable at this time.", vec![c("job", None, None)]);
+        assert!(
+            matches!(ending(&init), Ending::Platform(r) if r.starts_with("ResourceInitializationError"))
+        );
+        let capacity = task(
+            "TaskFailedToStart",
+            "Capacity is unavailable at this time.",
+            vec![c("job", None, None)],
+        );
         assert!(matches!(ending(&capacity), Ending::Platform(_)));
     }
 
     #[test]
     fn a_bad_image_is_the_jobs_fault_but_a_bad_helper_is_not() {
-        let pull = "CannotPullContainerError: pull image manifest has been retried 5 time(s): not found";
-        let bad_job = task("TaskFailedToStart", pull, vec![c("fetch", None, Some(pull)), c("job", None, Some(pull))]);
+        let pull =
+            "CannotPullContainerError: pull image manifest has been retried 5 time(s): not found";
+        let bad_job = task(
+            "TaskFailedToStart",
+            pull,
+            vec![c("fetch", None, Some(pull)), c("job", None, Some(pull))],
+        );
         assert!(matches!(ending(&bad_job), Ending::BadImage(_)));
-        let bad_helper = task("TaskFailedToStart", pull, vec![c("fetch", None, Some(pull)), c("job", None, None)]);
-        assert!(matches!(ending(&bad_helper), Ending::Platform(_)), "{:?}", ending(&bad_helper));
+        let bad_helper = task(
+            "TaskFailedToStart",
+            pull,
+            vec![c("fetch", None, Some(pull)), c("job", None, None)],
+        );
+        assert!(
+            matches!(ending(&bad_helper), Ending::Platform(_)),
+            "{:?}",
+            ending(&bad_helper)
+        );
         let no_sh = task(
             "EssentialContainerExited",
             ESSENTIAL,
-            vec![c("fetch", Some(0), None), c("job", None, Some("CannotStartContainerError: exec: \"/bin/sh\": no such file"))],
+            vec![
+                c("fetch", Some(0), None),
+                c(
+                    "job",
+                    None,
+                    Some("CannotStartContainerError: exec: \"/bin/sh\": no such file"),
+                ),
+            ],
         );
         assert!(matches!(ending(&no_sh), Ending::JobCannotStart(_)));
     }
@@ -235,19 +299,42 @@ mod tests {
             ESSENTIAL,
             vec![
                 c("fetch", Some(1), None),
-                c("job", None, Some("CannotStartContainerError: dependency graph: dependency [fetch] did not exit successfully")),
+                c(
+                    "job",
+                    None,
+                    Some(
+                        "CannotStartContainerError: dependency graph: dependency [fetch] did not exit successfully",
+                    ),
+                ),
                 c("push", None, None),
             ],
         );
-        assert_eq!(ending(&t), Ending::FetchFailed("it exited with status 1".into()));
+        assert_eq!(
+            ending(&t),
+            Ending::FetchFailed("it exited with status 1".into())
+        );
     }
 
     #[test]
     fn stop_task_from_elsewhere_is_stopped_outside() {
-        let t = task("UserInitiated", "stopped by an admin", vec![c("fetch", Some(0), None), c("job", Some(143), None)]);
-        assert_eq!(ending(&t), Ending::StoppedOutside("stopped by an admin".into()));
-        let early = task("UserInitiated", "stopped by an admin", vec![c("fetch", None, None), c("job", None, None)]);
-        assert_eq!(ending(&early), Ending::StoppedOutside("stopped by an admin".into()));
+        let t = task(
+            "UserInitiated",
+            "stopped by an admin",
+            vec![c("fetch", Some(0), None), c("job", Some(143), None)],
+        );
+        assert_eq!(
+            ending(&t),
+            Ending::StoppedOutside("stopped by an admin".into())
+        );
+        let early = task(
+            "UserInitiated",
+            "stopped by an admin",
+            vec![c("fetch", None, None), c("job", None, None)],
+        );
+        assert_eq!(
+            ending(&early),
+            Ending::StoppedOutside("stopped by an admin".into())
+        );
         // The script's own failure is still the script's, even if someone stopped the task later.
         let own = task("UserInitiated", "stopped", vec![c("job", Some(2), None)]);
         assert_eq!(ending(&own), Ending::Script(2));
@@ -255,7 +342,11 @@ mod tests {
 
     #[test]
     fn unknown_endings_keep_every_reason() {
-        let t = task("EssentialContainerExited", "something new", vec![c("job", None, Some("odd"))]);
+        let t = task(
+            "EssentialContainerExited",
+            "something new",
+            vec![c("job", None, Some("odd"))],
+        );
         assert_eq!(ending(&t), Ending::Unknown("something new; odd".into()));
         let bare = TaskEnd::default();
         assert!(matches!(ending(&bare), Ending::Unknown(r) if r.contains("without a reason")));

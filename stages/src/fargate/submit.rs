@@ -63,7 +63,12 @@ pub struct Commands {
 
 impl Commands {
     /// The commands for a job staged at `loc` with `paths`, talking to S3 in `region`.
-    pub fn new(loc: &StagingLocation, paths: &TaskPaths, region: &str, path_style: bool) -> Commands {
+    pub fn new(
+        loc: &StagingLocation,
+        paths: &TaskPaths,
+        region: &str,
+        path_style: bool,
+    ) -> Commands {
         let text = |p: &Path| p.to_string_lossy().into_owned();
         let mut fetch = vec![
             "workspace".to_owned(),
@@ -188,7 +193,9 @@ pub async fn run_task(
         })
         .collect();
     if reasons.is_empty() {
-        Err(FargateError::Malformed("RunTask returned neither a task nor a failure"))
+        Err(FargateError::Malformed(
+            "RunTask returned neither a task nor a failure",
+        ))
     } else {
         Err(FargateError::NotStarted(reasons.join("; ")))
     }
@@ -229,9 +236,24 @@ mod tests {
         let c = Commands::new(&loc, &paths, "eu-west-1", true);
         assert_eq!(
             c.fetch,
-            ["workspace", "fetch", "--bucket", "bucket", "--prefix", "pre/7/42/", "--dest", "/srv/builds/.sme/42", "--region", "eu-west-1", "--path-style"]
+            [
+                "workspace",
+                "fetch",
+                "--bucket",
+                "bucket",
+                "--prefix",
+                "pre/7/42/",
+                "--dest",
+                "/srv/builds/.sme/42",
+                "--region",
+                "eu-west-1",
+                "--path-style"
+            ]
         );
-        assert_eq!(c.job, ["/srv/builds/.sme/42/bootstrap.sh", "/srv/builds/.sme/42"]);
+        assert_eq!(
+            c.job,
+            ["/srv/builds/.sme/42/bootstrap.sh", "/srv/builds/.sme/42"]
+        );
         assert_eq!(
             c.push,
             [
@@ -249,9 +271,22 @@ mod tests {
             ]
         );
         let o = c.overrides();
-        let names: Vec<_> = o.container_overrides().iter().filter_map(|c| c.name()).collect();
+        let names: Vec<_> = o
+            .container_overrides()
+            .iter()
+            .filter_map(|c| c.name())
+            .collect();
         assert_eq!(names, [FETCH, JOB, PUSH]);
-        assert!(o.container_overrides().iter().all(|c| c.environment().is_empty()), "no environment in overrides");
-        assert!(!Commands::new(&loc, &paths, "eu-west-1", false).fetch.contains(&"--path-style".to_owned()));
+        assert!(
+            o.container_overrides()
+                .iter()
+                .all(|c| c.environment().is_empty()),
+            "no environment in overrides"
+        );
+        assert!(
+            !Commands::new(&loc, &paths, "eu-west-1", false)
+                .fetch
+                .contains(&"--path-style".to_owned())
+        );
     }
 }

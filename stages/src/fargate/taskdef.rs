@@ -215,7 +215,10 @@ pub async fn ensure(
             if let Some(td) = out.task_definition().filter(|td| spec.matches(td))
                 && let Some(arn) = td.task_definition_arn()
             {
-                log.line(&format!("Reusing task definition {family}:{}", td.revision()));
+                log.line(&format!(
+                    "Reusing task definition {family}:{}",
+                    td.revision()
+                ));
                 return Ok(arn.to_owned());
             }
         }
@@ -245,7 +248,12 @@ pub async fn ensure(
         .set_container_definitions(Some(containers))
         .volumes(Volume::builder().name(VOLUME).build())
         // Shared by every job of this shape, so only the managed-by tag: job tags go on tasks.
-        .tags(Tag::builder().key("managed-by").value(crate::MANAGED_BY).build());
+        .tags(
+            Tag::builder()
+                .key("managed-by")
+                .value(crate::MANAGED_BY)
+                .build(),
+        );
     // Fargate's default is 20 GiB and it accepts 21-200 explicitly.
     if spec.ephemeral_storage_gb > 20 {
         req = req.ephemeral_storage(
@@ -262,9 +270,9 @@ pub async fn ensure(
             source,
         })?;
     let td = out.task_definition();
-    let arn = td
-        .and_then(|td| td.task_definition_arn())
-        .ok_or_else(|| FargateError::Malformed("RegisterTaskDefinition returned no taskDefinitionArn"))?;
+    let arn = td.and_then(|td| td.task_definition_arn()).ok_or_else(|| {
+        FargateError::Malformed("RegisterTaskDefinition returned no taskDefinitionArn")
+    })?;
     log.line(&format!(
         "Registered task definition {family}:{}",
         td.map(|td| td.revision()).unwrap_or_default()
@@ -309,14 +317,27 @@ mod tests {
     }
 
     fn spec(image: &str) -> TaskDefSpec {
-        TaskDefSpec::new(&settings(image), &env(), "us-east-1", Path::new("/srv/builds"))
+        TaskDefSpec::new(
+            &settings(image),
+            &env(),
+            "us-east-1",
+            Path::new("/srv/builds"),
+        )
     }
 
     #[test]
     fn the_family_is_a_stable_hash_of_what_varies() {
         let a = spec("python:3.12");
-        assert_eq!(a.family(), spec("python:3.12").family(), "same inputs, same family");
-        assert!(a.family().starts_with("sme-") && a.family().len() == 16, "{}", a.family());
+        assert_eq!(
+            a.family(),
+            spec("python:3.12").family(),
+            "same inputs, same family"
+        );
+        assert!(
+            a.family().starts_with("sme-") && a.family().len() == 16,
+            "{}",
+            a.family()
+        );
         assert!(a.family()[4..].bytes().all(|b| b.is_ascii_hexdigit()));
         // Pinned: a change here means every runner registers new task definitions, so it must
         // come with a RENDER_VERSION bump or a deliberate field change.
@@ -344,7 +365,10 @@ mod tests {
         // Spot is a RunTask choice, not part of the task definition.
         let mut spot = settings("python:3.12");
         spot.spot = true;
-        assert_eq!(TaskDefSpec::new(&spot, &env(), "us-east-1", Path::new("/srv/builds")).family(), a.family());
+        assert_eq!(
+            TaskDefSpec::new(&spot, &env(), "us-east-1", Path::new("/srv/builds")).family(),
+            a.family()
+        );
     }
 
     #[test]
@@ -360,9 +384,18 @@ mod tests {
             assert_eq!(m[0].container_path(), Some("/srv/builds"));
             let logs = def.log_configuration().expect("awslogs");
             assert_eq!(logs.log_driver(), &LogDriver::Awslogs);
-            assert_eq!(logs.options().and_then(|o| o.get("awslogs-stream-prefix")).map(String::as_str), Some(STREAM_PREFIX));
+            assert_eq!(
+                logs.options()
+                    .and_then(|o| o.get("awslogs-stream-prefix"))
+                    .map(String::as_str),
+                Some(STREAM_PREFIX)
+            );
             // Per-job values come from RunTask overrides only.
-            assert!(def.command().is_empty() && def.environment().is_empty() && def.secrets().is_empty());
+            assert!(
+                def.command().is_empty()
+                    && def.environment().is_empty()
+                    && def.secrets().is_empty()
+            );
         }
         assert_eq!(c[0].image(), Some("helper:1"));
         assert_eq!(c[0].entry_point(), ["sagemaker-executor"]);
@@ -371,10 +404,20 @@ mod tests {
         assert_eq!(c[1].entry_point(), ["/bin/sh"]);
         assert_eq!(c[1].essential(), Some(false));
         assert_eq!(c[1].depends_on()[0].container_name(), FETCH);
-        assert_eq!(c[1].depends_on()[0].condition(), &ContainerCondition::Success);
-        assert_eq!(c[2].essential(), Some(true), "push must be essential, see the module docs");
+        assert_eq!(
+            c[1].depends_on()[0].condition(),
+            &ContainerCondition::Success
+        );
+        assert_eq!(
+            c[2].essential(),
+            Some(true),
+            "push must be essential, see the module docs"
+        );
         assert_eq!(c[2].depends_on()[0].container_name(), JOB);
-        assert_eq!(c[2].depends_on()[0].condition(), &ContainerCondition::Complete);
+        assert_eq!(
+            c[2].depends_on()[0].condition(),
+            &ContainerCondition::Complete
+        );
     }
 
     #[test]

@@ -87,7 +87,11 @@ impl TaskLogs {
     /// Notes which containers have started and stopped.
     fn observe(&mut self, task: &Task) {
         for c in task.containers() {
-            let Some(log) = self.containers.iter_mut().find(|l| Some(l.name) == c.name()) else {
+            let Some(log) = self
+                .containers
+                .iter_mut()
+                .find(|l| Some(l.name) == c.name())
+            else {
                 continue;
             };
             match c.last_status() {
@@ -109,7 +113,11 @@ impl TaskLogs {
     }
 
     /// Reads the active streams once; returns how many lines were printed.
-    async fn poll(&mut self, client: &aws_sdk_cloudwatchlogs::Client, log: &JobLog) -> Result<usize, crate::logs::LogError> {
+    async fn poll(
+        &mut self,
+        client: &aws_sdk_cloudwatchlogs::Client,
+        log: &JobLog,
+    ) -> Result<usize, crate::logs::LogError> {
         let mut printed = 0;
         for c in self.containers.iter_mut().filter(|c| c.active()) {
             let lines = c.tailer.poll(client).await?;
@@ -123,7 +131,12 @@ impl TaskLogs {
     }
 
     /// After the task stopped: reads every container that ran to the end of its stream.
-    async fn drain(&mut self, client: &aws_sdk_cloudwatchlogs::Client, log: &JobLog, cancel: &CancellationToken) {
+    async fn drain(
+        &mut self,
+        client: &aws_sdk_cloudwatchlogs::Client,
+        log: &JobLog,
+        cancel: &CancellationToken,
+    ) {
         for c in self.containers.iter_mut().filter(|c| c.started) {
             match c.tailer.drain(client, 4, cancel).await {
                 Ok(lines) => Self::print(c.name, &lines, log),
@@ -152,7 +165,11 @@ struct Progress<'a> {
 /// Sections in the order the task goes through them; `observe` only moves forward.
 const PHASES: &[(&str, &str, &str)] = &[
     ("", "provisioning", "Provisioning the Fargate task"),
-    (FETCH, "downloading", "Downloading the workspace into the task (fetch)"),
+    (
+        FETCH,
+        "downloading",
+        "Downloading the workspace into the task (fetch)",
+    ),
     (JOB, "job", "Running the job's script (job)"),
     (PUSH, "uploading", "Uploading the workspace (push)"),
 ];
@@ -209,8 +226,21 @@ impl Progress<'_> {
 }
 
 /// Describes one task; `Ok(None)` when ECS reports it MISSING.
-pub async fn describe(aws: &Aws, cluster: &str, task_arn: &str) -> Result<Option<Task>, aws_sdk_ecs::error::SdkError<aws_sdk_ecs::operation::describe_tasks::DescribeTasksError>> {
-    let out = aws.ecs.describe_tasks().cluster(cluster).tasks(task_arn).send().await?;
+pub async fn describe(
+    aws: &Aws,
+    cluster: &str,
+    task_arn: &str,
+) -> Result<
+    Option<Task>,
+    aws_sdk_ecs::error::SdkError<aws_sdk_ecs::operation::describe_tasks::DescribeTasksError>,
+> {
+    let out = aws
+        .ecs
+        .describe_tasks()
+        .cluster(cluster)
+        .tasks(task_arn)
+        .send()
+        .await?;
     Ok(out.tasks().first().cloned())
 }
 
@@ -223,7 +253,12 @@ pub async fn wait(
     log: &JobLog,
     cancel: &CancellationToken,
 ) -> Result<Waited, FargateError> {
-    let mut progress = Progress { log, last_status: None, phase: 0, open: None };
+    let mut progress = Progress {
+        log,
+        last_status: None,
+        phase: 0,
+        open: None,
+    };
     progress.open(0);
     let mut describe_every = FIRST_DESCRIBE;
     let mut next_describe = Instant::now();
@@ -260,7 +295,11 @@ pub async fn wait(
                     failures = 0;
                     logs.observe(&task);
                     let changed = progress.update(&task);
-                    describe_every = if changed { FIRST_DESCRIBE } else { (describe_every * 3 / 2).min(MAX_DESCRIBE) };
+                    describe_every = if changed {
+                        FIRST_DESCRIBE
+                    } else {
+                        (describe_every * 3 / 2).min(MAX_DESCRIBE)
+                    };
                     if changed {
                         // A container may just have started: read its stream soon.
                         next_logs = next_logs.min(Instant::now() + LOGS_ACTIVE);
@@ -276,7 +315,10 @@ pub async fn wait(
                     describe_every = MAX_DESCRIBE;
                 }
                 Err(e) => {
-                    return Err(FargateError::Describe { task: task_arn.to_owned(), message: errors::describe(&e) });
+                    return Err(FargateError::Describe {
+                        task: task_arn.to_owned(),
+                        message: errors::describe(&e),
+                    });
                 }
             }
             next_describe = Instant::now() + describe_every;
@@ -303,9 +345,24 @@ pub async fn stop(
     logs: &mut TaskLogs,
     log: &JobLog,
 ) -> Option<Task> {
-    match aws.ecs.stop_task().cluster(cluster).task(task_arn).reason(reason).send().await {
-        Ok(_) => log.notice(&format!("Stopping ECS task {}: {reason}", task_id(task_arn))),
-        Err(e) => log.warn(&format!("StopTask {}: {}", task_id(task_arn), errors::describe(&e))),
+    match aws
+        .ecs
+        .stop_task()
+        .cluster(cluster)
+        .task(task_arn)
+        .reason(reason)
+        .send()
+        .await
+    {
+        Ok(_) => log.notice(&format!(
+            "Stopping ECS task {}: {reason}",
+            task_id(task_arn)
+        )),
+        Err(e) => log.warn(&format!(
+            "StopTask {}: {}",
+            task_id(task_arn),
+            errors::describe(&e)
+        )),
     }
     let deadline = Instant::now() + grace;
     let mut last = None;
@@ -341,7 +398,13 @@ mod tests {
             .set_containers(Some(
                 containers
                     .iter()
-                    .map(|(n, s, code)| Container::builder().name(*n).last_status(*s).set_exit_code(*code).build())
+                    .map(|(n, s, code)| {
+                        Container::builder()
+                            .name(*n)
+                            .last_status(*s)
+                            .set_exit_code(*code)
+                            .build()
+                    })
                     .collect(),
             ))
             .build()
@@ -349,35 +412,81 @@ mod tests {
 
     #[test]
     fn task_ids_come_from_the_arn() {
-        assert_eq!(task_id("arn:aws:ecs:us-east-1:123456789012:task/ci/0123abcd"), "0123abcd");
+        assert_eq!(
+            task_id("arn:aws:ecs:us-east-1:123456789012:task/ci/0123abcd"),
+            "0123abcd"
+        );
         assert_eq!(task_id("0123abcd"), "0123abcd");
     }
 
     #[test]
     fn only_started_containers_are_read_and_stopped_ones_a_little_longer() {
         let mut logs = TaskLogs::new("/g", "arn:aws:ecs:r:1:task/ci/t1");
-        assert!(logs.containers.iter().all(|c| !c.active()), "nothing before the task runs");
-        logs.observe(&task("RUNNING", &[("fetch", "STOPPED", Some(0)), ("job", "RUNNING", None), ("push", "PENDING", None)]));
-        let active: Vec<_> = logs.containers.iter().filter(|c| c.active()).map(|c| c.name).collect();
-        assert_eq!(active, [FETCH, JOB], "fetch gets its last lines read, push has not started");
+        assert!(
+            logs.containers.iter().all(|c| !c.active()),
+            "nothing before the task runs"
+        );
+        logs.observe(&task(
+            "RUNNING",
+            &[
+                ("fetch", "STOPPED", Some(0)),
+                ("job", "RUNNING", None),
+                ("push", "PENDING", None),
+            ],
+        ));
+        let active: Vec<_> = logs
+            .containers
+            .iter()
+            .filter(|c| c.active())
+            .map(|c| c.name)
+            .collect();
+        assert_eq!(
+            active,
+            [FETCH, JOB],
+            "fetch gets its last lines read, push has not started"
+        );
         logs.containers[0].polls_left_after_stop = 0;
         assert!(!logs.containers[0].active());
         // A container that never ran (blocked dependency) is never read.
         let mut logs = TaskLogs::new("/g", "arn:aws:ecs:r:1:task/ci/t1");
-        logs.observe(&task("STOPPED", &[("fetch", "STOPPED", Some(1)), ("job", "STOPPED", None)]));
+        logs.observe(&task(
+            "STOPPED",
+            &[("fetch", "STOPPED", Some(1)), ("job", "STOPPED", None)],
+        ));
         assert!(logs.containers[0].active() && !logs.containers[1].active());
     }
 
     #[test]
     fn sections_follow_the_furthest_started_container_and_never_go_back() {
         let log = JobLog::new();
-        let mut p = Progress { log: &log, last_status: None, phase: 0, open: None };
+        let mut p = Progress {
+            log: &log,
+            last_status: None,
+            phase: 0,
+            open: None,
+        };
         assert!(p.update(&task("PENDING", &[("fetch", "PENDING", None)])));
         assert_eq!(p.phase, 0);
-        assert!(p.update(&task("RUNNING", &[("fetch", "STOPPED", Some(0)), ("job", "RUNNING", None)])));
-        assert_eq!(p.open, Some("job"), "fetch was skipped over between two describes");
-        assert!(!p.update(&task("RUNNING", &[("fetch", "STOPPED", Some(0)), ("job", "RUNNING", None)])), "no change");
-        assert!(p.update(&task("RUNNING", &[("job", "STOPPED", Some(0)), ("push", "RUNNING", None)])));
+        assert!(p.update(&task(
+            "RUNNING",
+            &[("fetch", "STOPPED", Some(0)), ("job", "RUNNING", None)]
+        )));
+        assert_eq!(
+            p.open,
+            Some("job"),
+            "fetch was skipped over between two describes"
+        );
+        assert!(
+            !p.update(&task(
+                "RUNNING",
+                &[("fetch", "STOPPED", Some(0)), ("job", "RUNNING", None)]
+            )),
+            "no change"
+        );
+        assert!(p.update(&task(
+            "RUNNING",
+            &[("job", "STOPPED", Some(0)), ("push", "RUNNING", None)]
+        )));
         assert_eq!(p.open, Some("uploading"));
         p.close();
         assert_eq!(p.open, None);

@@ -57,7 +57,7 @@ fn memory_fits(cpu: u32, memory: u32) -> bool {
         16384 => (32768, 122880, 8192),
         _ => return false,
     };
-    (lo..=hi).contains(&memory) && (memory - lo) % step == 0
+    (lo..=hi).contains(&memory) && (memory - lo).is_multiple_of(step)
 }
 
 pub(super) fn resolve(

@@ -125,7 +125,8 @@ fn train_variables_are_applied() {
 
 #[test]
 fn each_bad_train_setting_gets_one_line_naming_it() {
-    let cases: &[(&[(&str, &str)], Option<&str>, &str)] = &[
+    type Case<'a> = (&'a [(&'a str, &'a str)], Option<&'a str>, &'a str);
+    let cases: &[Case<'_>] = &[
         (
             &[],
             Some("python:3.12"),

@@ -21,13 +21,15 @@ pub use wait::LOG_GROUP;
 use crate::aws::{Aws, errors};
 use crate::failure::{Classify, FailureKind};
 use crate::joblog::JobLog;
+use crate::outputs;
 use crate::remote::{self, StagingError};
 use crate::run::StageRun;
 use crate::settings::TrainSettings;
 use crate::settings::names::{resource_name, split_s3_uri};
 use crate::state::{Resource, ResourceKind, StateError};
-use crate::workspace::{self, ExtractLimits, JobManifest, RemoteMode, StagingLocation, WorkspaceError};
-use crate::outputs;
+use crate::workspace::{
+    self, ExtractLimits, JobManifest, RemoteMode, StagingLocation, WorkspaceError,
+};
 
 /// Why a training stage failed.
 #[derive(Debug, thiserror::Error)]
@@ -46,7 +48,7 @@ pub enum TrainError {
     State(#[from] StateError),
     /// SageMaker refused CreateTrainingJob.
     #[error("CreateTrainingJob: {}", errors::describe(.0))]
-    Create(#[source] SdkError<CreateTrainingJobError>),
+    Create(#[source] Box<SdkError<CreateTrainingJobError>>),
     /// DescribeTrainingJob kept failing.
     #[error("cannot follow the training job: {0}")]
     Describe(String),
@@ -135,29 +137,72 @@ impl Classify for TrainError {
 pub async fn run(aws: &Aws, t: &TrainSettings, run: StageRun<'_>) -> Result<(), TrainError> {
     let log = JobLog::new();
     let name = resource_name(run.job.project_id, run.job.id, run.stage);
-    let loc = StagingLocation::new(&run.cfg.staging.bucket, &run.cfg.staging.prefix, run.job.project_id, run.job.id);
+    let loc = StagingLocation::new(
+        &run.cfg.staging.bucket,
+        &run.cfg.staging.prefix,
+        run.job.project_id,
+        run.job.id,
+    );
 
-    let existing = match aws.sagemaker.describe_training_job().training_job_name(&name).send().await {
+    let existing = match aws
+        .sagemaker
+        .describe_training_job()
+        .training_job_name(&name)
+        .send()
+        .await
+    {
         Ok(d) => Some(d),
-        Err(e) if errors::code(&e) == Some("ValidationException") || errors::code(&e) == Some("ResourceNotFound") => None,
+        Err(e)
+            if errors::code(&e) == Some("ValidationException")
+                || errors::code(&e) == Some("ResourceNotFound") =>
+        {
+            None
+        }
         Err(e) => return Err(TrainError::Describe(errors::describe(&e))),
     };
     if let Some(d) = &existing {
-        log.notice(&format!("Attaching to existing training job {name} ({})", d.training_job_status().map(|s| s.as_str()).unwrap_or("?")));
-        run.state.record(Resource { kind: ResourceKind::TrainingJob, id: name.clone(), scope: None, stage: run.stage.to_owned(), finished: false })?;
+        log.notice(&format!(
+            "Attaching to existing training job {name} ({})",
+            d.training_job_status().map(|s| s.as_str()).unwrap_or("?")
+        ));
+        run.state.record(Resource {
+            kind: ResourceKind::TrainingJob,
+            id: name.clone(),
+            scope: None,
+            stage: run.stage.to_owned(),
+            finished: false,
+        })?;
     } else {
-        let manifest = JobManifest { project_dir: run.project_dir.to_owned(), mode: RemoteMode::SageMaker, output_dir: None, failure_file: None };
+        let manifest = JobManifest {
+            project_dir: run.project_dir.to_owned(),
+            mode: RemoteMode::SageMaker,
+            output_dir: None,
+            failure_file: None,
+        };
         remote::stage_workspace(aws, &loc, &run, &manifest, &log).await?;
-        log.notice(&format!("Creating training job {name} on {} x {}", t.instance_count, t.instance_type));
+        log.notice(&format!(
+            "Creating training job {name} on {} x {}",
+            t.instance_count, t.instance_type
+        ));
         let arn = submit::create(&aws.sagemaker, &name, t, &loc, &run).await?;
         // Recorded before any wait, so cleanup finds it even after SIGKILL.
-        run.state.record(Resource { kind: ResourceKind::TrainingJob, id: name.clone(), scope: None, stage: run.stage.to_owned(), finished: false })?;
+        run.state.record(Resource {
+            kind: ResourceKind::TrainingJob,
+            id: name.clone(),
+            scope: None,
+            stage: run.stage.to_owned(),
+            finished: false,
+        })?;
         log.line(&format!("Training job ARN: {arn}"));
     }
     log.line(&format!("Console: {}", console_url(&aws.region, &name)));
 
-    let cadence = wait::Cadence { describe_max: run.cfg.train.describe_interval, logs: run.cfg.train.log_interval };
-    let finished = match wait::wait(aws, &name, t.instance_count, cadence, &log, run.cancel).await? {
+    let cadence = wait::Cadence {
+        describe_max: run.cfg.train.describe_interval,
+        logs: run.cfg.train.log_interval,
+    };
+    let finished = match wait::wait(aws, &name, t.instance_count, cadence, &log, run.cancel).await?
+    {
         wait::Waited::Finished(d) => d,
         wait::Waited::Cancelled => {
             let last = wait::stop(aws, &name, run.cfg.train.stop_grace, &log).await;
@@ -178,13 +223,31 @@ pub async fn run(aws: &Aws, t: &TrainSettings, run: StageRun<'_>) -> Result<(), 
 }
 
 /// Restores the workspace, writes outputs, reports the totals and maps the ending.
-async fn finish(aws: &Aws, t: &TrainSettings, run: &StageRun<'_>, name: &str, d: &DescribeTrainingJobOutput, log: &JobLog) -> Result<(), TrainError> {
+async fn finish(
+    aws: &Aws,
+    t: &TrainSettings,
+    run: &StageRun<'_>,
+    name: &str,
+    d: &DescribeTrainingJobOutput,
+    log: &JobLog,
+) -> Result<(), TrainError> {
     let ending = outcome::ending(d);
     let completed = ending == Ending::Completed;
     let output = format!("{}/{name}/output/output.tar.gz", t.output_path);
     if let Some((bucket, key)) = split_s3_uri(&output) {
-        let limits = ExtractLimits { max_bytes: run.cfg.staging.max_return_bytes, ..ExtractLimits::default() };
-        let restored = workspace::restore_from_training_output(&aws.s3, bucket, key, &remote::workspace_roots(run.project_dir), &limits, run.cancel).await;
+        let limits = ExtractLimits {
+            max_bytes: run.cfg.staging.max_return_bytes,
+            ..ExtractLimits::default()
+        };
+        let restored = workspace::restore_from_training_output(
+            &aws.s3,
+            bucket,
+            key,
+            &remote::workspace_roots(run.project_dir),
+            &limits,
+            run.cancel,
+        )
+        .await;
         remote::report_restore(
             restored,
             completed,
@@ -197,22 +260,54 @@ async fn finish(aws: &Aws, t: &TrainSettings, run: &StageRun<'_>, name: &str, d:
         .final_metric_data_list()
         .iter()
         // SageMaker reports f32; going through its shortest text keeps 0.6 from becoming 0.6000000238.
-        .filter_map(|m| Some((m.metric_name()?.to_owned(), m.value()?.to_string().parse::<f64>().ok()?)))
+        .filter_map(|m| {
+            Some((
+                m.metric_name()?.to_owned(),
+                m.value()?.to_string().parse::<f64>().ok()?,
+            ))
+        })
         .collect();
     let mut env = vec![
         ("SAGEMAKER_TRAINING_JOB_NAME".to_owned(), name.to_owned()),
-        ("SAGEMAKER_TRAINING_JOB_ARN".to_owned(), d.training_job_arn().unwrap_or_default().to_owned()),
-        ("SAGEMAKER_TRAINING_JOB_STATUS".to_owned(), d.training_job_status().map(|s| s.as_str().to_owned()).unwrap_or_default()),
+        (
+            "SAGEMAKER_TRAINING_JOB_ARN".to_owned(),
+            d.training_job_arn().unwrap_or_default().to_owned(),
+        ),
+        (
+            "SAGEMAKER_TRAINING_JOB_STATUS".to_owned(),
+            d.training_job_status()
+                .map(|s| s.as_str().to_owned())
+                .unwrap_or_default(),
+        ),
         ("SAGEMAKER_TRAINING_IMAGE".to_owned(), t.image.clone()),
-        ("SAGEMAKER_CONSOLE_URL".to_owned(), console_url(&aws.region, name)),
+        (
+            "SAGEMAKER_CONSOLE_URL".to_owned(),
+            console_url(&aws.region, name),
+        ),
     ];
-    if let Some(model) = d.model_artifacts().and_then(|m| m.s3_model_artifacts()).filter(|m| !m.is_empty()) {
+    if let Some(model) = d
+        .model_artifacts()
+        .and_then(|m| m.s3_model_artifacts())
+        .filter(|m| !m.is_empty())
+    {
         env.push(("SAGEMAKER_MODEL_DATA".to_owned(), model.to_owned()));
     }
-    env.extend(metrics.iter().map(|(k, v)| (format!("SAGEMAKER_FINAL_METRIC_{k}"), v.to_string())));
-    remote::write_dotenv(run.project_dir, &env, log).map_err(|source| TrainError::Outputs { what: outputs::DOTENV_FILE, source })?;
+    env.extend(
+        metrics
+            .iter()
+            .map(|(k, v)| (format!("SAGEMAKER_FINAL_METRIC_{k}"), v.to_string())),
+    );
+    remote::write_dotenv(run.project_dir, &env, log).map_err(|source| TrainError::Outputs {
+        what: outputs::DOTENV_FILE,
+        source,
+    })?;
     if !metrics.is_empty() {
-        outputs::write_metrics(run.project_dir, &metrics).map_err(|source| TrainError::Outputs { what: outputs::METRICS_FILE, source })?;
+        outputs::write_metrics(run.project_dir, &metrics).map_err(|source| {
+            TrainError::Outputs {
+                what: outputs::METRICS_FILE,
+                source,
+            }
+        })?;
         for (k, v) in &metrics {
             log.line(&format!("  {k} = {v}"));
         }
@@ -230,7 +325,9 @@ async fn finish(aws: &Aws, t: &TrainSettings, run: &StageRun<'_>, name: &str, d:
         Ending::Capacity(r) => Err(TrainError::Capacity(r)),
         Ending::Internal(r) => Err(TrainError::Internal(r)),
         Ending::MaxRuntime => Err(TrainError::MaxRuntime(t.max_runtime)),
-        Ending::MaxWait => Err(TrainError::MaxWait(t.spot.as_ref().map(|s| s.max_wait).unwrap_or_default())),
+        Ending::MaxWait => Err(TrainError::MaxWait(
+            t.spot.as_ref().map(|s| s.max_wait).unwrap_or_default(),
+        )),
         Ending::Stopped => Err(TrainError::StoppedOutside(name.to_owned())),
         Ending::Unknown(r) => Err(TrainError::Unknown(r)),
     }
@@ -238,7 +335,9 @@ async fn finish(aws: &Aws, t: &TrainSettings, run: &StageRun<'_>, name: &str, d:
 
 /// Training and billable seconds, and what spot saved.
 fn report_times(d: &DescribeTrainingJobOutput, log: &JobLog) {
-    let (Some(training), Some(billable)) = (d.training_time_in_seconds(), d.billable_time_in_seconds()) else {
+    let (Some(training), Some(billable)) =
+        (d.training_time_in_seconds(), d.billable_time_in_seconds())
+    else {
         return;
     };
     let mut line = format!("Training seconds: {training}, billable seconds: {billable}");

@@ -79,11 +79,26 @@ mod tests {
 
     #[test]
     fn failure_reasons_are_classified() {
-        assert_eq!(failure("AlgorithmError: sagemaker-executor: script exited with status 3"), Ending::Script(3));
-        assert!(matches!(failure("CapacityError: Unable to provision requested ML compute capacity."), Ending::Capacity(_)));
-        assert!(matches!(failure("InternalServerError: We encountered an internal error."), Ending::Internal(_)));
-        assert!(matches!(failure("AlgorithmError: process exited with code 137"), Ending::Algorithm(_)));
-        assert!(matches!(failure("ClientError: Data download failed"), Ending::Client(_)));
+        assert_eq!(
+            failure("AlgorithmError: sagemaker-executor: script exited with status 3"),
+            Ending::Script(3)
+        );
+        assert!(matches!(
+            failure("CapacityError: Unable to provision requested ML compute capacity."),
+            Ending::Capacity(_)
+        ));
+        assert!(matches!(
+            failure("InternalServerError: We encountered an internal error."),
+            Ending::Internal(_)
+        ));
+        assert!(matches!(
+            failure("AlgorithmError: process exited with code 137"),
+            Ending::Algorithm(_)
+        ));
+        assert!(matches!(
+            failure("ClientError: Data download failed"),
+            Ending::Client(_)
+        ));
         assert!(matches!(failure("something new"), Ending::Unknown(_)));
     }
 }

@@ -2,8 +2,9 @@
 //! stopping condition, managed spot with checkpoints, metric definitions, warm pool and tags.
 
 use aws_sdk_sagemaker::types::{
-    AlgorithmSpecification, CheckpointConfig, Channel, DataSource, MetricDefinition, OutputDataConfig,
-    ResourceConfig, S3DataDistribution, S3DataSource, S3DataType, StoppingCondition, Tag, TrainingInputMode,
+    AlgorithmSpecification, Channel, CheckpointConfig, DataSource, MetricDefinition,
+    OutputDataConfig, ResourceConfig, S3DataDistribution, S3DataSource, S3DataType,
+    StoppingCondition, Tag, TrainingInputMode,
 };
 
 use super::TrainError;
@@ -17,17 +18,17 @@ fn channel_dir() -> String {
 }
 
 /// An S3-prefix input channel in File mode.
-fn s3_channel(channel: &str, uri: &str) -> Result<Channel, TrainError> {
+fn s3_channel(channel: &str, uri: &str) -> Channel {
     let source = S3DataSource::builder()
         .s3_data_type(S3DataType::S3Prefix)
         .s3_uri(uri)
         .s3_data_distribution_type(S3DataDistribution::FullyReplicated)
         .build();
-    Ok(Channel::builder()
+    Channel::builder()
         .channel_name(channel)
         .input_mode(TrainingInputMode::File)
         .data_source(DataSource::builder().s3_data_source(source).build())
-        .build())
+        .build()
 }
 
 /// Builds and sends CreateTrainingJob for `name`.
@@ -39,9 +40,9 @@ pub async fn create(
     run: &StageRun<'_>,
 ) -> Result<String, TrainError> {
     // Every host gets the whole workspace and every input.
-    let mut channels = vec![s3_channel(WORKSPACE_CHANNEL, &loc.s3_uri())?];
+    let mut channels = vec![s3_channel(WORKSPACE_CHANNEL, &loc.s3_uri())];
     for (channel, uri) in &t.inputs {
-        channels.push(s3_channel(channel, uri)?);
+        channels.push(s3_channel(channel, uri));
     }
 
     let metric_definitions = t
@@ -63,7 +64,8 @@ pub async fn create(
         .instance_count(i32::try_from(t.instance_count).unwrap_or(i32::MAX))
         .volume_size_in_gb(i32::try_from(t.volume_size_gb).unwrap_or(i32::MAX));
     if let Some(k) = t.keep_alive {
-        resources = resources.keep_alive_period_in_seconds(i32::try_from(k.as_secs()).unwrap_or(3600));
+        resources =
+            resources.keep_alive_period_in_seconds(i32::try_from(k.as_secs()).unwrap_or(3600));
     }
     let secs = |d: std::time::Duration| i32::try_from(d.as_secs()).unwrap_or(i32::MAX);
     let mut stopping = StoppingCondition::builder().max_runtime_in_seconds(secs(t.max_runtime));
@@ -86,7 +88,11 @@ pub async fn create(
         .algorithm_specification(algorithm)
         .role_arn(&t.role_arn)
         .set_input_data_config(Some(channels))
-        .output_data_config(OutputDataConfig::builder().s3_output_path(&t.output_path).build())
+        .output_data_config(
+            OutputDataConfig::builder()
+                .s3_output_path(&t.output_path)
+                .build(),
+        )
         .resource_config(resources.build())
         .stopping_condition(stopping.build())
         .set_tags(Some(tags));
@@ -98,6 +104,9 @@ pub async fn create(
                 .build(),
         );
     }
-    let out = req.send().await.map_err(TrainError::Create)?;
+    let out = req
+        .send()
+        .await
+        .map_err(|e| TrainError::Create(Box::new(e)))?;
     Ok(out.training_job_arn().unwrap_or_default().to_owned())
 }

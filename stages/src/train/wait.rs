@@ -86,10 +86,26 @@ impl Progress<'_> {
 }
 
 /// Waits for the training job `name` to end, streaming its logs into the job log.
-pub async fn wait(aws: &Aws, name: &str, hosts: u32, cadence: Cadence, log: &JobLog, cancel: &CancellationToken) -> Result<Waited, TrainError> {
-    let mut tailer = LogTailer::discover(LOG_GROUP, format!("{name}/"), StreamNaming::SageMakerTraining, Some(hosts as usize));
+pub async fn wait(
+    aws: &Aws,
+    name: &str,
+    hosts: u32,
+    cadence: Cadence,
+    log: &JobLog,
+    cancel: &CancellationToken,
+) -> Result<Waited, TrainError> {
+    let mut tailer = LogTailer::discover(
+        LOG_GROUP,
+        format!("{name}/"),
+        StreamNaming::SageMakerTraining,
+        Some(hosts as usize),
+    );
     let prefix = hosts > 1;
-    let mut progress = Progress { log, printed: 0, open: None };
+    let mut progress = Progress {
+        log,
+        printed: 0,
+        open: None,
+    };
     let mut describe_every = FIRST_DESCRIBE;
     let mut next_describe = Instant::now();
     let mut logs_every = cadence.logs;
@@ -110,7 +126,11 @@ pub async fn wait(aws: &Aws, name: &str, hosts: u32, cadence: Cadence, log: &Job
         if now >= next_logs {
             match tailer.poll(&aws.logs).await {
                 Ok(lines) => {
-                    logs_every = if lines.is_empty() { (logs_every * 2).min(cadence.logs * 3) } else { cadence.logs };
+                    logs_every = if lines.is_empty() {
+                        (logs_every * 2).min(cadence.logs * 3)
+                    } else {
+                        cadence.logs
+                    };
                     for l in &lines {
                         log.line(&format_line(l, prefix));
                     }
@@ -125,15 +145,30 @@ pub async fn wait(aws: &Aws, name: &str, hosts: u32, cadence: Cadence, log: &Job
             next_logs = Instant::now() + logs_every;
         }
         if now >= next_describe {
-            match aws.sagemaker.describe_training_job().training_job_name(name).send().await {
+            match aws
+                .sagemaker
+                .describe_training_job()
+                .training_job_name(name)
+                .send()
+                .await
+            {
                 Ok(d) => {
                     failures = 0;
-                    let changed = progress.update(&d) || d.training_job_status() != last_status.as_ref();
+                    let changed =
+                        progress.update(&d) || d.training_job_status() != last_status.as_ref();
                     last_status = d.training_job_status().cloned();
-                    describe_every = if changed { FIRST_DESCRIBE } else { (describe_every * 3 / 2).min(cadence.describe_max) };
+                    describe_every = if changed {
+                        FIRST_DESCRIBE
+                    } else {
+                        (describe_every * 3 / 2).min(cadence.describe_max)
+                    };
                     if matches!(
                         d.training_job_status(),
-                        Some(TrainingJobStatus::Completed | TrainingJobStatus::Failed | TrainingJobStatus::Stopped)
+                        Some(
+                            TrainingJobStatus::Completed
+                                | TrainingJobStatus::Failed
+                                | TrainingJobStatus::Stopped
+                        )
                     ) {
                         break d;
                     }
@@ -163,8 +198,19 @@ pub async fn wait(aws: &Aws, name: &str, hosts: u32, cadence: Cadence, log: &Job
 
 /// After cancellation: asks SageMaker to stop, then waits up to `grace` for Stopped.
 /// Returns the final status seen.
-pub async fn stop(aws: &Aws, name: &str, grace: Duration, log: &JobLog) -> Option<TrainingJobStatus> {
-    match aws.sagemaker.stop_training_job().training_job_name(name).send().await {
+pub async fn stop(
+    aws: &Aws,
+    name: &str,
+    grace: Duration,
+    log: &JobLog,
+) -> Option<TrainingJobStatus> {
+    match aws
+        .sagemaker
+        .stop_training_job()
+        .training_job_name(name)
+        .send()
+        .await
+    {
         Ok(_) => log.notice(&format!("Stopping training job {name}")),
         // Already finished (ValidationException) or unreachable: report what Describe says.
         Err(e) => log.warn(&format!("StopTrainingJob {name}: {}", errors::describe(&e))),
@@ -172,13 +218,29 @@ pub async fn stop(aws: &Aws, name: &str, grace: Duration, log: &JobLog) -> Optio
     let deadline = Instant::now() + grace;
     let mut last = None;
     while Instant::now() < deadline {
-        if let Ok(d) = aws.sagemaker.describe_training_job().training_job_name(name).send().await {
+        if let Ok(d) = aws
+            .sagemaker
+            .describe_training_job()
+            .training_job_name(name)
+            .send()
+            .await
+        {
             last = d.training_job_status().cloned();
-            if matches!(last, Some(TrainingJobStatus::Completed | TrainingJobStatus::Failed | TrainingJobStatus::Stopped)) {
+            if matches!(
+                last,
+                Some(
+                    TrainingJobStatus::Completed
+                        | TrainingJobStatus::Failed
+                        | TrainingJobStatus::Stopped
+                )
+            ) {
                 break;
             }
         }
-        tokio::time::sleep(Duration::from_secs(1).min(deadline.saturating_duration_since(Instant::now()))).await;
+        tokio::time::sleep(
+            Duration::from_secs(1).min(deadline.saturating_duration_since(Instant::now())),
+        )
+        .await;
     }
     last
 }

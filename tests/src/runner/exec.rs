@@ -617,7 +617,6 @@ pub(crate) fn classify(
 }
 
 #[cfg(test)]
-#[expect(clippy::unwrap_used, reason = "a test reports failure by panicking")]
 mod tests {
     use super::*;
 

@@ -697,7 +697,6 @@ pub(crate) fn is_safe_relative_path(path: &str) -> bool {
 }
 
 #[cfg(test)]
-#[expect(clippy::unwrap_used, reason = "a test reports failure by panicking")]
 mod tests {
     use super::*;
 

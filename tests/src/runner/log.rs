@@ -278,7 +278,6 @@ pub fn strip_ansi(text: &str) -> String {
 }
 
 #[cfg(test)]
-#[expect(clippy::unwrap_used, reason = "a test reports failure by panicking")]
 mod tests {
     use super::*;
 

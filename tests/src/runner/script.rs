@@ -455,7 +455,6 @@ pub(crate) fn needed(stage: &Stage, spec: &JobSpec, failed: bool) -> bool {
 }
 
 #[cfg(test)]
-#[expect(clippy::unwrap_used, reason = "a test reports failure by panicking")]
 mod tests {
     use super::*;
 

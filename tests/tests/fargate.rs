@@ -1,0 +1,409 @@
+//! End-to-end tests of the `fargate` action: jobs run through the runner emulator and the real
+//! executor against the AWS simulator, whose ECS tasks really run the three containers (the
+//! executor binary as the fetch/push helper, `/bin/sh` + the bootstrap as the job) with the
+//! runner's builds dir hidden, so the workspace can only travel through S3.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "an integration test reports failure by panicking"
+)]
+
+mod support;
+
+use std::time::Duration;
+
+use aws_sdk_ecs::types::DesiredStatus;
+use e2e::runner::{JobOptions, JobOutcome, StopAction};
+use support::{POLICY, World};
+
+const IMAGE: &str = "public.ecr.aws/docker/library/alpine:3.20";
+const CLUSTER: &str = "ci";
+const LOG_GROUP: &str = "/sagemaker-executor/fargate";
+
+/// A world with a `[fargate]` section wired to the simulator's default network, the helper
+/// command pointing at the binary under test, and the cluster and log group created.
+fn fargate_world() -> World {
+    let w = World::new(POLICY);
+    let net = w.sim.default_network().expect("default network");
+    let helper = e2e::paths::executor_binary().expect("executor binary built");
+    let list = |v: &[String]| {
+        v.iter()
+            .map(|s| format!("{s:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let fargate = format!(
+        r#"{POLICY}
+[fargate]
+cluster = "{CLUSTER}"
+subnets = [{subnets}]
+security_groups = [{groups}]
+execution_role_arn = "arn:aws:iam::123456789012:role/EcsExecution"
+log_group = "{LOG_GROUP}"
+helper_image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/sagemaker-executor:test"
+helper_command = [{helper:?}]
+stop_grace = "20s"
+cpu = 256
+memory = 512
+"#,
+        subnets = list(&net.subnets),
+        groups = list(&net.security_groups),
+        helper = helper.display().to_string(),
+    );
+    std::fs::write(
+        &w.config_path,
+        support::executor_config(w.dir.path(), &fargate),
+    )
+    .expect("config rewritten");
+    w.rt.block_on(w.ecs.create_cluster().cluster_name(CLUSTER).send())
+        .expect("cluster");
+    w.rt.block_on(w.logs.create_log_group().log_group_name(LOG_GROUP).send())
+        .expect("log group");
+    w
+}
+
+fn job(script: &str, extra: &str) -> String {
+    format!(
+        "name: fargate-job\nimage: {IMAGE}\nvariables:\n  SAGEMAKER_ACTION: fargate\nscript:\n{script}\nsource:\n  README.md: \"app repo\\n\"\n{extra}"
+    )
+}
+
+/// The ECS task the job with id `job_id` started (main script stage).
+fn task_of(w: &World, job_id: u64) -> Option<aws_sdk_ecs::types::Task> {
+    let started_by = format!("gl-1-{job_id}");
+    for status in [DesiredStatus::Running, DesiredStatus::Stopped] {
+        let listed =
+            w.rt.block_on(
+                w.ecs
+                    .list_tasks()
+                    .cluster(CLUSTER)
+                    .started_by(&started_by)
+                    .desired_status(status)
+                    .send(),
+            )
+            .expect("list tasks");
+        if let Some(arn) = listed.task_arns().first() {
+            let described =
+                w.rt.block_on(w.ecs.describe_tasks().cluster(CLUSTER).tasks(arn).send())
+                    .expect("describe");
+            return described.tasks().first().cloned();
+        }
+    }
+    None
+}
+
+#[test]
+fn a_fargate_job_streams_its_lines_live_and_returns_its_artifacts_and_outputs() {
+    let w = fargate_world();
+    let gate = w.dir.path().join("release-the-job");
+    let script = format!(
+        "  - echo tick-1\n  - while [ ! -e {gate} ]; do sleep 0.1; done\n  - echo tick-2\n  - echo built > result.txt\n  - uname -s > uname.txt",
+        gate = gate.display()
+    );
+    let fixture = w.fixture(&job(
+        &script,
+        "artifacts:\n  paths: [result.txt]\n  reports: {dotenv: sagemaker.env}\n",
+    ));
+    let running = w.runner.start(&fixture).expect("job starts");
+    // The first line reaches the job log while the script is still blocked on the gate file:
+    // lines stream live, not at the end.
+    running
+        .wait_for_line("^tick-1$", Duration::from_secs(90))
+        .expect("tick-1 streamed while the task runs");
+    assert!(
+        !running.log().text().contains("tick-2"),
+        "the script is still waiting"
+    );
+    std::fs::write(&gate, b"go").expect("gate opened");
+    let result = running
+        .finish_within(Duration::from_secs(120))
+        .expect("job ends");
+    assert_eq!(
+        result.outcome,
+        JobOutcome::Success,
+        "{}",
+        result.plain_log()
+    );
+
+    let log = result.plain_log();
+    let lines: Vec<&str> = log.lines().collect();
+    let pos = |needle: &str| {
+        lines
+            .iter()
+            .position(|l| *l == needle)
+            .unwrap_or_else(|| panic!("{needle:?} missing in:\n{log}"))
+    };
+    assert!(pos("tick-1") < pos("tick-2"));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("[fetch] downloaded 4 objects")),
+        "fetch lines carry their container name:\n{log}"
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with("[push] uploaded ")),
+        "push lines carry their container name:\n{log}"
+    );
+    for needle in [
+        "Provisioning the Fargate task",
+        "Running the job's script (job)",
+        "Registered task definition sme-",
+    ] {
+        assert!(log.contains(needle), "{needle:?} missing in:\n{log}");
+    }
+
+    let uploaded = result.uploaded_files();
+    assert!(
+        uploaded.iter().any(|f| f.ends_with("result.txt")),
+        "the artifact came back through S3: {uploaded:?}"
+    );
+    let dotenv = result.dotenv().expect("dotenv report uploaded");
+    let get = |k: &str| {
+        dotenv
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let task = task_of(&w, result.id).expect("the task exists");
+    assert_eq!(
+        get("SAGEMAKER_ECS_TASK_ARN"),
+        task.task_arn().unwrap_or_default()
+    );
+    assert!(
+        get("SAGEMAKER_ECS_TASK_DEFINITION_ARN").contains(":task-definition/sme-"),
+        "{dotenv:?}"
+    );
+    assert_eq!(get("SAGEMAKER_ECS_CLUSTER"), CLUSTER);
+    assert!(
+        get("SAGEMAKER_CONSOLE_URL")
+            .starts_with("https://us-east-1.console.aws.amazon.com/ecs/v2/clusters/ci/tasks/")
+    );
+
+    // The task is tagged for the job, and no job value is in what ECS shows.
+    let tags =
+        w.rt.block_on(
+            w.ecs
+                .list_tags_for_resource()
+                .resource_arn(task.task_arn().unwrap_or_default())
+                .send(),
+        )
+        .expect("tags");
+    let tag = |k: &str| {
+        tags.tags()
+            .iter()
+            .find(|t| t.key() == Some(k))
+            .and_then(|t| t.value())
+            .map(str::to_owned)
+    };
+    assert_eq!(tag("gitlab:job-id"), Some(result.id.to_string()));
+    assert_eq!(tag("managed-by").as_deref(), Some("sagemaker-executor"));
+    assert_eq!(
+        task.started_by(),
+        Some(format!("gl-1-{}", result.id).as_str())
+    );
+    // Cleanup deleted the staged objects, the returned workspace included.
+    assert!(
+        w.keys(&format!("sagemaker-executor/1/{}/", result.id))
+            .is_empty()
+    );
+}
+
+#[test]
+fn a_failing_script_is_a_build_failure_with_its_exit_code() {
+    let w = fargate_world();
+    let fixture = w.fixture(&job(
+        "  - echo partial > partial.txt\n  - echo about to fail\n  - exit 3",
+        "artifacts:\n  paths: [partial.txt]\n  when: on_failure\n",
+    ));
+    let result = w.runner.run(&fixture).expect("job runs");
+    assert_eq!(
+        result.outcome,
+        JobOutcome::Failed { exit_code: 3 },
+        "{}",
+        result.plain_log()
+    );
+    let log = result.plain_log();
+    assert!(
+        log.contains("the job's script exited with status 3 in the job container"),
+        "{log}"
+    );
+    assert!(log.lines().any(|l| l == "about to fail"), "{log}");
+    assert!(
+        result
+            .uploaded_files()
+            .iter()
+            .any(|f| f.ends_with("partial.txt")),
+        "the returned workspace reached on-failure artifacts"
+    );
+}
+
+#[test]
+fn an_oom_killed_job_container_is_a_build_failure_that_says_oom() {
+    let w = fargate_world();
+    w.sim
+        .post_outcomes(&serde_json::json!({"ecs_task": [{"name_contains": "sme-", "oom": "job", "after_seconds": 0.5}]}))
+        .expect("outcome");
+    let result = w
+        .runner
+        .run(&w.fixture(&job("  - echo allocating\n  - sleep 60", "")))
+        .expect("job runs");
+    assert_eq!(
+        result.outcome,
+        JobOutcome::Failed { exit_code: 137 },
+        "{}",
+        result.plain_log()
+    );
+    let log = result.plain_log();
+    assert!(
+        log.contains("the job container ran out of memory (OOM) with 512 MiB (FARGATE_MEMORY"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_second_job_of_the_same_shape_reuses_the_task_definition() {
+    let w = fargate_world();
+    for _ in 0..2 {
+        let result = w
+            .runner
+            .run(&w.fixture(&job("  - echo hello", "")))
+            .expect("job runs");
+        assert_eq!(
+            result.outcome,
+            JobOutcome::Success,
+            "{}",
+            result.plain_log()
+        );
+    }
+    assert_eq!(w.count("ECS.RegisterTaskDefinition"), 1, "{:?}", w.calls());
+    assert_eq!(w.count("ECS.RunTask"), 2, "{:?}", w.calls());
+    // A different size is a different task definition.
+    let bigger = w.fixture(&job("  - echo hello", "").replace(
+        "SAGEMAKER_ACTION: fargate",
+        "SAGEMAKER_ACTION: fargate\n  FARGATE_MEMORY: \"1024\"",
+    ));
+    let result = w.runner.run(&bigger).expect("job runs");
+    assert_eq!(
+        result.outcome,
+        JobOutcome::Success,
+        "{}",
+        result.plain_log()
+    );
+    assert_eq!(w.count("ECS.RegisterTaskDefinition"), 2, "{:?}", w.calls());
+}
+
+#[test]
+fn sigterm_stops_the_task_and_the_executor_exits_promptly() {
+    let w = fargate_world();
+    let fixture = w.fixture(&job("  - echo READY-TO-CANCEL\n  - sleep 300", ""));
+    let options = JobOptions::default()
+        .on_line("build_script", "^READY-TO-CANCEL$", StopAction::Cancel)
+        .expect("trigger");
+    let running = w.runner.start_with(&fixture, options).expect("job starts");
+    let id = running.id();
+    let result = running
+        .finish_within(Duration::from_secs(120))
+        .expect("job ends");
+    assert_eq!(
+        result.outcome,
+        JobOutcome::Canceled,
+        "{}",
+        result.plain_log()
+    );
+    assert_eq!(w.count("ECS.StopTask"), 1, "{:?}", w.calls());
+    let build = result.stage("build_script").expect("build_script ran");
+    assert!(
+        build.signals.iter().all(|s| s.signal != "SIGKILL"),
+        "no SIGKILL needed: {:?}",
+        build.signals
+    );
+    let sigterm_at = build
+        .signals
+        .first()
+        .map(|s| s.after)
+        .expect("SIGTERM sent");
+    assert!(
+        build.duration.saturating_sub(sigterm_at) < Duration::from_secs(20),
+        "the executor exited within the stop grace after SIGTERM: {:?} after {:?}",
+        build.duration,
+        sigterm_at
+    );
+    let task = task_of(&w, id).expect("the task exists");
+    assert_eq!(task.last_status(), Some("STOPPED"));
+    assert!(
+        task.stopped_reason()
+            .unwrap_or_default()
+            .contains("was cancelled"),
+        "{:?}",
+        task.stopped_reason()
+    );
+    let log = result.plain_log();
+    assert!(
+        log.contains("Job cancelled: ECS task") && log.contains("was stopped"),
+        "{log}"
+    );
+    let procs = w.sim.processes().expect("processes");
+    assert!(
+        procs["processes"].as_array().is_some_and(|p| p.is_empty()),
+        "no container process left: {procs}"
+    );
+}
+
+#[test]
+fn sigkill_then_cleanup_stops_the_task_recorded_in_the_state_file() {
+    let w = fargate_world();
+    let fixture = w.fixture(&job("  - echo READY-TO-KILL\n  - sleep 300", ""));
+    let options = JobOptions::default()
+        .on_line("build_script", "^READY-TO-KILL$", StopAction::KillExecutor)
+        .expect("trigger");
+    let running = w.runner.start_with(&fixture, options).expect("job starts");
+    let id = running.id();
+    let result = running
+        .finish_within(Duration::from_secs(120))
+        .expect("job ends");
+    assert!(
+        result
+            .runner_log
+            .contains("cleanup: stopped ECS task arn:aws:ecs:"),
+        "{}",
+        result.runner_log
+    );
+    w.eventually("the task to stop", Duration::from_secs(30), || {
+        task_of(&w, id)
+            .and_then(|t| t.last_status().map(str::to_owned))
+            .as_deref()
+            == Some("STOPPED")
+    });
+    assert!(
+        w.keys(&format!("sagemaker-executor/1/{id}/")).is_empty(),
+        "staged objects are gone"
+    );
+}
+
+#[test]
+fn no_capacity_is_a_system_failure_that_says_why() {
+    let w = fargate_world();
+    w.sim
+        .post_outcomes(
+            &serde_json::json!({"ecs_task": [{"name_contains": "sme-", "capacity": true}]}),
+        )
+        .expect("outcome");
+    let result = w
+        .runner
+        .run(&w.fixture(&job("  - echo never", "")))
+        .expect("job runs");
+    assert!(
+        matches!(result.outcome, JobOutcome::SystemFailure { .. }),
+        "{:?}\n{}",
+        result.outcome,
+        result.plain_log()
+    );
+    assert!(
+        result
+            .plain_log()
+            .contains("ECS could not start the Fargate task: Capacity is unavailable"),
+        "{}",
+        result.plain_log()
+    );
+}
