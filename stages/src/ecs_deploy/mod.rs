@@ -127,7 +127,7 @@ pub enum EcsDeployError {
         message: String,
     },
     /// The deployment failed (circuit breaker).
-    #[error("deployment {deployment} of service {service} failed: {reason}{}", rollback_to.as_ref().map(|td| format!("; ECS rolled back to {}", short_td(td))).unwrap_or_default())]
+    #[error("deployment {deployment} of service {service} failed: {reason}{}", rollback_to.as_ref().map(|td| format!("; ECS is rolling back to {}", short_td(td))).unwrap_or_default())]
     RolloutFailed {
         /// The service.
         service: String,
@@ -310,7 +310,7 @@ pub async fn run(
     let (verdict, svc) = match followed {
         Followed::Ended(verdict, svc) => (verdict, svc),
         Followed::TimedOut(last) => {
-            print_state(last.as_deref(), &log);
+            print_current_state(aws, d, last, &log).await;
             return Err(EcsDeployError::TimedOut {
                 service,
                 deployment,
@@ -321,7 +321,7 @@ pub async fn run(
             log.warn(&format!(
                 "Job cancelled: stopped waiting for deployment {deployment}; ECS carries on with it"
             ));
-            print_state(last.as_deref(), &log);
+            print_current_state(aws, d, last, &log).await;
             return Err(EcsDeployError::Cancelled {
                 service,
                 deployment,
@@ -558,6 +558,28 @@ async fn deploy(
     Ok((deployment, current))
 }
 
+/// After the wait was cut short: describes the service once more (briefly: the job is ending)
+/// and prints its deployments, or the last description when that fails.
+async fn print_current_state(
+    aws: &Aws,
+    d: &EcsDeploySettings,
+    last: Option<Box<Service>>,
+    log: &JobLog,
+) {
+    // The cancellation token has fired already, so this one call is bounded by a timeout
+    // instead; a second signal still exits at once.
+    let fresh = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        follow::describe(&aws.ecs, &d.cluster, &d.service),
+    )
+    .await
+    .ok()
+    .and_then(Result::ok)
+    .flatten()
+    .map(Box::new);
+    print_state(fresh.or(last).as_deref(), log);
+}
+
 /// Prints every deployment of the service and its rollout state.
 fn print_state(svc: Option<&Service>, log: &JobLog) {
     let Some(svc) = svc else {
@@ -600,7 +622,7 @@ mod tests {
         };
         assert_eq!(
             e.to_string(),
-            "deployment ecs-svc/2 of service api failed: ECS deployment circuit breaker: tasks failed to start.; ECS rolled back to api:4"
+            "deployment ecs-svc/2 of service api failed: ECS deployment circuit breaker: tasks failed to start.; ECS is rolling back to api:4"
         );
         assert_eq!(e.failure_kind(), FailureKind::Build);
         let e = EcsDeployError::ContainerNotFound {

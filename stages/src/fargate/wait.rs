@@ -130,15 +130,25 @@ impl TaskLogs {
         Ok(printed)
     }
 
-    /// After the task stopped: reads every container that ran to the end of its stream.
+    /// After the task stopped: reads every container that ran to the end of its stream, all at
+    /// once (each drain ends with a pause for CloudWatch's lag), printing in container order.
     async fn drain(
         &mut self,
         client: &aws_sdk_cloudwatchlogs::Client,
         log: &JobLog,
         cancel: &CancellationToken,
     ) {
-        for c in self.containers.iter_mut().filter(|c| c.started) {
-            match c.tailer.drain(client, 4, cancel).await {
+        let drains = self
+            .containers
+            .iter_mut()
+            // A container already read after it stopped is caught up.
+            .filter(|c| c.started && !(c.stopped && c.polls_left_after_stop == 0))
+            .map(|c| async move {
+                let result = c.tailer.drain(client, 4, cancel).await;
+                (c, result)
+            });
+        for (c, result) in futures_util::future::join_all(drains).await {
+            match result {
                 Ok(lines) => Self::print(c.name, &lines, log),
                 Err(e) => {
                     Self::print(c.name, &c.tailer.take_pending(), log);
@@ -193,18 +203,11 @@ impl Progress<'_> {
         }
     }
 
-    /// Announces status changes and opens the section of the furthest container that started;
-    /// returns whether anything changed.
+    /// Opens the section of the furthest container that started, then announces a status
+    /// change (STOPPED is announced by the caller, after the last lines); returns whether
+    /// anything changed.
     fn update(&mut self, task: &Task) -> bool {
-        let status = task.last_status().map(str::to_owned);
         let mut changed = false;
-        if status != self.last_status {
-            changed = true;
-            if let Some(s) = &status {
-                self.log.notice(&format!("Task {s}"));
-            }
-            self.last_status = status;
-        }
         let furthest = PHASES
             .iter()
             .enumerate()
@@ -220,6 +223,14 @@ impl Progress<'_> {
         if let Some(phase) = furthest.filter(|p| *p > self.phase) {
             self.open(phase);
             changed = true;
+        }
+        let status = task.last_status().map(str::to_owned);
+        if status != self.last_status {
+            changed = true;
+            if let Some(s) = status.as_deref().filter(|s| *s != "STOPPED") {
+                self.log.notice(&format!("Task {s}"));
+            }
+            self.last_status = status;
         }
         changed
     }
@@ -327,6 +338,12 @@ pub async fn wait(
     // CloudWatch lags the task: read every stream that ran to its end.
     logs.drain(&aws.logs, log, cancel).await;
     progress.close();
+    let code = stopped
+        .stop_code()
+        .map(|c| c.as_str())
+        .unwrap_or("no stop code");
+    let reason = stopped.stopped_reason().unwrap_or("no reason given");
+    log.notice(&format!("Task STOPPED: {code} ({reason})"));
     Ok(Waited::Stopped(Box::new(stopped)))
 }
 
