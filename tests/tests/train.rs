@@ -348,3 +348,54 @@ fn refused_settings_fail_at_prepare_and_create_nothing() {
     };
     assert!(!calls.iter().any(created), "nothing created: {calls:?}");
 }
+
+#[test]
+fn re_running_the_script_stage_attaches_to_the_existing_training_job() {
+    let w = World::new(POLICY);
+    let fixture = w.fixture(&job("  - echo first-run > out.txt", ""));
+    let result = w.runner.run(&fixture).expect("job runs");
+    assert_eq!(
+        result.outcome,
+        JobOutcome::Success,
+        "{}",
+        result.plain_log()
+    );
+    assert_eq!(w.count("SageMaker.CreateTrainingJob"), 1);
+
+    // The runner runs a stage again in the same job (e.g. after a lost connection): same job
+    // id, same project dir, same deterministic training job name.
+    let record = result
+        .stage("build_script")
+        .expect("build_script ran")
+        .clone();
+    let project = result.project_dir.clone().expect("project dir");
+    std::fs::create_dir_all(&project).expect("project dir");
+    let dir = tempfile::tempdir().expect("tmp");
+    let out = result
+        .replay_in(&record, dir.path(), &result.response)
+        .expect("replay")
+        .output()
+        .expect("executor runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let name = training_job_name(1, result.id);
+    assert!(
+        stdout.contains(&format!(
+            "Attaching to existing training job {name} (Completed)"
+        )),
+        "{stdout}"
+    );
+    assert_eq!(
+        w.count("SageMaker.CreateTrainingJob"),
+        1,
+        "no second training job"
+    );
+    assert_eq!(
+        std::fs::read_to_string(project.join("out.txt")).expect("workspace restored again"),
+        "first-run\n"
+    );
+}
