@@ -399,3 +399,47 @@ fn re_running_the_script_stage_attaches_to_the_existing_training_job() {
         "first-run\n"
     );
 }
+
+#[test]
+fn a_spec_file_in_the_repository_is_applied_and_a_typo_in_it_names_the_key() {
+    let w = World::new(POLICY);
+    let good = w.fixture(&format!(
+        "name: spec\nimage: {ECR_IMAGE}\nvariables: {{SAGEMAKER_SPEC: ml/train.yml}}\nscript: [\"echo \\\"on $SM_CURRENT_HOST\\\"\"]\nsource:\n  ml/train.yml: \"train:\\n  instance_count: 2\\n\"\n"
+    ));
+    let result = w.runner.run(&good).expect("job runs");
+    assert_eq!(
+        result.outcome,
+        JobOutcome::Success,
+        "{}",
+        result.plain_log()
+    );
+    assert!(
+        result.plain_log().contains("[algo-2] on algo-2"),
+        "{}",
+        result.plain_log()
+    );
+
+    let typo = w.fixture(&format!(
+        "name: spec-typo\nimage: {ECR_IMAGE}\nvariables: {{SAGEMAKER_SPEC: ml/train.yml}}\nscript: [echo never]\nsource:\n  ml/train.yml: \"train:\\n  instance_cont: 2\\n\"\n"
+    ));
+    let creates_before = w.count("SageMaker.CreateTrainingJob");
+    let result = w.runner.run(&typo).expect("job runs");
+    assert_eq!(
+        result.outcome,
+        JobOutcome::Failed { exit_code: 1 },
+        "{}",
+        result.plain_log()
+    );
+    assert!(
+        result.plain_log().contains(
+            "SAGEMAKER_SPEC: ml/train.yml: train: unknown field `instance_cont`, expected one of"
+        ),
+        "{}",
+        result.plain_log()
+    );
+    assert_eq!(
+        w.count("SageMaker.CreateTrainingJob"),
+        creates_before,
+        "nothing created"
+    );
+}

@@ -118,16 +118,8 @@ pub struct EcsDeploySpec {
 
 /// Parses spec text; the error names the key path and the problem.
 pub fn parse(text: &str) -> Result<Spec, String> {
-    let de = serde_yaml::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner().to_string();
-        if path == "." {
-            inner
-        } else {
-            format!("{path}: {inner}")
-        }
-    })
+    // serde_yaml's messages already carry the key path and the line; keep them as they are.
+    serde_yaml::from_str(text).map_err(|e| e.to_string())
 }
 
 /// The JSON Schema of the spec file.

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::TrainError;
 use crate::aws::{Aws, errors};
 use crate::joblog::JobLog;
-use crate::logs::{LogTailer, StreamNaming, format_line};
+use crate::logs::{LogTailer, PageFollow, StreamNaming, format_line};
 
 /// CloudWatch group SageMaker writes training logs to.
 pub const LOG_GROUP: &str = "/aws/sagemaker/TrainingJobs";
@@ -99,7 +99,10 @@ pub async fn wait(
         format!("{name}/"),
         StreamNaming::SageMakerTraining,
         Some(hosts as usize),
-    );
+    )
+    // One GetLogEvents per stream and poll unless a page came back full: the catch-up
+    // confirmation call would double the API budget for nothing (the next poll resumes).
+    .with_page_follow(PageFollow::WhileBacklogged);
     let prefix = hosts > 1;
     let mut progress = Progress {
         log,

@@ -403,7 +403,9 @@ impl PartWriter {
     fn new(tx: mpsc::Sender<Bytes>, base: usize, stop: CancellationToken) -> Self {
         Self {
             tx,
-            buf: BytesMut::with_capacity(base),
+            // Grows with the data: a small workspace must not cost a full part of memory, and the
+            // allocator tends to keep a freed multi-MiB buffer for the rest of a long wait.
+            buf: BytesMut::new(),
             base,
             sent: 0,
             stop,
@@ -417,8 +419,7 @@ impl PartWriter {
     }
 
     fn send(&mut self) -> io::Result<()> {
-        let next = self.part_size();
-        let part = std::mem::replace(&mut self.buf, BytesMut::with_capacity(next)).freeze();
+        let part = std::mem::take(&mut self.buf).freeze();
         self.tx
             .blocking_send(part)
             .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the upload stopped"))?;

@@ -1,0 +1,33 @@
+//! The published JSON Schema of the spec file must be what the executor generates.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "an integration test reports failure by panicking"
+)]
+
+#[test]
+fn published_spec_schema_matches_the_code() {
+    let exe = e2e::paths::executor_binary().unwrap();
+    let out = std::process::Command::new(exe)
+        .args(["--config", "/nonexistent", "spec-schema"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let generated = String::from_utf8(out.stdout).unwrap();
+    let published =
+        std::fs::read_to_string(e2e::paths::workspace_root().join("runner-setup/spec.schema.json"))
+            .unwrap();
+    assert_eq!(
+        published.trim(),
+        generated.trim(),
+        "runner-setup/spec.schema.json is stale: regenerate it with `sagemaker-executor spec-schema > runner-setup/spec.schema.json`"
+    );
+    let schema: serde_json::Value = serde_json::from_str(&generated).unwrap();
+    assert_eq!(
+        schema["properties"]["train"]["anyOf"]
+            .as_array()
+            .map(Vec::len),
+        Some(2),
+        "{schema}"
+    );
+}
