@@ -443,3 +443,30 @@ fn a_spec_file_in_the_repository_is_applied_and_a_typo_in_it_names_the_key() {
         "nothing created"
     );
 }
+
+#[test]
+fn reaching_the_max_runtime_is_a_build_failure_naming_the_limit() {
+    let w = World::new(POLICY);
+    let fixture = w.fixture(&job(
+        "  - echo started\n  - sleep 120",
+        "variables: {SAGEMAKER_MAX_RUNTIME: \"3s\"}\n",
+    ));
+    let result = w.runner.run(&fixture).expect("job runs");
+    assert_eq!(
+        result.outcome,
+        JobOutcome::Failed { exit_code: 1 },
+        "{}",
+        result.plain_log()
+    );
+    assert!(
+        result
+            .plain_log()
+            .contains("the training job reached its max runtime of 3s (SAGEMAKER_MAX_RUNTIME)"),
+        "{}",
+        result.plain_log()
+    );
+    assert_eq!(
+        w.training_status(&training_job_name(1, result.id)),
+        "Stopped"
+    );
+}
