@@ -46,6 +46,14 @@ fn a_training_job_streams_its_lines_and_returns_model_artifacts_and_outputs() {
         pos("epoch=1 loss=0.8") < pos("epoch=2 loss=0.7")
             && pos("epoch=2 loss=0.7") < pos("epoch=3 loss=0.6")
     );
+    let training_started = lines
+        .iter()
+        .position(|l| l.contains("Training: Training image download completed"))
+        .expect("training transition shown");
+    assert!(
+        training_started < pos("epoch=1 loss=0.8"),
+        "the script's lines come inside the training section:\n{log}"
+    );
     for needle in [
         "Provisioning training instances",
         "Training (the job's script)",

@@ -60,6 +60,11 @@ impl Progress<'_> {
         }
     }
 
+    /// Whether the training (or a later) section is open.
+    fn in_training(&self) -> bool {
+        matches!(self.open, Some("training" | "uploading"))
+    }
+
     fn close(&mut self) {
         if let Some(name) = self.open.take() {
             self.log.section_end(name);
@@ -82,6 +87,12 @@ impl Progress<'_> {
         }
         self.printed = transitions.len();
         fresh
+    }
+}
+
+fn print_lines(log: &JobLog, lines: &[crate::logs::LogLine], prefix: bool) {
+    for l in lines {
+        log.line(&format_line(l, prefix));
     }
 }
 
@@ -126,6 +137,7 @@ pub async fn wait(
             _ = sleep_until(next_describe.min(next_logs)) => {}
         }
         let now = Instant::now();
+        let mut pending = Vec::new();
         if now >= next_logs {
             match tailer.poll(&aws.logs).await {
                 Ok(lines) => {
@@ -134,9 +146,7 @@ pub async fn wait(
                     } else {
                         cadence.logs
                     };
-                    for l in &lines {
-                        log.line(&format_line(l, prefix));
-                    }
+                    pending = lines;
                 }
                 // Nothing advanced; the next poll reads the same events again.
                 Err(e) if e.is_transient() => logs_every = cadence.logs * 3,
@@ -147,7 +157,10 @@ pub async fn wait(
             }
             next_logs = Instant::now() + logs_every;
         }
-        if now >= next_describe {
+        // Lines from the script while an earlier phase is shown: learn the status first, so they
+        // land in the training section rather than before it.
+        let early = !pending.is_empty() && !progress.in_training();
+        if now >= next_describe || early {
             match aws
                 .sagemaker
                 .describe_training_job()
@@ -173,6 +186,7 @@ pub async fn wait(
                                 | TrainingJobStatus::Stopped
                         )
                     ) {
+                        print_lines(log, &pending, prefix);
                         break d;
                     }
                 }
@@ -184,6 +198,7 @@ pub async fn wait(
             }
             next_describe = Instant::now() + describe_every;
         }
+        print_lines(log, &pending, prefix);
     };
     // CloudWatch lags the status: read until every stream is caught up.
     match tailer.drain(&aws.logs, 6, cancel).await {
