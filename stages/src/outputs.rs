@@ -3,6 +3,21 @@
 
 use std::path::Path;
 
+/// Prefixes of the keys this executor writes into `sagemaker.env`. A downstream job on this
+/// runner receives them as variables, so settings must not mistake them for typos.
+pub const OUTPUT_KEY_PREFIXES: &[&str] = &[
+    "SAGEMAKER_TRAINING_",
+    "SAGEMAKER_FINAL_METRIC_",
+    "SAGEMAKER_ECS_",
+];
+/// Whole output keys outside those prefixes.
+pub const OUTPUT_KEYS: &[&str] = &["SAGEMAKER_CONSOLE_URL", "SAGEMAKER_MODEL_DATA"];
+
+/// Whether `key` is one of this executor's own outputs.
+pub fn is_output_key(key: &str) -> bool {
+    OUTPUT_KEYS.contains(&key) || OUTPUT_KEY_PREFIXES.iter().any(|p| key.starts_with(p))
+}
+
 /// The dotenv file's name in the project dir.
 pub const DOTENV_FILE: &str = "sagemaker.env";
 /// The metrics file's name in the project dir.

@@ -25,7 +25,7 @@ pub enum ResourceKind {
     TrainingJob,
     /// An ECS task (id = ARN; `scope` = cluster).
     EcsTask,
-    /// An ECS service deployment in progress (id = service; `scope` = cluster).
+    /// An ECS service deployment in progress (id = deployment id; `scope` = cluster).
     EcsDeployment,
 }
 

@@ -19,10 +19,18 @@ use support::{POLICY, World};
 const IMAGE: &str = "public.ecr.aws/docker/library/alpine:3.20";
 const CLUSTER: &str = "ci";
 const LOG_GROUP: &str = "/sagemaker-executor/fargate";
+/// A masked variable's value: it must reach the script and nothing ECS shows.
+const SECRET: &str = "s3cr3t-t0ken-value-4711";
+const TASK_ROLE: &str = "task_role_arn = \"arn:aws:iam::123456789012:role/ci-task-default\"";
 
 /// A world with a `[fargate]` section wired to the simulator's default network, the helper
 /// command pointing at the binary under test, and the cluster and log group created.
 fn fargate_world() -> World {
+    fargate_world_with(TASK_ROLE)
+}
+
+/// [`fargate_world`] with `task_role` as the `[fargate]` table's extra line.
+fn fargate_world_with(task_role: &str) -> World {
     let w = World::new(POLICY);
     let net = w.sim.default_network().expect("default network");
     let helper = e2e::paths::executor_binary().expect("executor binary built");
@@ -39,6 +47,7 @@ cluster = "{CLUSTER}"
 subnets = [{subnets}]
 security_groups = [{groups}]
 execution_role_arn = "arn:aws:iam::123456789012:role/EcsExecution"
+{task_role}
 log_group = "{LOG_GROUP}"
 helper_image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/sagemaker-executor:test"
 helper_command = [{helper:?}]
@@ -97,13 +106,19 @@ fn a_fargate_job_streams_its_lines_live_and_returns_its_artifacts_and_outputs() 
     let w = fargate_world();
     let gate = w.dir.path().join("release-the-job");
     let script = format!(
-        "  - echo tick-1\n  - while [ ! -e {gate} ]; do sleep 0.1; done\n  - echo tick-2\n  - echo built > result.txt\n  - uname -s > uname.txt",
-        gate = gate.display()
+        "  - echo tick-1\n  - while [ ! -e {gate} ]; do sleep 0.1; done\n  - echo tick-2\n  - echo built > result.txt\n  - test \"${{#DEPLOY_TOKEN}}\" -eq {len} && echo token-reached-the-script",
+        gate = gate.display(),
+        len = SECRET.len(),
     );
-    let fixture = w.fixture(&job(
+    let yaml = job(
         &script,
         "artifacts:\n  paths: [result.txt]\n  reports: {dotenv: sagemaker.env}\n",
-    ));
+    )
+    .replace(
+        "SAGEMAKER_ACTION: fargate",
+        &format!("SAGEMAKER_ACTION: fargate\n  DEPLOY_TOKEN: {{value: {SECRET}, masked: true}}"),
+    );
+    let fixture = w.fixture(&yaml);
     let running = w.runner.start(&fixture).expect("job starts");
     // The first line reaches the job log while the script is still blocked on the gate file:
     // lines stream live, not at the end.
@@ -201,6 +216,36 @@ fn a_fargate_job_streams_its_lines_live_and_returns_its_artifacts_and_outputs() 
     assert_eq!(
         task.started_by(),
         Some(format!("gl-1-{}", result.id).as_str())
+    );
+    // The masked variable reached the script, and neither the task (with its overrides) nor
+    // its task definition shows it.
+    assert!(
+        log.lines().any(|l| l == "token-reached-the-script"),
+        "{log}"
+    );
+    assert!(!result.unmasked_log.contains(SECRET), "never printed");
+    let td =
+        w.rt.block_on(
+            w.ecs
+                .describe_task_definition()
+                .task_definition(task.task_definition_arn().unwrap())
+                .send(),
+        )
+        .unwrap();
+    assert_eq!(
+        td.task_definition().and_then(|t| t.task_role_arn()),
+        Some("arn:aws:iam::123456789012:role/ci-task-default"),
+        "the helpers get their S3 access from the task role"
+    );
+    for shown in [format!("{task:?}"), format!("{td:?}")] {
+        assert!(
+            !shown.contains(SECRET) && !shown.contains("DEPLOY_TOKEN"),
+            "{shown}"
+        );
+    }
+    assert!(
+        format!("{:?}", task.overrides()).contains("workspace"),
+        "the overrides were read"
     );
     // Cleanup deleted the staged objects, the returned workspace included.
     assert!(
@@ -343,6 +388,10 @@ fn sigterm_stops_the_task_and_the_executor_exits_promptly() {
         log.contains("Job cancelled: ECS task") && log.contains("was stopped"),
         "{log}"
     );
+    assert!(
+        log.contains("[sagemaker-executor] SIGTERM received: stopping the script"),
+        "the job's last lines after StopTask are shown:\n{log}"
+    );
     let procs = w.sim.processes().expect("processes");
     assert!(
         procs["processes"].as_array().is_some_and(|p| p.is_empty()),
@@ -405,5 +454,131 @@ fn no_capacity_is_a_system_failure_that_says_why() {
             .contains("ECS could not start the Fargate task: Capacity is unavailable"),
         "{}",
         result.plain_log()
+    );
+}
+
+#[test]
+fn without_a_task_role_the_job_is_refused_before_anything_is_created() {
+    let w = fargate_world_with("");
+    let result = w
+        .runner
+        .run(&w.fixture(&job("  - echo never", "")))
+        .unwrap();
+    assert!(
+        matches!(result.outcome, JobOutcome::SystemFailure { .. }),
+        "{:?}\n{}",
+        result.outcome,
+        result.plain_log()
+    );
+    assert!(
+        result
+            .plain_log()
+            .contains("a fargate job needs a task role"),
+        "{}",
+        result.plain_log()
+    );
+    let calls = w.calls();
+    assert!(
+        !calls
+            .iter()
+            .any(|c| c.starts_with("ECS.") && c != "ECS.CreateCluster"),
+        "{calls:?}"
+    );
+}
+
+#[test]
+fn a_bad_image_is_the_jobs_fault_but_aws_failing_to_start_or_reclaiming_the_task_is_not() {
+    let w = fargate_world();
+    let cases = [
+        (
+            serde_json::json!({"name_contains": "sme-", "fail_to_start": "CannotPullContainerError: pull image manifest has been retried 5 time(s): not found"}),
+            "",
+            "the job's image public.ecr.aws/docker/library/alpine:3.20 could not be pulled: CannotPullContainerError",
+            false,
+        ),
+        (
+            serde_json::json!({"name_contains": "sme-", "fail_to_start": "ResourceInitializationError: failed to configure ENI"}),
+            "",
+            "AWS stopped the Fargate task: ResourceInitializationError: failed to configure ENI",
+            true,
+        ),
+        (
+            serde_json::json!({"name_contains": "sme-", "spot_interruption": true, "after_seconds": 1.0}),
+            "\n  FARGATE_SPOT: \"true\"",
+            "the Fargate task was interrupted by AWS: Your Spot Task was interrupted.",
+            true,
+        ),
+    ];
+    for (outcome, vars, needle, system) in cases {
+        w.sim
+            .post_outcomes(&serde_json::json!({ "ecs_task": [outcome] }))
+            .unwrap();
+        let yaml = job("  - echo started\n  - sleep 60", "").replace(
+            "SAGEMAKER_ACTION: fargate",
+            &format!("SAGEMAKER_ACTION: fargate{vars}"),
+        );
+        let result = w.runner.run(&w.fixture(&yaml)).unwrap();
+        let log = result.plain_log();
+        if system {
+            assert!(
+                matches!(result.outcome, JobOutcome::SystemFailure { .. }),
+                "{needle}: {:?}\n{log}",
+                result.outcome
+            );
+        } else {
+            assert_eq!(
+                result.outcome,
+                JobOutcome::Failed { exit_code: 1 },
+                "{needle}\n{log}"
+            );
+        }
+        assert!(log.contains(needle), "{needle:?} missing in:\n{log}");
+    }
+}
+
+#[test]
+fn re_running_the_script_stage_attaches_to_the_task_it_started() {
+    let w = fargate_world();
+    // Without cleanup, as while the job is still going: the state file and the staged and
+    // returned objects are still there.
+    let mut config = w.runner.config().clone();
+    config.cleanup_exec = None;
+    let runner = e2e::runner::Runner::new(config).unwrap();
+    let result = runner
+        .run(&w.fixture(&job("  - echo first-run > out.txt", "")))
+        .unwrap();
+    assert_eq!(
+        result.outcome,
+        JobOutcome::Success,
+        "{}",
+        result.plain_log()
+    );
+    assert_eq!(w.count("ECS.RunTask"), 1);
+
+    let record = result.stage("build_script").unwrap().clone();
+    let project = result.project_dir.clone().unwrap();
+    std::fs::remove_file(project.join("out.txt")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = result
+        .replay_in(&record, dir.path(), &result.response)
+        .unwrap()
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("Attaching to ECS task ")
+            && stdout.contains("started earlier by this stage"),
+        "{stdout}"
+    );
+    assert_eq!(w.count("ECS.RunTask"), 1, "no second task");
+    assert_eq!(
+        std::fs::read_to_string(project.join("out.txt")).unwrap(),
+        "first-run\n",
+        "the returned workspace was restored again"
     );
 }

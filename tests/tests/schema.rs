@@ -1,4 +1,5 @@
-//! The published JSON Schema of the spec file must be what the executor generates.
+//! Published admin material must match the code: the spec file JSON Schema and the example
+//! executor config.
 
 #![allow(
     clippy::unwrap_used,
@@ -30,4 +31,22 @@ fn published_spec_schema_matches_the_code() {
         Some(2),
         "{schema}"
     );
+}
+
+#[test]
+fn the_example_executor_config_is_valid() {
+    let exe = e2e::paths::executor_binary().unwrap();
+    let example = e2e::paths::workspace_root().join("runner-setup/sagemaker-executor.toml");
+    let out = std::process::Command::new(exe)
+        .arg("--config")
+        .arg(&example)
+        .arg("validate")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
 }

@@ -277,7 +277,8 @@ fn fargate_env(c: &mut Checker<'_>, f: RawFargate) -> Option<FargateEnv> {
         helper_command,
         cpu: c.positive("fargate.cpu", f.cpu, 1024),
         memory: c.positive("fargate.memory", f.memory, 2048),
-        stop_grace: c.duration("fargate.stop_grace", f.stop_grace, Duration::from_secs(30)),
+        // ECS itself waits 30 s before SIGKILL; leave room to see the task reach STOPPED.
+        stop_grace: c.duration("fargate.stop_grace", f.stop_grace, Duration::from_secs(45)),
     })
 }
 

@@ -535,4 +535,167 @@ mod tests {
         assert_eq!(file_name("p/1/2/", "p/1/2/"), None);
         assert_eq!(file_name("other/x", "p/1/2/"), None);
     }
+
+    use std::sync::{Arc, Mutex};
+
+    use aws_sdk_s3::config::retry::RetryConfig;
+    use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+    use aws_sdk_s3::operation::complete_multipart_upload::CompleteMultipartUploadOutput;
+    use aws_sdk_s3::operation::create_multipart_upload::CreateMultipartUploadOutput;
+    use aws_sdk_s3::operation::get_object::GetObjectOutput;
+    use aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output;
+    use aws_sdk_s3::operation::upload_part::UploadPartOutput;
+    use aws_sdk_s3::types::Object;
+    use aws_smithy_mocks::{MockResponseInterceptor, Rule, RuleMode, mock};
+
+    fn s3(rules: &[&Rule]) -> Client {
+        let mut interceptor = MockResponseInterceptor::new().rule_mode(RuleMode::MatchAny);
+        for rule in rules {
+            interceptor = interceptor.with_rule(rule);
+        }
+        let config = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("AKIDTEST", "secret", None, None, "test"))
+            .retry_config(RetryConfig::disabled())
+            .http_client(aws_smithy_mocks::create_mock_http_client())
+            .interceptor(interceptor)
+            .build();
+        Client::from_conf(config)
+    }
+
+    #[tokio::test]
+    async fn fetch_downloads_the_direct_children_and_refuses_nothing_staged() {
+        let list = mock!(Client::list_objects_v2)
+            .match_requests(|r| r.prefix() == Some("p/1/2/") && r.delimiter() == Some("/"))
+            .then_output(|| {
+                ListObjectsV2Output::builder()
+                    .contents(Object::builder().key("p/1/2/job.env").build())
+                    .contents(Object::builder().key("p/1/2/script").build())
+                    .build()
+            });
+        let get = mock!(Client::get_object).then_compute_output(|r| {
+            GetObjectOutput::builder()
+                .body(ByteStream::from(
+                    format!("content of {}", r.key().unwrap_or_default()).into_bytes(),
+                ))
+                .build()
+        });
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dest = dir.path().join("channel");
+        let moved = fetch(
+            &s3(&[&list, &get]),
+            "b",
+            "p/1/2/",
+            &dest,
+            &CancellationToken::new(),
+        )
+        .await
+        .expect("fetched");
+        assert_eq!(moved.objects, 2);
+        assert_eq!(
+            std::fs::read_to_string(dest.join("job.env")).expect("file"),
+            "content of p/1/2/job.env"
+        );
+        assert!(
+            !dest.join("job.env.part").exists(),
+            "no temporary file left"
+        );
+
+        let empty =
+            mock!(Client::list_objects_v2).then_output(|| ListObjectsV2Output::builder().build());
+        let err = fetch(
+            &s3(&[&empty]),
+            "b",
+            "p/1/2/",
+            &dest,
+            &CancellationToken::new(),
+        )
+        .await
+        .expect_err("nothing staged");
+        assert!(matches!(err, HelperError::NothingStaged { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn push_of_a_missing_archive_says_the_job_did_not_pack_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let err = push(
+            &s3(&[]),
+            "b",
+            "k",
+            &dir.path().join("none.tar.gz"),
+            &CancellationToken::new(),
+        )
+        .await
+        .expect_err("missing");
+        assert!(err.to_string().starts_with("nothing to upload: "), "{err}");
+        assert_eq!(err.failure_kind(), FailureKind::Build);
+    }
+
+    #[tokio::test]
+    async fn a_large_archive_goes_up_in_parts_read_from_disk() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("workspace.tar.gz");
+        // Sparse: one byte over a part, so two parts, without writing 64 MiB.
+        std::fs::File::create(&file)
+            .and_then(|f| f.set_len(PART_SIZE + 1))
+            .expect("sparse file");
+        let create = mock!(Client::create_multipart_upload)
+            .match_requests(|r| r.bucket() == Some("b") && r.key() == Some("k"))
+            .then_output(|| {
+                CreateMultipartUploadOutput::builder()
+                    .upload_id("u1")
+                    .build()
+            });
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&sizes);
+        let part = mock!(Client::upload_part)
+            .match_requests(move |r| {
+                if let Ok(mut s) = seen.lock() {
+                    s.push((r.part_number().unwrap_or_default(), r.body().size_hint().0));
+                }
+                r.upload_id() == Some("u1")
+            })
+            .then_compute_output(|r| {
+                UploadPartOutput::builder()
+                    .e_tag(format!("etag-{}", r.part_number().unwrap_or_default()))
+                    .build()
+            });
+        let complete = mock!(Client::complete_multipart_upload)
+            .match_requests(|r| {
+                let parts: Vec<_> = r
+                    .multipart_upload()
+                    .map(|m| {
+                        m.parts()
+                            .iter()
+                            .map(|p| (p.part_number(), p.e_tag().map(str::to_owned)))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                parts
+                    == [
+                        (Some(1), Some("etag-1".to_owned())),
+                        (Some(2), Some("etag-2".to_owned())),
+                    ]
+            })
+            .then_output(|| CompleteMultipartUploadOutput::builder().build());
+        let moved = push(
+            &s3(&[&create, &part, &complete]),
+            "b",
+            "k",
+            &file,
+            &CancellationToken::new(),
+        )
+        .await
+        .expect("pushed");
+        assert_eq!(moved.bytes, PART_SIZE + 1);
+        assert_eq!(
+            complete.num_calls(),
+            1,
+            "completed with both parts in order"
+        );
+        let mut sizes = sizes.lock().expect("sizes").clone();
+        sizes.sort();
+        assert_eq!(sizes, [(1, PART_SIZE), (2, 1)]);
+    }
 }

@@ -19,6 +19,9 @@ pub mod submit;
 pub mod taskdef;
 pub mod wait;
 
+#[cfg(test)]
+mod mock;
+
 use aws_sdk_ecs::error::SdkError;
 use aws_sdk_ecs::operation::describe_task_definition::DescribeTaskDefinitionError;
 use aws_sdk_ecs::operation::list_tasks::ListTasksError;
@@ -51,6 +54,16 @@ pub enum FargateError {
     /// The runner has no `[fargate]` section (settings resolution normally refuses this first).
     #[error("this runner has no [fargate] section in its executor config")]
     NotConfigured,
+    /// No task role: the fetch and push helpers would have no credentials for S3.
+    #[error(
+        "a fargate job needs a task role: its fetch and push helper containers use it to read and write s3://{bucket}/{prefix} (set fargate.task_role_arn, or FARGATE_TASK_ROLE_ARN within policy.fargate.task_roles)"
+    )]
+    NoTaskRole {
+        /// The staging bucket.
+        bucket: String,
+        /// The job's staging prefix.
+        prefix: String,
+    },
     /// A request could not be built (a bug, or a value the SDK refuses).
     #[error("cannot build the {what} request: {source}")]
     Request {
@@ -183,6 +196,7 @@ impl Classify for FargateError {
             | FargateError::StoppedOutside(_)
             | FargateError::Cancelled { .. } => FailureKind::Build,
             FargateError::NotConfigured
+            | FargateError::NoTaskRole { .. }
             | FargateError::Request { .. }
             | FargateError::Malformed(_)
             | FargateError::State(_)
@@ -208,6 +222,7 @@ impl Classify for FargateError {
             // The container's real status, so `allow_failure: exit_codes: [137]` can match it.
             FargateError::OutOfMemory { .. } => Some(137),
             FargateError::NotConfigured
+            | FargateError::NoTaskRole { .. }
             | FargateError::Request { .. }
             | FargateError::Malformed(_)
             | FargateError::Staging(_)
@@ -249,6 +264,14 @@ pub async fn run(aws: &Aws, f: &FargateSettings, run: StageRun<'_>) -> Result<()
         run.job.project_id,
         run.job.id,
     );
+    // Checked before anything exists: without a role the helpers fail inside the task, later
+    // and less clearly.
+    if f.task_role_arn.is_none() {
+        return Err(FargateError::NoTaskRole {
+            bucket: loc.bucket,
+            prefix: loc.prefix,
+        });
+    }
     let paths = TaskPaths::new(&run.cfg.paths.builds_root, run.job.id);
     let spec = TaskDefSpec::new(f, env, &run.cfg.region, &run.cfg.paths.builds_root);
 

@@ -289,4 +289,150 @@ mod tests {
                 .contains(&"--path-style".to_owned())
         );
     }
+
+    #[tokio::test]
+    async fn an_earlier_task_is_found_by_started_by_running_first_then_stopped() {
+        use aws_sdk_ecs::operation::list_tasks::ListTasksOutput;
+        use aws_smithy_mocks::mock;
+
+        let running = mock!(aws_sdk_ecs::Client::list_tasks)
+            .match_requests(|r| {
+                r.started_by() == Some("gl-7-42")
+                    && r.cluster() == Some("ci")
+                    && r.desired_status() == Some(&DesiredStatus::Running)
+            })
+            .then_output(|| ListTasksOutput::builder().build());
+        let stopped = mock!(aws_sdk_ecs::Client::list_tasks)
+            .match_requests(|r| r.desired_status() == Some(&DesiredStatus::Stopped))
+            .then_output(|| {
+                ListTasksOutput::builder()
+                    .task_arns("arn:aws:ecs:us-east-1:1:task/ci/t1")
+                    .build()
+            });
+        let ecs = super::super::mock::ecs(&[&running, &stopped]);
+        let found = find_existing(&ecs, "ci", "gl-7-42").await.expect("listed");
+        assert_eq!(found.as_deref(), Some("arn:aws:ecs:us-east-1:1:task/ci/t1"));
+
+        let none = mock!(aws_sdk_ecs::Client::list_tasks)
+            .then_output(|| ListTasksOutput::builder().build());
+        let none2 = mock!(aws_sdk_ecs::Client::list_tasks)
+            .then_output(|| ListTasksOutput::builder().build());
+        let ecs = super::super::mock::ecs(&[&none, &none2]);
+        assert_eq!(
+            find_existing(&ecs, "ci", "gl-7-42").await.expect("listed"),
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn run_task_failures_are_reported_and_the_request_carries_job_identity() {
+        use std::collections::BTreeMap;
+        use std::time::Duration;
+
+        use aws_sdk_ecs::operation::run_task::RunTaskOutput;
+        use aws_sdk_ecs::types::Failure;
+        use aws_smithy_mocks::mock;
+
+        use crate::job::{Job, Variables};
+        use crate::settings::Architecture;
+
+        let job = Job {
+            id: 42,
+            name: "build".into(),
+            project_id: 7,
+            project_path: "g/p".into(),
+            pipeline_id: 3,
+            url: "https://gitlab.example.com/g/p/-/jobs/42".into(),
+            git_ref: "main".into(),
+            sha: "abc".into(),
+            ref_protected: false,
+            default_branch: None,
+            image: Some("alpine:3".into()),
+            timeout: Duration::from_secs(60),
+            variables: Variables::new(BTreeMap::new()),
+        };
+        let env = crate::config::FargateEnv {
+            cluster: "ci".into(),
+            subnets: vec!["subnet-1".into()],
+            security_groups: vec!["sg-1".into()],
+            assign_public_ip: false,
+            execution_role_arn: "arn:aws:iam::1:role/Exec".into(),
+            task_role_arn: None,
+            log_group: "/g".into(),
+            helper_image: "h".into(),
+            helper_command: vec!["sagemaker-executor".into()],
+            cpu: 256,
+            memory: 512,
+            stop_grace: Duration::from_secs(30),
+        };
+        let mut settings = FargateSettings {
+            image: "alpine:3".into(),
+            cpu: 256,
+            memory: 512,
+            ephemeral_storage_gb: 21,
+            spot: true,
+            architecture: Architecture::X86_64,
+            task_role_arn: None,
+        };
+        let loc = StagingLocation::new("b", "p", 7, 42);
+        let commands = Commands::new(
+            &loc,
+            &TaskPaths::new(Path::new("/b"), 42),
+            "us-east-1",
+            false,
+        );
+        let rule = mock!(aws_sdk_ecs::Client::run_task)
+            .match_requests(|r| {
+                r.started_by() == Some("gl-7-42")
+                    && r.client_token() == Some("gl-7-42")
+                    && r.launch_type().is_none()
+                    && r.capacity_provider_strategy()
+                        .first()
+                        .map(|c| c.capacity_provider())
+                        == Some("FARGATE_SPOT")
+                    && r.tags()
+                        .iter()
+                        .any(|t| t.key() == Some("gitlab:job-id") && t.value() == Some("42"))
+            })
+            .then_output(|| {
+                RunTaskOutput::builder()
+                    .failures(
+                        Failure::builder()
+                            .reason("Capacity is unavailable at this time.")
+                            .detail("RESOURCE:FARGATE")
+                            .build(),
+                    )
+                    .build()
+            });
+        let ecs = super::super::mock::ecs(&[&rule]);
+        let err = run_task(&ecs, &env, &settings, &job, "td:1", "gl-7-42", &commands)
+            .await
+            .expect_err("no task");
+        assert_eq!(
+            err.to_string(),
+            "ECS could not start the Fargate task: Capacity is unavailable at this time. (RESOURCE:FARGATE)"
+        );
+        assert_eq!(rule.num_calls(), 1);
+
+        settings.spot = false;
+        let on_demand = mock!(aws_sdk_ecs::Client::run_task)
+            .match_requests(|r| {
+                r.launch_type() == Some(&LaunchType::Fargate)
+                    && r.capacity_provider_strategy().is_empty()
+            })
+            .then_output(|| {
+                RunTaskOutput::builder()
+                    .tasks(
+                        aws_sdk_ecs::types::Task::builder()
+                            .task_arn("arn:t")
+                            .build(),
+                    )
+                    .build()
+            });
+        let ecs = super::super::mock::ecs(&[&on_demand]);
+        let arn = run_task(&ecs, &env, &settings, &job, "td:1", "gl-7-42", &commands)
+            .await
+            .expect("started");
+        assert_eq!(arn, "arn:t");
+    }
 }

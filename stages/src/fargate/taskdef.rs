@@ -437,4 +437,87 @@ mod tests {
         assert!(!s.matches(&td("python:3.13", TaskDefinitionStatus::Active)));
         assert!(!s.matches(&td("python:3.12", TaskDefinitionStatus::Inactive)));
     }
+
+    fn joblog() -> JobLog {
+        JobLog::new()
+    }
+
+    #[tokio::test]
+    async fn the_latest_active_revision_is_reused_without_registering() {
+        use aws_sdk_ecs::operation::describe_task_definition::DescribeTaskDefinitionOutput;
+        use aws_smithy_mocks::mock;
+
+        let s = spec("python:3.12");
+        let family = s.family();
+        let existing = TaskDefinition::builder()
+            .task_definition_arn(format!(
+                "arn:aws:ecs:us-east-1:1:task-definition/{family}:3"
+            ))
+            .revision(3)
+            .set_container_definitions(Some(s.containers().expect("renders")))
+            .cpu("512")
+            .memory("1024")
+            .status(TaskDefinitionStatus::Active)
+            .build();
+        let wanted = family.clone();
+        let describe = mock!(aws_sdk_ecs::Client::describe_task_definition)
+            .match_requests(move |r| r.task_definition() == Some(wanted.as_str()))
+            .then_output(move || {
+                DescribeTaskDefinitionOutput::builder()
+                    .task_definition(existing.clone())
+                    .build()
+            });
+        // No RegisterTaskDefinition rule: registering would fail the test.
+        let ecs = super::super::mock::ecs(&[&describe]);
+        let arn = ensure(&ecs, &s, &joblog()).await.expect("reused");
+        assert!(arn.ends_with(&format!("{family}:3")), "{arn}");
+        assert_eq!(describe.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_unknown_family_is_registered_with_the_rendered_containers() {
+        use aws_sdk_ecs::error::ErrorMetadata;
+        use aws_sdk_ecs::operation::describe_task_definition::DescribeTaskDefinitionError;
+        use aws_sdk_ecs::operation::register_task_definition::RegisterTaskDefinitionOutput;
+        use aws_smithy_mocks::mock;
+
+        let s = spec("python:3.12");
+        let family = s.family();
+        let describe = mock!(aws_sdk_ecs::Client::describe_task_definition).then_error(|| {
+            DescribeTaskDefinitionError::generic(
+                ErrorMetadata::builder()
+                    .code("ClientException")
+                    .message("Unable to describe task definition.")
+                    .build(),
+            )
+        });
+        let f = family.clone();
+        let register = mock!(aws_sdk_ecs::Client::register_task_definition)
+            .match_requests(move |r| {
+                r.family() == Some(f.as_str())
+                    && r.cpu() == Some("512")
+                    && r.memory() == Some("1024")
+                    && r.network_mode() == Some(&NetworkMode::Awsvpc)
+                    && r.requires_compatibilities() == [Compatibility::Fargate]
+                    && r.volumes().len() == 1
+                    && r.container_definitions().len() == 3
+                    && r.tags().iter().any(|t| t.key() == Some("managed-by"))
+                    // 21 GiB is asked for explicitly (Fargate's default is 20).
+                    && r.ephemeral_storage().map(|e| e.size_in_gib()) == Some(21)
+            })
+            .then_output(move || {
+                RegisterTaskDefinitionOutput::builder()
+                    .task_definition(
+                        TaskDefinition::builder()
+                            .task_definition_arn("arn:aws:ecs:us-east-1:1:task-definition/x:1")
+                            .revision(1)
+                            .build(),
+                    )
+                    .build()
+            });
+        let ecs = super::super::mock::ecs(&[&describe, &register]);
+        let arn = ensure(&ecs, &s, &joblog()).await.expect("registered");
+        assert!(arn.ends_with("x:1"));
+        assert_eq!(register.num_calls(), 1);
+    }
 }

@@ -384,16 +384,18 @@ pub async fn stop(
     let deadline = Instant::now() + grace;
     let mut last = None;
     loop {
+        let mut stopped = false;
         if let Ok(Some(task)) = describe(aws, cluster, task_arn).await {
             logs.observe(&task);
-            let stopped = task.last_status() == Some("STOPPED");
+            stopped = task.last_status() == Some("STOPPED");
             last = Some(task);
-            if stopped {
-                break;
-            }
         }
-        // Best effort: the stop is what matters, the lines are a courtesy.
-        let _ = logs.poll(&aws.logs, log).await;
+        // Best effort, and once more after STOPPED for the job's last words (the bootstrap
+        // says when it passes SIGTERM on): the stop is what matters, the lines are a courtesy.
+        let _ = tokio::time::timeout(Duration::from_secs(5), logs.poll(&aws.logs, log)).await;
+        if stopped {
+            break;
+        }
         let now = Instant::now();
         if now >= deadline {
             break;

@@ -132,6 +132,10 @@ impl Settings {
                     || KNOWN_PREFIXES
                         .iter()
                         .any(|p| var.starts_with(p) && var.len() > p.len());
+                if crate::outputs::is_output_key(&var) && !KNOWN.contains(&var.as_str()) {
+                    // An upstream job's output (dotenv), not a setting of this job.
+                    continue;
+                }
                 if known {
                     s.map.insert(
                         var.clone(),

@@ -286,3 +286,46 @@ fn after_script_and_hooks_follow_the_policy() {
         "{err:?}"
     );
 }
+
+#[test]
+fn upstream_outputs_in_the_variables_are_not_mistaken_for_typos() {
+    let upstream: Vec<(String, String)> = {
+        let dir = tempfile::tempdir().unwrap();
+        crate::outputs::write_dotenv(
+            dir.path(),
+            &[
+                ("SAGEMAKER_TRAINING_JOB_NAME".into(), "gl-1-2".into()),
+                ("SAGEMAKER_TRAINING_JOB_ARN".into(), "arn:x".into()),
+                ("SAGEMAKER_FINAL_METRIC_loss".into(), "0.1".into()),
+                ("SAGEMAKER_ECS_TASK_ARN".into(), "arn:t".into()),
+                ("SAGEMAKER_CONSOLE_URL".into(), "https://c".into()),
+            ],
+        )
+        .unwrap();
+        std::fs::read_to_string(dir.path().join(crate::outputs::DOTENV_FILE))
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+            .collect()
+    };
+    let mut vars: Vec<(&str, &str)> = upstream
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(vars.len(), 5);
+    assert!(
+        plan(&vars, Some(ECR)).is_ok(),
+        "{:?}",
+        plan(&vars, Some(ECR))
+    );
+    vars.push(("SAGEMAKER_TRAINING_TYPO", "x"));
+    assert!(
+        plan(&vars, Some(ECR)).is_ok(),
+        "output prefixes are reserved for outputs"
+    );
+    vars.push(("SAGEMAKER_INSTANCE_TYP", "x"));
+    assert!(
+        plan(&vars, Some(ECR)).is_err(),
+        "a real typo is still refused"
+    );
+}

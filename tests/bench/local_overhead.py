@@ -1,0 +1,55 @@
+#!/usr/bin/env python3
+"""Benchmark (not a test): what the executor adds to a local stage and to `config`.
+
+Design §9 target: median added wall time <= 5 ms for `config` and for a local `run` stage over
+running the same script with bash. Runs each command --runs times (after a warm-up) and
+prints medians for BENCHMARKS.md.
+
+Usage: python3 tests/bench/local_overhead.py [--runs 200] [--exe target/release/sagemaker-executor]
+"""
+import argparse, json, os, statistics, subprocess, tempfile, time
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+
+
+def timed(cmd, env, runs):
+    for _ in range(5):
+        subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    out = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+        out.append((time.perf_counter() - t) * 1000)
+    return statistics.median(out)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=200)
+    ap.add_argument("--exe", default=os.path.join(REPO, "target", "debug", "sagemaker-executor"))
+    a = ap.parse_args()
+    work = tempfile.mkdtemp(prefix="sme-local-")
+    cfg = os.path.join(work, "executor.toml")
+    with open(cfg, "w") as f:
+        f.write(f'region = "us-east-1"\n[paths]\nbuilds_root = "{work}/builds"\ncache_root = "{work}/cache"\n[staging]\nbucket = "b-bench"\n')
+    resp = os.path.join(work, "response.json")
+    with open(resp, "w") as f:
+        json.dump({"id": 1, "job_info": {"project_id": 1, "project_full_path": "g/p"},
+                   "variables": [{"key": f"VAR_{i}", "value": "x" * 40} for i in range(100)]}, f)
+    script = os.path.join(work, "script")
+    with open(script, "w") as f:
+        f.write("#!/usr/bin/env bash\nset -eo pipefail\necho 'Running on host'\n")
+    env = dict(os.environ, JOB_RESPONSE_FILE=resp, BUILD_EXIT_CODE_FILE=os.path.join(work, "code"), TMPDIR=work)
+    bash = timed(["bash", script], env, a.runs)
+    run = timed([a.exe, "--config", cfg, "run", script, "prepare_script"], env, a.runs)
+    config = timed([a.exe, "--config", cfg, "config"], env, a.runs)
+    true = timed(["true"], env, a.runs)
+    print(f"| binary | {os.path.relpath(a.exe, REPO)} ({a.runs} runs each, medians) |")
+    print("|---|---|")
+    print(f"| `bash script` | {bash:.2f} ms |")
+    print(f"| `run <script> prepare_script` | {run:.2f} ms (added: {run - bash:.2f} ms) |")
+    print(f"| `config` | {config:.2f} ms (over spawning `true`: {config - true:.2f} ms) |")
+
+
+if __name__ == "__main__":
+    main()
