@@ -411,6 +411,35 @@ fn ecs_mode_returns_a_gzipped_archive() {
     );
 }
 
+/// Waits until a `sleep` process runs in process group `pgid` (the bootstrap's).
+fn wait_for_sleep_in_group(pgid: u32, shell: &str) {
+    let deadline = std::time::Instant::now() + RUN_TIMEOUT;
+    loop {
+        let found = fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                fs::read_to_string(e.path().join("stat")).is_ok_and(|stat| {
+                    // "pid (comm) state ppid pgrp ..."; comm may hold spaces, so split after ')'.
+                    let comm_ok = stat.contains("(sleep)");
+                    let pgrp = stat
+                        .rsplit_once(')')
+                        .and_then(|(_, rest)| rest.split_whitespace().nth(2).map(str::to_owned));
+                    comm_ok && pgrp.as_deref() == Some(pgid.to_string().as_str())
+                })
+            });
+        if found {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "[{shell}] the script's sleep never started"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// The script announces itself, then blocks in a foreground child; only a SIGTERM delivered to
 /// that child too (the process group) lets the script's own trap run.
 const SIGTERM_SCRIPT: &str = r#"trap 'echo stopped > got-term.txt; exit 143' TERM
@@ -460,6 +489,10 @@ fn sigterm_is_forwarded_and_the_workspace_still_packed() {
             kill_group(pid, "KILL");
             panic!("[{}] the script never became ready", shell.name);
         }
+
+        // "ready" is printed just before the script forks `sleep`; a signal in between would
+        // miss the sleep and leave the script's trap waiting on it. Wait for that state.
+        wait_for_sleep_in_group(pid, &shell.name);
 
         // Like `docker stop`: SIGTERM to the bootstrap (PID 1) only.
         let sent = Command::new("sh")
