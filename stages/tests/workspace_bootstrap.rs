@@ -492,7 +492,7 @@ fn sigterm_is_forwarded_and_the_workspace_still_packed() {
 
         // "ready" is printed just before the script forks `sleep`; a signal in between would
         // miss the sleep and leave the script's trap waiting on it. Wait for that state.
-        wait_for_sleep_in_group(pid, &shell.name);
+        wait_for_sleep_in_group(pid, shell.name);
 
         // Like `docker stop`: SIGTERM to the bootstrap (PID 1) only.
         let sent = Command::new("sh")

@@ -13,27 +13,17 @@ use aws_config::retry::RetryConfig;
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_s3::Client;
 use aws_sdk_s3::error::SdkError;
-use aws_sdk_s3::operation::complete_multipart_upload::CompleteMultipartUploadError;
-use aws_sdk_s3::operation::create_multipart_upload::CreateMultipartUploadError;
 use aws_sdk_s3::operation::get_object::GetObjectError;
 use aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Error;
-use aws_sdk_s3::operation::put_object::PutObjectError;
-use aws_sdk_s3::operation::upload_part::UploadPartError;
-use aws_sdk_s3::primitives::{ByteStream, Length};
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
-use futures_util::{StreamExt, TryStreamExt};
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::aws::errors;
 use crate::failure::{Classify, FailureKind};
+use crate::workspace::UploadOptions;
 
 /// Files up to this size go up in one PutObject; larger ones in parts of at least this size.
 const PART_SIZE: u64 = 64 * 1024 * 1024;
-/// S3's limit on parts per upload.
-const MAX_PARTS: u64 = 10_000;
-/// Parts in flight at once.
-const CONCURRENT_PARTS: usize = 4;
 
 /// Why a helper step failed.
 #[derive(Debug, thiserror::Error)]
@@ -102,69 +92,9 @@ pub enum HelperError {
         /// The file.
         path: PathBuf,
     },
-    /// PutObject failed.
-    #[error("uploading s3://{bucket}/{key}: {}", errors::describe(source))]
-    Put {
-        /// Bucket.
-        bucket: String,
-        /// Key.
-        key: String,
-        /// The SDK error.
-        #[source]
-        source: Box<SdkError<PutObjectError>>,
-    },
-    /// CreateMultipartUpload failed.
-    #[error(
-        "starting the upload of s3://{bucket}/{key}: {}",
-        errors::describe(source)
-    )]
-    CreateMultipart {
-        /// Bucket.
-        bucket: String,
-        /// Key.
-        key: String,
-        /// The SDK error.
-        #[source]
-        source: Box<SdkError<CreateMultipartUploadError>>,
-    },
-    /// UploadPart failed.
-    #[error(
-        "uploading part {part} of s3://{bucket}/{key}: {}",
-        errors::describe(source)
-    )]
-    UploadPart {
-        /// Bucket.
-        bucket: String,
-        /// Key.
-        key: String,
-        /// Part number.
-        part: i32,
-        /// The SDK error.
-        #[source]
-        source: Box<SdkError<UploadPartError>>,
-    },
-    /// CompleteMultipartUpload failed.
-    #[error(
-        "completing the upload of s3://{bucket}/{key}: {}",
-        errors::describe(source)
-    )]
-    Complete {
-        /// Bucket.
-        bucket: String,
-        /// Key.
-        key: String,
-        /// The SDK error.
-        #[source]
-        source: Box<SdkError<CompleteMultipartUploadError>>,
-    },
-    /// The file is too large for one multipart upload.
-    #[error("{} is {size} bytes, more than one S3 upload can hold", path.display())]
-    TooLarge {
-        /// The file.
-        path: PathBuf,
-        /// Its size.
-        size: u64,
-    },
+    /// Uploading the returned archive failed.
+    #[error("uploading the returned workspace: {0}")]
+    Upload(#[source] crate::workspace::WorkspaceError),
     /// SIGTERM (StopTask) arrived first.
     #[error("stopped while {0}")]
     Cancelled(&'static str),
@@ -175,19 +105,14 @@ impl Classify for HelperError {
         match self {
             // The job container decides what comes back; a missing or oversized archive is its
             // doing, as is a stop.
-            HelperError::SourceMissing { .. }
-            | HelperError::TooLarge { .. }
-            | HelperError::Cancelled(_) => FailureKind::Build,
+            HelperError::SourceMissing { .. } | HelperError::Cancelled(_) => FailureKind::Build,
             HelperError::List { .. }
             | HelperError::NothingStaged { .. }
             | HelperError::UnsafeKey { .. }
             | HelperError::Get { .. }
             | HelperError::Body { .. }
             | HelperError::Local { .. }
-            | HelperError::Put { .. }
-            | HelperError::CreateMultipart { .. }
-            | HelperError::UploadPart { .. }
-            | HelperError::Complete { .. } => FailureKind::System,
+            | HelperError::Upload(_) => FailureKind::System,
         }
     }
 }
@@ -340,8 +265,8 @@ async fn download(
     Ok(bytes)
 }
 
-/// Uploads `source` to `s3://bucket/key`: one PutObject up to [`PART_SIZE`], else a multipart
-/// upload read part by part from disk (aborted on any failure).
+/// Uploads `source` to `s3://bucket/key` with the workspace module's upload engine: one
+/// PutObject up to [`PART_SIZE`], else multipart (aborted on any failure).
 pub async fn push(
     s3: &Client,
     bucket: &str,
@@ -364,168 +289,23 @@ pub async fn push(
             });
         }
     };
-    let part_size = PART_SIZE.max(size.div_ceil(MAX_PARTS));
-    if size > part_size * MAX_PARTS || part_size > 5 * 1024 * 1024 * 1024 {
-        return Err(HelperError::TooLarge {
-            path: source.to_owned(),
-            size,
-        });
-    }
-    if size <= PART_SIZE {
-        let body = ByteStream::from_path(source)
-            .await
-            .map_err(|e| HelperError::Local {
-                what: "reading",
-                path: source.to_owned(),
-                source: std::io::Error::other(e),
-            })?;
-        let request = s3
-            .put_object()
-            .bucket(bucket)
-            .key(key)
-            .content_type("application/gzip")
-            .body(body)
-            .send();
-        cancel
-            .run_until_cancelled(request)
-            .await
-            .ok_or(HelperError::Cancelled("uploading the workspace"))?
-            .map_err(|e| HelperError::Put {
-                bucket: bucket.to_owned(),
-                key: key.to_owned(),
-                source: Box::new(e),
-            })?;
-        return Ok(Moved {
-            objects: 1,
-            bytes: size,
-        });
-    }
-    let created = cancel
-        .run_until_cancelled(
-            s3.create_multipart_upload()
-                .bucket(bucket)
-                .key(key)
-                .content_type("application/gzip")
-                .send(),
-        )
+    let opts = UploadOptions {
+        part_size: PART_SIZE as usize,
+        ..UploadOptions::default()
+    };
+    crate::workspace::upload_file(s3, bucket, key, source, &opts, cancel)
         .await
-        .ok_or(HelperError::Cancelled("uploading the workspace"))?
-        .map_err(|e| HelperError::CreateMultipart {
-            bucket: bucket.to_owned(),
-            key: key.to_owned(),
-            source: Box::new(e),
-        })?;
-    let upload_id = created.upload_id().unwrap_or_default().to_owned();
-    let result = upload_parts(s3, bucket, key, &upload_id, source, size, part_size, cancel).await;
-    if result.is_err() {
-        // Best effort: the error being reported matters more; cleanup's delete_staged aborts
-        // what is left under the job's prefix anyway.
-        let _ = s3
-            .abort_multipart_upload()
-            .bucket(bucket)
-            .key(key)
-            .upload_id(&upload_id)
-            .send()
-            .await;
-    }
-    result.map(|()| Moved {
+        .map_err(HelperError::Upload)?;
+    Ok(Moved {
         objects: 1,
         bytes: size,
     })
 }
 
-#[expect(
-    clippy::too_many_arguments,
-    reason = "one multipart upload's coordinates, used once"
-)]
-async fn upload_parts(
-    s3: &Client,
-    bucket: &str,
-    key: &str,
-    upload_id: &str,
-    source: &Path,
-    size: u64,
-    part_size: u64,
-    cancel: &CancellationToken,
-) -> Result<(), HelperError> {
-    let ranges: Vec<(i32, u64, u64)> = (0..size.div_ceil(part_size))
-        .map(|i| {
-            let offset = i * part_size;
-            (
-                i32::try_from(i + 1).unwrap_or(i32::MAX),
-                offset,
-                part_size.min(size - offset),
-            )
-        })
-        .collect();
-    let uploads =
-        futures_util::stream::iter(ranges.into_iter().map(|(part, offset, length)| async move {
-            let body = ByteStream::read_from()
-                .path(source)
-                .offset(offset)
-                .length(Length::Exact(length))
-                .build()
-                .await
-                .map_err(|e| HelperError::Local {
-                    what: "reading",
-                    path: source.to_owned(),
-                    source: std::io::Error::other(e),
-                })?;
-            let out = s3
-                .upload_part()
-                .bucket(bucket)
-                .key(key)
-                .upload_id(upload_id)
-                .part_number(part)
-                .body(body)
-                .send()
-                .await
-                .map_err(|e| HelperError::UploadPart {
-                    bucket: bucket.to_owned(),
-                    key: key.to_owned(),
-                    part,
-                    source: Box::new(e),
-                })?;
-            Ok::<_, HelperError>(
-                CompletedPart::builder()
-                    .part_number(part)
-                    .set_e_tag(out.e_tag)
-                    .build(),
-            )
-        }))
-        .buffer_unordered(CONCURRENT_PARTS)
-        .try_collect::<Vec<_>>();
-    let mut parts = cancel
-        .run_until_cancelled(uploads)
-        .await
-        .ok_or(HelperError::Cancelled("uploading the workspace"))??;
-    parts.sort_by_key(|p| p.part_number());
-    let request = s3
-        .complete_multipart_upload()
-        .bucket(bucket)
-        .key(key)
-        .upload_id(upload_id)
-        .multipart_upload(
-            CompletedMultipartUpload::builder()
-                .set_parts(Some(parts))
-                .build(),
-        )
-        .send();
-    cancel
-        .run_until_cancelled(request)
-        .await
-        .ok_or(HelperError::Cancelled("uploading the workspace"))?
-        .map_err(|e| HelperError::Complete {
-            bucket: bucket.to_owned(),
-            key: key.to_owned(),
-            source: Box::new(e),
-        })?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aws_sdk_s3::primitives::ByteStream;
 
     #[test]
     fn only_plain_names_directly_under_the_prefix_are_fetched() {

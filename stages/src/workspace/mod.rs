@@ -40,4 +40,4 @@ pub use location::{
     StagingLocation, WORKSPACE_ARCHIVE,
 };
 pub use pack::{PackSummary, pack_tree_to};
-pub use upload::{MIN_PART_SIZE, UploadOptions, put_bytes, upload_tree};
+pub use upload::{MIN_PART_SIZE, UploadOptions, put_bytes, upload_file, upload_tree};

@@ -82,32 +82,91 @@ pub async fn upload_tree(
     cancel: &CancellationToken,
 ) -> Result<PackSummary, WorkspaceError> {
     loc.check()?;
+    let roots = roots.to_vec();
+    let level = opts.compression_level;
     let target = Target {
         s3,
         bucket: &loc.bucket,
         key: loc.key(name),
     };
+    run_upload(&target, opts, cancel, move |writer| {
+        pack_tree_to(&roots, writer, level)
+    })
+    .await
+}
+
+/// Streams an existing file (e.g. a returned `workspace.tar.gz`) to `s3://bucket/key` with the
+/// same part strategy as [`upload_tree`]: one PutObject when it fits in a part, else multipart,
+/// aborted on any error or cancellation.
+///
+/// # Errors
+/// [`WorkspaceError::PackRead`] when the file cannot be read, S3 errors per step, and
+/// [`WorkspaceError::Cancelled`].
+pub async fn upload_file(
+    s3: &Client,
+    bucket: &str,
+    key: &str,
+    source: &std::path::Path,
+    opts: &UploadOptions,
+    cancel: &CancellationToken,
+) -> Result<PackSummary, WorkspaceError> {
+    let target = Target {
+        s3,
+        bucket,
+        key: key.to_owned(),
+    };
+    let path = source.to_owned();
+    run_upload(&target, opts, cancel, move |writer| {
+        let read_err = |source| WorkspaceError::PackRead {
+            path: path.clone(),
+            source,
+        };
+        let mut file = std::fs::File::open(&path).map_err(read_err)?;
+        let bytes = io::copy(&mut file, writer).map_err(|source| match source.kind() {
+            io::ErrorKind::BrokenPipe => WorkspaceError::PackWrite { source },
+            _ => read_err(source),
+        })?;
+        Ok(PackSummary {
+            bytes_in: bytes,
+            bytes_out: bytes,
+            files: 1,
+            parts: 0,
+            skipped: Vec::new(),
+        })
+    })
+    .await
+}
+
+/// Runs `produce` on a blocking thread writing into the part channel, and uploads what it
+/// writes; the one upload engine behind [`upload_tree`] and [`upload_file`].
+async fn run_upload<F>(
+    target: &Target<'_>,
+    opts: &UploadOptions,
+    cancel: &CancellationToken,
+    produce: F,
+) -> Result<PackSummary, WorkspaceError>
+where
+    F: FnOnce(&mut PartWriter) -> Result<PackSummary, WorkspaceError> + Send + 'static,
+{
     let part_size = opts.part_size.max(MIN_PART_SIZE);
     let (tx, mut rx) = mpsc::channel::<Bytes>(1);
-    let roots = roots.to_vec();
-    let level = opts.compression_level;
-    // The packer stops at its next write once this is cancelled or the receiver is gone.
+    // The producer stops at its next write once this is cancelled or the receiver is gone.
     let stop_packing = cancel.child_token();
     let packer_stop = stop_packing.clone();
     let packer = tokio::task::spawn_blocking(move || {
         let mut writer = PartWriter::new(tx, part_size, packer_stop);
-        let summary = pack_tree_to(&roots, &mut writer, level)?;
+        let summary = produce(&mut writer)?;
         let parts = writer
             .finish()
             .map_err(|source| WorkspaceError::PackWrite { source })?;
         Ok::<_, WorkspaceError>((summary, parts))
     });
-    // Dropping the guard on any early return stops the packer.
+    // Dropping the guard on any early return stops the producer.
     let _stop_guard = stop_packing.drop_guard();
 
     let mut multipart = Multipart::default();
     let result = drive(
-        &target,
+        target,
         &mut rx,
         packer,
         &mut multipart,
