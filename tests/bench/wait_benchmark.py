@@ -10,7 +10,7 @@ training script that prints a wall-clock timestamp every second for --minutes. M
     training script printed (p50 / p95 / max).
 Prints a Markdown table for BENCHMARKS.md.
 
-Usage: .venv/bin/python tests/bench/wait_benchmark.py [--minutes 4] [--log-interval 5s] [--describe-interval 30s]
+Usage: .venv/bin/python tests/bench/wait_benchmark.py [--minutes 4] [--log-interval 5s] [--describe-interval 30s] [--exe target/release/sagemaker-executor]
 """
 import argparse, json, os, statistics, subprocess, sys, tempfile, threading, time, urllib.request
 
@@ -44,8 +44,10 @@ def main():
     ap.add_argument("--minutes", type=float, default=4)
     ap.add_argument("--log-interval", default="5s")
     ap.add_argument("--describe-interval", default="30s")
+    ap.add_argument("--exe", default=EXE, help="the executor binary (default: the debug build)")
     a = ap.parse_args()
-    if not os.access(EXE, os.X_OK):
+    exe_path = a.exe
+    if not os.access(exe_path, os.X_OK):
         sys.exit("build first: cargo build --workspace --bins")
     work = tempfile.mkdtemp(prefix="sme-bench-")
     builds = os.path.join(work, "builds")
@@ -75,7 +77,7 @@ def main():
         f.write(f"#!/usr/bin/env bash\nfor i in $(seq 1 {seconds}); do echo \"tick $(date +%s.%N)\"; sleep 1; done\n")
     env.update(JOB_RESPONSE_FILE=resp, CUSTOM_ENV_CI_PROJECT_DIR=project, BUILD_EXIT_CODE_FILE=os.path.join(work, "code"))
     t0 = time.time()
-    exe = subprocess.Popen([EXE, "--config", cfg, "run", script, "build_script"], env=env,
+    exe = subprocess.Popen([exe_path, "--config", cfg, "run", script, "build_script"], env=env,
                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1)
     samples, latencies = [], []
 
@@ -106,8 +108,9 @@ def main():
     lat = sorted(latencies)
     pct = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] if lat else float("nan")
     print(f"exit code {exe.returncode}; {len(latencies)}/{seconds} lines received in {elapsed:.0f} s")
+    print("| measure | value |\n|---|---|")
+    print(f"| binary | {os.path.relpath(exe_path, REPO)} |")
     print(f"| settings | log_interval {a.log_interval}, describe_interval {a.describe_interval}, {a.minutes:g} min of training |")
-    print("|---|---|")
     print(f"| RSS (peak / median) | {max(rss):.1f} MiB / {statistics.median(rss):.1f} MiB |")
     print(f"| CPU (average over the wait) | {cpu:.2f} % of one core |")
     print(f"| AWS calls per minute after the first minute | {len(steady) / steady_minutes:.1f} ({', '.join(f'{k} {v / steady_minutes:.1f}' for k, v in sorted(per_op.items()))}) |")
