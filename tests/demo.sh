@@ -34,12 +34,34 @@ endpoint="$(awk '/^SIM_READY /{print $2}' "$work/sim.out")"
 
 export AWS_ENDPOINT_URL="$endpoint" AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 \
     AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo AWS_EC2_METADATA_DISABLED=true
-.venv/bin/python - <<'PY'
+# AWS resources an admin would have: the staging bucket, the Fargate cluster and log group, and
+# an ECS service for the deployment job. The Fargate network comes from the simulator's VPC.
+network="$(.venv/bin/python - <<'PY'
+import json, os, urllib.request
 import boto3
 boto3.client("s3").create_bucket(Bucket="ml-ci-staging")
+ecs = boto3.client("ecs")
+ecs.create_cluster(clusterName="ml-ci")
+boto3.client("logs").create_log_group(logGroupName="/sagemaker-executor/fargate")
+net = json.load(urllib.request.urlopen(os.environ["AWS_ENDPOINT_URL"] + "/_sim/default-network"))
+td = ecs.register_task_definition(
+    family="churn-api", requiresCompatibilities=["FARGATE"], networkMode="awsvpc", cpu="256", memory="512",
+    containerDefinitions=[{"name": "web", "image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/api/churn:1.0",
+                           "essential": True, "command": ["sleep", "3600"]}],
+)["taskDefinition"]["taskDefinitionArn"]
+ecs.create_service(
+    cluster="ml-ci", serviceName="churn-api", taskDefinition=td, desiredCount=1, launchType="FARGATE",
+    networkConfiguration={"awsvpcConfiguration": {"subnets": net["subnets"], "securityGroups": net["security_groups"]}},
+    deploymentConfiguration={"deploymentCircuitBreaker": {"enable": True, "rollback": True}},
+)
+print(json.dumps(net["subnets"], separators=(",", ":")), json.dumps(net["security_groups"], separators=(",", ":")))
 PY
+)"
+read -r subnets groups <<<"$network"
 
-sed "s|@ROOT@|$work|g" tests/demo/executor.toml >"$work/executor.toml"
+sed -e "s|@ROOT@|$work|g" -e "s|@SUBNETS@|$subnets|" -e "s|@GROUPS@|$groups|" \
+    -e "s|@HELPER@|$repo/target/debug/sagemaker-executor|" \
+    tests/demo/executor.toml >"$work/executor.toml"
 echo "== executor config check: $(target/debug/sagemaker-executor --config "$work/executor.toml" validate)"
 echo "== simulator at $endpoint; running the sample pipeline"
 target/debug/runner-emulator \
