@@ -128,7 +128,22 @@ impl Classify for TrainError {
     fn script_exit_code(&self) -> Option<i32> {
         match self {
             TrainError::Script(code) => Some(*code),
-            _ => None,
+            TrainError::Request(_)
+            | TrainError::Staging(_)
+            | TrainError::Workspace(_)
+            | TrainError::State(_)
+            | TrainError::Create(_)
+            | TrainError::Describe(_)
+            | TrainError::Algorithm(_)
+            | TrainError::Client(_)
+            | TrainError::Capacity(_)
+            | TrainError::Internal(_)
+            | TrainError::MaxRuntime(_)
+            | TrainError::MaxWait(_)
+            | TrainError::StoppedOutside(_)
+            | TrainError::Cancelled { .. }
+            | TrainError::Unknown(_)
+            | TrainError::Outputs { .. } => None,
         }
     }
 }
