@@ -1,7 +1,6 @@
 //! Settings of a Fargate task: size, spot, architecture and task role within `[policy.fargate]`;
 //! the network, cluster and log group are fixed by the admin's `[fargate]` table.
 
-use super::names::is_role_arn;
 use super::{Origin, Reader};
 use crate::config::ExecutorConfig;
 use crate::job::Job;
@@ -156,20 +155,7 @@ pub(super) fn resolve(
         );
     }
     let task_role_arn = match r.text("FARGATE_TASK_ROLE_ARN") {
-        Some(s) if !is_role_arn(&s.value) => {
-            r.reject(&s.origin, format!("{:?} is not an IAM role ARN", s.value));
-            None
-        }
-        Some(s) => {
-            check_allowed(
-                &mut r.problems,
-                &s.origin.to_string(),
-                &s.value,
-                &pol.task_roles,
-                "policy.fargate.task_roles",
-            );
-            Some(s.value.clone())
-        }
+        Some(s) => r.role(s, &pol.task_roles, "policy.fargate.task_roles"),
         None => env.task_role_arn.clone(),
     };
     Some(FargateSettings {

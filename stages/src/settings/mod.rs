@@ -221,6 +221,28 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// A role ARN setting, refused when it is not an IAM role ARN or not allowed by `allowed`
+    /// (named `rule` in the message); train and fargate read their roles through this.
+    pub fn role(
+        &mut self,
+        s: &Setting,
+        allowed: &crate::policy::Patterns,
+        rule: &str,
+    ) -> Option<String> {
+        if !names::is_role_arn(&s.value) {
+            self.reject(&s.origin, format!("{:?} is not an IAM role ARN", s.value));
+            return None;
+        }
+        crate::policy::check_allowed(
+            &mut self.problems,
+            &s.origin.to_string(),
+            &s.value,
+            allowed,
+            rule,
+        );
+        Some(s.value.clone())
+    }
+
     pub fn duration(&mut self, var: &str) -> Option<(std::time::Duration, Origin)> {
         let s = self.text(var)?;
         match parse_duration(&s.value) {

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::names::{is_ecr_image, is_known_instance_type, is_role_arn, s3_bucket};
+use super::names::{is_ecr_image, is_known_instance_type, s3_bucket};
 use super::{Origin, Reader};
 use crate::config::ExecutorConfig;
 use crate::job::Job;
@@ -87,20 +87,7 @@ pub(super) fn resolve(
     };
 
     let role_arn = match r.text("SAGEMAKER_ROLE_ARN") {
-        Some(s) if !is_role_arn(&s.value) => {
-            r.reject(&s.origin, format!("{:?} is not an IAM role ARN", s.value));
-            None
-        }
-        Some(s) => {
-            check_allowed(
-                &mut r.problems,
-                &s.origin.to_string(),
-                &s.value,
-                &pol.roles,
-                "policy.train.roles",
-            );
-            Some(s.value.clone())
-        }
+        Some(s) => r.role(s, &pol.roles, "policy.train.roles"),
         None => match &d.role_arn {
             Some(role) => Some(role.clone()),
             None => {

@@ -175,18 +175,19 @@ pub async fn run(aws: &Aws, t: &TrainSettings, run: StageRun<'_>) -> Result<(), 
         }
         Err(e) => return Err(TrainError::Describe(errors::describe(&e))),
     };
+    let resource = Resource {
+        kind: ResourceKind::TrainingJob,
+        id: name.clone(),
+        scope: None,
+        stage: run.stage.to_owned(),
+        finished: false,
+    };
     if let Some(d) = &existing {
         log.notice(&format!(
             "Attaching to existing training job {name} ({})",
             d.training_job_status().map(|s| s.as_str()).unwrap_or("?")
         ));
-        run.state.record(Resource {
-            kind: ResourceKind::TrainingJob,
-            id: name.clone(),
-            scope: None,
-            stage: run.stage.to_owned(),
-            finished: false,
-        })?;
+        run.state.record(resource.clone())?;
     } else {
         let manifest = JobManifest {
             project_dir: run.project_dir.to_owned(),
@@ -201,13 +202,7 @@ pub async fn run(aws: &Aws, t: &TrainSettings, run: StageRun<'_>) -> Result<(), 
         ));
         let arn = submit::create(&aws.sagemaker, &name, t, &loc, &run).await?;
         // Recorded before any wait, so cleanup finds it even after SIGKILL.
-        run.state.record(Resource {
-            kind: ResourceKind::TrainingJob,
-            id: name.clone(),
-            scope: None,
-            stage: run.stage.to_owned(),
-            finished: false,
-        })?;
+        run.state.record(resource)?;
         log.line(&format!("Training job ARN: {arn}"));
     }
     log.line(&format!("Console: {}", console_url(&aws.region, &name)));
