@@ -142,12 +142,7 @@ fn a_fargate_job_streams_its_lines_live_and_returns_its_artifacts_and_outputs() 
 
     let log = result.plain_log();
     let lines: Vec<&str> = log.lines().collect();
-    let pos = |needle: &str| {
-        lines
-            .iter()
-            .position(|l| *l == needle)
-            .unwrap_or_else(|| panic!("{needle:?} missing in:\n{log}"))
-    };
+    let pos = |needle: &str| support::line_index(&log, needle);
     assert!(pos("tick-1") < pos("tick-2"));
     assert!(
         lines

@@ -36,12 +36,7 @@ fn a_training_job_streams_its_lines_and_returns_model_artifacts_and_outputs() {
     );
     let log = result.plain_log();
     let lines: Vec<&str> = log.lines().collect();
-    let pos = |needle: &str| {
-        lines
-            .iter()
-            .position(|l| *l == needle)
-            .unwrap_or_else(|| panic!("{needle:?} missing in:\n{log}"))
-    };
+    let pos = |needle: &str| support::line_index(&log, needle);
     assert!(
         pos("epoch=1 loss=0.8") < pos("epoch=2 loss=0.7")
             && pos("epoch=2 loss=0.7") < pos("epoch=3 loss=0.6")

@@ -181,3 +181,11 @@ impl World {
 pub fn training_job_name(project_id: u64, job_id: u64) -> String {
     format!("gl-{project_id}-{job_id}")
 }
+
+/// The index of the line of `log` that equals `needle`; fails the test, showing the log, when
+/// there is none.
+pub fn line_index(log: &str, needle: &str) -> usize {
+    log.lines()
+        .position(|l| l == needle)
+        .unwrap_or_else(|| panic!("{needle:?} missing in:\n{log}"))
+}
