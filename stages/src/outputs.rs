@@ -1,7 +1,7 @@
 //! Outputs for downstream jobs: `sagemaker.env` (a GitLab dotenv report: `KEY=value` lines only,
 //! keys `[A-Za-z0-9_]`, under 5 KiB) and an OpenMetrics file for `artifacts:reports:metrics`.
 
-use std::path::Path;
+use crate::project_files::{ProjectDir, ProjectFileError};
 
 /// Prefixes of the keys this executor writes into `sagemaker.env`. A downstream job on this
 /// runner receives them as variables, so settings must not mistake them for typos.
@@ -55,10 +55,13 @@ pub fn render_dotenv(pairs: &[(String, String)]) -> (String, Vec<String>) {
     (out, dropped)
 }
 
-/// Writes `sagemaker.env` into `dir`.
-pub fn write_dotenv(dir: &Path, pairs: &[(String, String)]) -> std::io::Result<Vec<String>> {
+/// Writes `sagemaker.env` into the project dir (replacing, never following, a planted link).
+pub fn write_dotenv(
+    project: &ProjectDir,
+    pairs: &[(String, String)],
+) -> Result<Vec<String>, ProjectFileError> {
     let (text, dropped) = render_dotenv(pairs);
-    std::fs::write(dir.join(DOTENV_FILE), text)?;
+    project.write(DOTENV_FILE, text.as_bytes())?;
     Ok(dropped)
 }
 
@@ -83,9 +86,12 @@ pub fn render_metrics(metrics: &[(String, f64)]) -> String {
     out
 }
 
-/// Writes the metrics file into `dir`.
-pub fn write_metrics(dir: &Path, metrics: &[(String, f64)]) -> std::io::Result<()> {
-    std::fs::write(dir.join(METRICS_FILE), render_metrics(metrics))
+/// Writes the metrics file into the project dir (replacing, never following, a planted link).
+pub fn write_metrics(
+    project: &ProjectDir,
+    metrics: &[(String, f64)],
+) -> Result<(), ProjectFileError> {
+    project.write(METRICS_FILE, render_metrics(metrics).as_bytes())
 }
 
 #[cfg(test)]

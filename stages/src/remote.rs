@@ -163,13 +163,14 @@ pub fn report_restore(
 /// out.
 ///
 /// # Errors
-/// The write's I/O error.
+/// The write's error (a planted link is replaced, never followed).
 pub fn write_dotenv(
     project_dir: &Path,
     pairs: &[(String, String)],
     log: &JobLog,
-) -> std::io::Result<()> {
-    let dropped = outputs::write_dotenv(project_dir, pairs)?;
+) -> Result<(), crate::project_files::ProjectFileError> {
+    let project = crate::project_files::ProjectDir::open(project_dir)?;
+    let dropped = outputs::write_dotenv(&project, pairs)?;
     if !dropped.is_empty() {
         log.warn(&format!(
             "left out of {} (GitLab's size and format limits): {}",

@@ -79,6 +79,8 @@ bucket = "ci-staging"
 
 [policy]
 allowed_actions = ["train", "fargate", "register", "deploy", "undeploy", "ecs-deploy"]
+allow_after_script = true
+allow_hooks = true
 
 [policy.train]
 instance_types = ["ml.m5.*"]

@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use stages::job::Job;
+use stages::project_files::ProjectDir;
 use stages::settings::{self, Settings, spec};
 use stages::state::StateFile;
 use tokio_util::sync::CancellationToken;
@@ -60,19 +61,10 @@ fn read_spec(job: &Job, project_dir: &Path) -> Result<Option<(String, spec::Spec
     else {
         return Ok(None);
     };
-    let rel_path = Path::new(rel);
-    if rel_path.is_absolute()
-        || rel_path
-            .components()
-            .any(|c| matches!(c, std::path::Component::ParentDir))
-    {
-        return Err(ExecutorError::Spec(format!(
-            "{rel:?} must be a path inside the repository"
-        )));
-    }
-    let text = std::fs::read_to_string(project_dir.join(rel_path))
-        .map_err(|e| ExecutorError::Spec(format!("cannot read {rel}: {e}")))?;
-    let parsed = spec::parse(&text).map_err(|e| ExecutorError::Spec(format!("{rel}: {e}")))?;
+    // Confined to the checkout: a spec path (or a symlink in it) leading out of the project dir
+    // is refused before anything is read, so no runner-host file reaches the job log.
+    let project = ProjectDir::open(project_dir).map_err(|e| ExecutorError::Spec(e.to_string()))?;
+    let parsed = spec::read(&project, rel).map_err(ExecutorError::Spec)?;
     Ok(Some((rel.to_owned(), parsed)))
 }
 

@@ -392,8 +392,9 @@ fn policy(
     Policy {
         allowed_actions,
         protected_ref_actions,
-        allow_after_script: p.allow_after_script.unwrap_or(true),
-        allow_hooks: p.allow_hooks.unwrap_or(true),
+        // Both run job-controlled code on the runner host: closed unless the admin opens them.
+        allow_after_script: p.allow_after_script.unwrap_or(false),
+        allow_hooks: p.allow_hooks.unwrap_or(false),
         train: train_policy,
         fargate: fargate_policy,
         ecs_deploy,

@@ -25,7 +25,6 @@ use tokio::time::Instant;
 use crate::aws::{Aws, errors};
 use crate::failure::{Classify, FailureKind};
 use crate::joblog::JobLog;
-use crate::outputs;
 use crate::remote;
 use crate::run::StageRun;
 use crate::settings::EcsDeploySettings;
@@ -179,15 +178,9 @@ pub enum EcsDeployError {
     /// The state file could not be written.
     #[error(transparent)]
     State(#[from] StateError),
-    /// Writing the outputs failed.
-    #[error("cannot write {what}: {source}")]
-    Outputs {
-        /// Which file.
-        what: &'static str,
-        /// The error.
-        #[source]
-        source: std::io::Error,
-    },
+    /// Writing the outputs into the project dir failed.
+    #[error("cannot write the job's outputs: {0}")]
+    Outputs(#[source] crate::project_files::ProjectFileError),
 }
 
 /// Error codes by which ECS refuses what the job asked for (a wrong cluster, service or image).
@@ -236,8 +229,9 @@ impl Classify for EcsDeployError {
             | EcsDeployError::Request { .. }
             | EcsDeployError::DeploymentNotFound(_)
             | EcsDeployError::Follow { .. }
-            | EcsDeployError::State(_)
-            | EcsDeployError::Outputs { .. } => FailureKind::System,
+            | EcsDeployError::State(_) => FailureKind::System,
+            EcsDeployError::Outputs(e) if e.is_jobs_fault() => FailureKind::Build,
+            EcsDeployError::Outputs(_) => FailureKind::System,
         }
     }
 }
@@ -357,12 +351,7 @@ pub async fn run(
                     prev,
                 ));
             }
-            remote::write_dotenv(run.project_dir, &pairs, &log).map_err(|source| {
-                EcsDeployError::Outputs {
-                    what: outputs::DOTENV_FILE,
-                    source,
-                }
-            })?;
+            remote::write_dotenv(run.project_dir, &pairs, &log).map_err(EcsDeployError::Outputs)?;
             log.notice(&format!(
                 "Deployment {deployment} completed: service {} runs {}",
                 d.service,

@@ -34,7 +34,6 @@ use crate::aws::{Aws, errors};
 use crate::config::FargateEnv;
 use crate::failure::{Classify, FailureKind};
 use crate::joblog::JobLog;
-use crate::outputs;
 use crate::remote::{self, StagingError};
 use crate::run::StageRun;
 use crate::settings::FargateSettings;
@@ -173,15 +172,9 @@ pub enum FargateError {
     /// Restoring the returned workspace failed after a successful run.
     #[error("restoring the returned workspace: {0}")]
     Restore(#[source] WorkspaceError),
-    /// Writing the outputs failed.
-    #[error("cannot write {what}: {source}")]
-    Outputs {
-        /// Which file.
-        what: &'static str,
-        /// The error.
-        #[source]
-        source: std::io::Error,
-    },
+    /// Writing the outputs into the project dir failed.
+    #[error("cannot write the job's outputs: {0}")]
+    Outputs(#[source] crate::project_files::ProjectFileError),
 }
 
 impl Classify for FargateError {
@@ -211,8 +204,9 @@ impl Classify for FargateError {
             | FargateError::PushFailed(_)
             | FargateError::Interrupted(_)
             | FargateError::Platform(_)
-            | FargateError::Unknown(_)
-            | FargateError::Outputs { .. } => FailureKind::System,
+            | FargateError::Unknown(_) => FailureKind::System,
+            FargateError::Outputs(e) if e.is_jobs_fault() => FailureKind::Build,
+            FargateError::Outputs(_) => FailureKind::System,
         }
     }
 
@@ -244,7 +238,7 @@ impl Classify for FargateError {
             | FargateError::Unknown(_)
             | FargateError::Cancelled { .. }
             | FargateError::Restore(_)
-            | FargateError::Outputs { .. } => None,
+            | FargateError::Outputs(_) => None,
         }
     }
 }
@@ -456,12 +450,7 @@ async fn finish(
             console_url(&aws.region, &env.cluster, task_arn),
         ),
     ];
-    remote::write_dotenv(run.project_dir, &env_pairs, log).map_err(|source| {
-        FargateError::Outputs {
-            what: outputs::DOTENV_FILE,
-            source,
-        }
-    })?;
+    remote::write_dotenv(run.project_dir, &env_pairs, log).map_err(FargateError::Outputs)?;
 
     match ending {
         Ending::Completed => {

@@ -116,10 +116,87 @@ pub struct EcsDeploySpec {
     pub timeout: Option<DurationSpec>,
 }
 
-/// Parses spec text; the error names the key path and the problem.
+/// Largest spec file the executor reads: a real one is a few hundred bytes, and the cap bounds
+/// the parser's time and memory whatever the repository holds.
+pub const MAX_SPEC_BYTES: u64 = 64 * 1024;
+
+/// Parses spec text; the error names the key path and the problem, quoting at most short
+/// excerpts. serde_yaml refuses documents nested deeper than its recursion limit (128) and alias
+/// expansions beyond its repetition limit, so a hostile document is refused fast.
 pub fn parse(text: &str) -> Result<Spec, String> {
-    // serde_yaml's messages already carry the key path and the line; keep them as they are.
-    serde_yaml::from_str(text).map_err(|e| e.to_string())
+    check_flow_depth(text)?;
+    serde_yaml::from_str(text).map_err(|e| shorten_quotes(&e.to_string()))
+}
+
+/// Deepest `[`/`{` nesting accepted: a spec is two or three levels deep, and the YAML parser
+/// spends seconds on tens of thousands of levels before serde sees the first one.
+const MAX_FLOW_DEPTH: usize = 32;
+
+/// Refuses flow collections nested deeper than [`MAX_FLOW_DEPTH`] (brackets inside quotes do not
+/// count; unbalanced brackets in plain scalars, as in a metric regex, only ever over-count by a
+/// little), before the parser sees the text.
+fn check_flow_depth(text: &str) -> Result<(), String> {
+    let mut depth = 0usize;
+    let mut quote: Option<char> = None;
+    for (line_no, line) in text.lines().enumerate() {
+        for c in line.chars() {
+            match (quote, c) {
+                (Some(q), c) if c == q => quote = None,
+                (Some(_), _) => {}
+                (None, '"' | '\'') => quote = Some(c),
+                (None, '#') => break,
+                (None, '[' | '{') => {
+                    depth += 1;
+                    if depth > MAX_FLOW_DEPTH {
+                        return Err(format!(
+                            "nested deeper than {MAX_FLOW_DEPTH} levels at line {}",
+                            line_no + 1
+                        ));
+                    }
+                }
+                (None, ']' | '}') => depth = depth.saturating_sub(1),
+                (None, _) => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads and parses the spec file `rel` from the checkout, confined to the project dir and
+/// capped at [`MAX_SPEC_BYTES`]. The error never contains the file's content beyond short
+/// excerpts.
+pub fn read(project: &crate::project_files::ProjectDir, rel: &str) -> Result<Spec, String> {
+    let text = project
+        .read_text(rel, MAX_SPEC_BYTES)
+        .map_err(|e| e.to_string())?;
+    parse(&text).map_err(|e| format!("{}: {e}", crate::excerpt::plain(rel, 96)))
+}
+
+/// A parser message with every quoted value cut to a short excerpt, on one line.
+fn shorten_quotes(message: &str) -> String {
+    let mut out = String::new();
+    let mut rest = message;
+    while let Some(start) = rest.find(['"', '`']) {
+        let quote = rest[start..].chars().next().unwrap_or('"');
+        out.push_str(&rest[..=start]);
+        let after = &rest[start + 1..];
+        match after.find(quote) {
+            Some(end) => {
+                out.push_str(&crate::excerpt::plain(
+                    &after[..end],
+                    crate::excerpt::EXCERPT_CHARS,
+                ));
+                out.push(quote);
+                rest = &after[end + 1..];
+            }
+            None => {
+                out.push_str(&crate::excerpt::plain(after, crate::excerpt::EXCERPT_CHARS));
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    crate::excerpt::plain(&out, 300)
 }
 
 /// The JSON Schema of the spec file.
@@ -249,5 +326,35 @@ impl Spec {
             );
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_documents_are_refused_fast_and_not_echoed() {
+        // As deep as the size cap allows, in a place the schema would recurse into.
+        let depth = usize::try_from(MAX_SPEC_BYTES).unwrap_or(0) / 2 - 16;
+        let deep = format!(
+            "train:\n  tags: {}1{}",
+            "[".repeat(depth),
+            "]".repeat(depth)
+        );
+        let err = parse(&deep).expect_err("too deep");
+        assert!(err.starts_with("nested deeper than 32 levels"), "{err}");
+        let regexes =
+            "train:\n  metrics:\n    loss: \"loss=([0-9.]+) [x]\"\n    acc: acc=([0-9.]+)\n";
+        assert!(parse(regexes).is_ok(), "{:?}", parse(regexes));
+
+        let bomb = "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\ne: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]\ng: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f]\ntrain: [*g, *g, *g, *g, *g, *g, *g, *g, *g]\n";
+        assert!(parse(bomb).is_err());
+
+        let secret = "s".repeat(500);
+        let err = parse(&format!("train:\n  instance_count: \"{secret}\"\n")).expect_err("type");
+        assert!(err.contains("train.instance_count"), "{err}");
+        assert!(!err.contains(&secret[..60]), "{err}");
+        assert!(err.len() < 320, "{err}");
     }
 }

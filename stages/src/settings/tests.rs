@@ -264,11 +264,35 @@ fn spec_file_errors_name_the_key() {
 fn after_script_and_hooks_follow_the_policy() {
     let j = job(&[], Some(ECR));
     let s = Settings::collect(&j, None);
-    let text_cfg = {
-        let mut c = config("");
-        c.policy.allow_after_script = false;
-        c
-    };
+    // Closed by default: the config says nothing about after_script or hooks.
+    let text_cfg = config("");
+    assert!(!text_cfg.policy.allow_after_script && !text_cfg.policy.allow_hooks);
+    let hooks = resolve(
+        &j,
+        JobShape {
+            has_after_script: false,
+            has_hooks: true,
+        },
+        &text_cfg,
+        &s,
+    )
+    .expect_err("hooks refused");
+    assert!(hooks[0].to_string().starts_with("hooks: "), "{hooks:?}");
+    let mut open = config("");
+    open.policy.allow_after_script = true;
+    open.policy.allow_hooks = true;
+    assert!(
+        resolve(
+            &j,
+            JobShape {
+                has_after_script: true,
+                has_hooks: true
+            },
+            &open,
+            &s
+        )
+        .is_ok()
+    );
     let err = resolve(
         &j,
         JobShape {
@@ -292,7 +316,7 @@ fn upstream_outputs_in_the_variables_are_not_mistaken_for_typos() {
     let upstream: Vec<(String, String)> = {
         let dir = tempfile::tempdir().unwrap();
         crate::outputs::write_dotenv(
-            dir.path(),
+            &crate::project_files::ProjectDir::open(dir.path()).unwrap(),
             &[
                 ("SAGEMAKER_TRAINING_JOB_NAME".into(), "gl-1-2".into()),
                 ("SAGEMAKER_TRAINING_JOB_ARN".into(), "arn:x".into()),

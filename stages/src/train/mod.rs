@@ -87,15 +87,9 @@ pub enum TrainError {
     /// A failure reason this executor does not recognise.
     #[error("the training job failed: {0}")]
     Unknown(String),
-    /// Writing the outputs failed.
-    #[error("cannot write {what}: {source}")]
-    Outputs {
-        /// Which file.
-        what: &'static str,
-        /// The error.
-        #[source]
-        source: std::io::Error,
-    },
+    /// Writing the outputs into the project dir failed.
+    #[error("cannot write the job's outputs: {0}")]
+    Outputs(#[source] crate::project_files::ProjectFileError),
 }
 
 impl Classify for TrainError {
@@ -120,8 +114,9 @@ impl Classify for TrainError {
             | TrainError::Capacity(_)
             | TrainError::Internal(_)
             | TrainError::MaxWait(_)
-            | TrainError::Unknown(_)
-            | TrainError::Outputs { .. } => FailureKind::System,
+            | TrainError::Unknown(_) => FailureKind::System,
+            TrainError::Outputs(e) if e.is_jobs_fault() => FailureKind::Build,
+            TrainError::Outputs(_) => FailureKind::System,
         }
     }
 
@@ -143,7 +138,7 @@ impl Classify for TrainError {
             | TrainError::StoppedOutside(_)
             | TrainError::Cancelled { .. }
             | TrainError::Unknown(_)
-            | TrainError::Outputs { .. } => None,
+            | TrainError::Outputs(_) => None,
         }
     }
 }
@@ -307,17 +302,11 @@ async fn finish(
             .iter()
             .map(|(k, v)| (format!("SAGEMAKER_FINAL_METRIC_{k}"), v.to_string())),
     );
-    remote::write_dotenv(run.project_dir, &env, log).map_err(|source| TrainError::Outputs {
-        what: outputs::DOTENV_FILE,
-        source,
-    })?;
+    remote::write_dotenv(run.project_dir, &env, log).map_err(TrainError::Outputs)?;
     if !metrics.is_empty() {
-        outputs::write_metrics(run.project_dir, &metrics).map_err(|source| {
-            TrainError::Outputs {
-                what: outputs::METRICS_FILE,
-                source,
-            }
-        })?;
+        let project =
+            crate::project_files::ProjectDir::open(run.project_dir).map_err(TrainError::Outputs)?;
+        outputs::write_metrics(&project, &metrics).map_err(TrainError::Outputs)?;
         for (k, v) in &metrics {
             log.line(&format!("  {k} = {v}"));
         }

@@ -5,9 +5,9 @@
 //! container restores them at the same absolute path. Owners are written as 0/0 so that a root
 //! `tar -x` in the container does not hand the files to the runner host's uid.
 
-use std::fs::{self, File, Metadata};
+use std::fs::{self, Metadata};
 use std::io::{self, BufWriter, Read, Write};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use flate2::Compression;
@@ -160,7 +160,13 @@ impl<W: Write> Packer<W> {
             header.set_entry_type(EntryType::Symlink);
             self.builder.append_link(&mut header, name, target)
         } else if file_type.is_file() {
-            let file = match File::open(path) {
+            // O_NOFOLLOW: the entry was a regular file when listed; if a symlink took its
+            // place since, the open fails instead of packing whatever the link points at.
+            let file = match fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(nix::libc::O_NOFOLLOW)
+                .open(path)
+            {
                 Ok(file) => file,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
                 Err(source) => {

@@ -53,6 +53,7 @@ stop_grace = "30s"
 /// The default policy section tests use.
 pub const POLICY: &str = r#"[policy]
 allowed_actions = ["train", "fargate", "register", "ecs-deploy"]
+allow_after_script = true
 [policy.train]
 instance_types = ["ml.m5.*"]
 max_instance_count = 2
