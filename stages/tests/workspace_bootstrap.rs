@@ -167,8 +167,14 @@ impl Channel {
     }
 
     fn run(&self, shell: &Shell) -> Output {
-        let child = self
-            .command(shell)
+        self.run_with(shell, |_| {})
+    }
+
+    /// `run` with extra settings on the command (environment, PATH).
+    fn run_with(&self, shell: &Shell, configure: impl FnOnce(&mut Command)) -> Output {
+        let mut command = self.command(shell);
+        configure(&mut command);
+        let child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -550,4 +556,284 @@ fn sigterm_is_forwarded_and_the_workspace_still_packed() {
             shell.name
         );
     }
+}
+
+/// A fake SageMaker `/opt/ml` for host algo-2 of a two-host job with channels `train` and
+/// `eval` (plus the workspace channel) and hyperparameters, laid out the way SageMaker writes it
+/// (compact JSON, resourceconfig.json with a nested `instance_groups` that also has `hosts`).
+/// The bootstrap is pointed at it with the job.env key `SME_ML_ROOT`.
+fn fake_opt_ml(channel: &Channel) -> PathBuf {
+    let ml = channel.base.join("ml");
+    let config = ml.join("input/config");
+    fs::create_dir_all(&config).expect("mkdir config");
+    for dir in [
+        "input/data/sm-workspace",
+        "input/data/eval",
+        "model",
+        "output/data",
+    ] {
+        fs::create_dir_all(ml.join(dir)).expect("mkdir ml dir");
+    }
+    fs::create_dir_all(ml.join("input/data/train")).expect("mkdir train");
+    fs::write(ml.join("input/data/train/rows.csv"), b"a,b\n1,2\n").expect("write rows");
+    fs::write(
+        config.join("resourceconfig.json"),
+        r#"{"current_host":"algo-2","current_instance_type":"ml.m5.xlarge","current_group_name":"homogeneousCluster","hosts":["algo-1","algo-2"],"instance_groups":[{"instance_group_name":"homogeneousCluster","instance_type":"ml.m5.xlarge","hosts":["algo-2","algo-1"]}],"network_interface_name":"eth0"}"#,
+    )
+    .expect("write resourceconfig");
+    // Channel order as in the request; SM_CHANNELS is sorted.
+    fs::write(
+        config.join("inputdataconfig.json"),
+        concat!(
+            "{\n  \"sm-workspace\": {\"TrainingInputMode\": \"File\", \"S3DistributionType\": \"FullyReplicated\", \"RecordWrapperType\": \"None\"},\n",
+            "  \"train\": {\"TrainingInputMode\": \"File\", \"S3DistributionType\": \"FullyReplicated\", \"RecordWrapperType\": \"None\"},\n",
+            "  \"eval\": {\"ContentType\": \"text/csv\", \"TrainingInputMode\": \"File\", \"S3DistributionType\": \"FullyReplicated\", \"RecordWrapperType\": \"None\"}\n}\n"
+        ),
+    )
+    .expect("write inputdataconfig");
+    // Values are strings, as SageMaker requires; the toolkit JSON-decodes them when it can.
+    fs::write(
+        config.join("hyperparameters.json"),
+        r#"{"epochs": "3", "message": "say \"hi\" to all", "optimizer": "\"adam\"", "learning-rate": "0.01", "sagemaker_program": "train.py"}"#,
+    )
+    .expect("write hyperparameters");
+    let mut manifest = fs::read_to_string(channel.channel.join(MANIFEST)).expect("manifest");
+    manifest.push_str(&format!("SME_ML_ROOT={}\n", ml.display()));
+    fs::write(channel.channel.join(MANIFEST), manifest).expect("write manifest");
+    ml
+}
+
+/// A PATH dir holding a fake `nvidia-smi` that lists two GPUs.
+fn fake_gpu_dir(scratch: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = scratch.join("gpu-bin");
+    if !dir.is_dir() {
+        fs::create_dir_all(&dir).expect("mkdir gpu-bin");
+        let tool = dir.join("nvidia-smi");
+        fs::write(
+            &tool,
+            "#!/bin/sh\n[ \"$1\" = --list-gpus ] || exit 2\necho 'GPU 0: Tesla T4 (UUID: GPU-0)'\necho 'GPU 1: Tesla T4 (UUID: GPU-1)'\n",
+        )
+        .expect("write nvidia-smi");
+        fs::set_permissions(&tool, fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    dir
+}
+
+/// Online CPUs as Python's os.cpu_count() (the toolkit's source) sees them.
+fn cpuinfo_processors() -> usize {
+    fs::read_to_string("/proc/cpuinfo")
+        .expect("/proc/cpuinfo")
+        .lines()
+        .filter(|l| l.starts_with("processor") && l.contains(':'))
+        .count()
+}
+
+/// Writes each variable to `env/<name>` in the project dir (which comes back through the
+/// returned workspace), uses the model dir and a data channel, and lists what is exported.
+const TRAINING_ENV_SCRIPT: &str = r#"set -e
+mkdir -p env
+for name in SM_MODEL_DIR SM_INPUT_DIR SM_INPUT_CONFIG_DIR SM_OUTPUT_DIR SM_OUTPUT_DATA_DIR \
+    SM_CHANNELS SM_CHANNEL_TRAIN SM_CHANNEL_EVAL SM_HOSTS SM_CURRENT_HOST SM_NUM_HOSTS SM_HPS \
+    SM_HP_EPOCHS SM_HP_MESSAGE SM_HP_OPTIMIZER SM_USER_ARGS SM_NUM_CPUS SM_NUM_GPUS \
+    SM_NETWORK_INTERFACE_NAME SM_CURRENT_INSTANCE_TYPE SM_TRAINING_ENV; do
+    eval "value=\${$name-unset}"
+    printf '%s' "$value" > "env/$name"
+done
+export -p > exported.txt
+cat "$SM_CHANNEL_TRAIN/rows.csv" > seen-rows.csv
+echo weights > "$SM_MODEL_DIR/model.bin"
+SM_NUM_GPUS=override
+echo "$SM_NUM_GPUS" > override.txt
+"#;
+
+#[test]
+fn sagemaker_mode_exports_the_training_toolkit_environment() {
+    let scratch = tempfile::tempdir().expect("scratch");
+    let gpu_dir = fake_gpu_dir(scratch.path());
+    let cpus = cpuinfo_processors().to_string();
+    for shell in shells(scratch.path()) {
+        let channel = Channel::new(TRAINING_ENV_SCRIPT, RemoteMode::SageMaker);
+        let ml = fake_opt_ml(&channel);
+        let base_path = shell
+            .path
+            .clone()
+            .map(std::ffi::OsString::from)
+            .or_else(|| env::var_os("PATH"))
+            .unwrap_or_default();
+        let mut path = gpu_dir.clone().into_os_string();
+        path.push(":");
+        path.push(&base_path);
+        let output = channel.run_with(&shell, |command| {
+            // A stale value from the image's environment: the toolkit's value wins.
+            command.env("PATH", &path).env("SM_CURRENT_HOST", "stale");
+        });
+        let stdout = text(&output.stdout);
+        let stderr = text(&output.stderr);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "[{}] stdout:\n{stdout}\nstderr:\n{stderr}",
+            shell.name
+        );
+        channel.restore_returned(RemoteMode::SageMaker);
+        let var = |name: &str| {
+            fs::read_to_string(channel.project.join("env").join(name))
+                .unwrap_or_else(|e| panic!("[{}] {name}: {e}\n{stdout}", shell.name))
+        };
+        let ml_s = ml.display().to_string();
+        let n = shell.name;
+        assert_eq!(var("SM_MODEL_DIR"), format!("{ml_s}/model"), "[{n}]");
+        assert_eq!(var("SM_INPUT_DIR"), format!("{ml_s}/input"), "[{n}]");
+        assert_eq!(
+            var("SM_INPUT_CONFIG_DIR"),
+            format!("{ml_s}/input/config"),
+            "[{n}]"
+        );
+        assert_eq!(var("SM_OUTPUT_DIR"), format!("{ml_s}/output"), "[{n}]");
+        assert_eq!(
+            var("SM_OUTPUT_DATA_DIR"),
+            format!("{ml_s}/output/data"),
+            "[{n}]"
+        );
+        assert_eq!(
+            var("SM_CHANNELS"),
+            r#"["eval","sm-workspace","train"]"#,
+            "[{n}]"
+        );
+        assert_eq!(
+            var("SM_CHANNEL_TRAIN"),
+            format!("{ml_s}/input/data/train"),
+            "[{n}]"
+        );
+        assert_eq!(
+            var("SM_CHANNEL_EVAL"),
+            format!("{ml_s}/input/data/eval"),
+            "[{n}]"
+        );
+        assert_eq!(var("SM_HOSTS"), r#"["algo-1","algo-2"]"#, "[{n}]");
+        assert_eq!(var("SM_CURRENT_HOST"), "algo-2", "[{n}]");
+        assert_eq!(var("SM_NUM_HOSTS"), "2", "[{n}]");
+        assert_eq!(
+            var("SM_HPS"),
+            r#"{"epochs":3,"learning-rate":0.01,"message":"say \"hi\" to all","optimizer":"adam"}"#,
+            "[{n}]"
+        );
+        assert_eq!(var("SM_HP_EPOCHS"), "3", "[{n}]");
+        assert_eq!(var("SM_HP_MESSAGE"), r#"say "hi" to all"#, "[{n}]");
+        assert_eq!(var("SM_HP_OPTIMIZER"), "adam", "[{n}]");
+        assert_eq!(
+            var("SM_USER_ARGS"),
+            r#"["--epochs","3","--learning-rate","0.01","--message","say \"hi\" to all","--optimizer","adam"]"#,
+            "[{n}]"
+        );
+        assert_eq!(var("SM_NUM_CPUS"), cpus, "[{n}]");
+        assert_eq!(var("SM_NUM_GPUS"), "2", "[{n}]");
+        assert_eq!(var("SM_NETWORK_INTERFACE_NAME"), "eth0", "[{n}]");
+        assert_eq!(var("SM_CURRENT_INSTANCE_TYPE"), "ml.m5.xlarge", "[{n}]");
+        let training_env: serde_json::Value =
+            serde_json::from_str(&var("SM_TRAINING_ENV")).expect("SM_TRAINING_ENV is JSON");
+        assert_eq!(training_env["current_host"], "algo-2", "[{n}]");
+        assert_eq!(
+            training_env["hosts"],
+            serde_json::json!(["algo-1", "algo-2"]),
+            "[{n}]"
+        );
+        assert_eq!(training_env["master_hostname"], "algo-1", "[{n}]");
+        assert_eq!(training_env["is_master"], false, "[{n}]");
+        assert_eq!(
+            training_env["hyperparameters"]["message"], r#"say "hi" to all"#,
+            "[{n}]"
+        );
+        assert_eq!(
+            training_env["channel_input_dirs"]["train"],
+            format!("{ml_s}/input/data/train"),
+            "[{n}]"
+        );
+        assert_eq!(
+            training_env["input_data_config"]["eval"]["ContentType"], "text/csv",
+            "[{n}]"
+        );
+        assert_eq!(
+            training_env["resource_config"]["current_instance_type"], "ml.m5.xlarge",
+            "[{n}]"
+        );
+        // No variable for the framework parameter, nor for names a shell cannot export.
+        let exported = fs::read_to_string(channel.project.join("exported.txt")).expect("exported");
+        assert!(
+            !exported.contains("SM_HP_SAGEMAKER_PROGRAM"),
+            "[{n}] {exported}"
+        );
+        assert!(!exported.contains("SM_CHANNEL_SM"), "[{n}] {exported}");
+        assert!(
+            stdout.contains("hyperparameter 'learning-rate' has no SM_HP_ variable"),
+            "[{n}] {stdout}"
+        );
+        // The script reads a channel and writes the model; it can still override a variable.
+        assert_eq!(
+            fs::read_to_string(channel.project.join("seen-rows.csv")).expect("seen-rows"),
+            "a,b\n1,2\n",
+            "[{n}]"
+        );
+        assert_eq!(
+            fs::read_to_string(ml.join("model/model.bin")).expect("model.bin"),
+            "weights\n",
+            "[{n}]"
+        );
+        assert_eq!(
+            fs::read_to_string(channel.project.join("override.txt")).expect("override"),
+            "override\n",
+            "[{n}]"
+        );
+    }
+}
+
+#[test]
+fn sagemaker_mode_without_config_files_or_gpus_still_runs() {
+    let scratch = tempfile::tempdir().expect("scratch");
+    let shell = shells(scratch.path()).remove(0);
+    let channel = Channel::new(
+        "printf '%s|%s|%s|%s' \"$SM_HOSTS\" \"$SM_CHANNELS\" \"$SM_HPS\" \"$SM_NUM_GPUS\" > env.txt\n",
+        RemoteMode::SageMaker,
+    );
+    let ml = channel.base.join("empty-ml");
+    let mut manifest = fs::read_to_string(channel.channel.join(MANIFEST)).expect("manifest");
+    manifest.push_str(&format!("SME_ML_ROOT={}\n", ml.display()));
+    fs::write(channel.channel.join(MANIFEST), manifest).expect("write manifest");
+    let output = channel.run_with(&shell, |command| {
+        // No nvidia-smi anywhere.
+        command.env(
+            "PATH",
+            tool_dir(&scratch.path().join("no-gpu"), MINIMAL_TOOLS, which).expect("tools"),
+        );
+    });
+    let stdout = text(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}{}",
+        text(&output.stderr)
+    );
+    assert!(
+        stdout.contains("resourceconfig.json is missing"),
+        "{stdout}"
+    );
+    channel.restore_returned(RemoteMode::SageMaker);
+    assert_eq!(
+        fs::read_to_string(channel.project.join("env.txt")).expect("env.txt"),
+        "[]|[]|{}|0"
+    );
+}
+
+#[test]
+fn ecs_mode_exports_no_sagemaker_variables() {
+    let scratch = tempfile::tempdir().expect("scratch");
+    let shell = shells(scratch.path()).remove(0);
+    let channel = Channel::new("export -p > exported.txt\n", RemoteMode::Ecs);
+    let output = channel.run(&shell);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stdout));
+    channel.restore_returned(RemoteMode::Ecs);
+    let exported = fs::read_to_string(channel.project.join("exported.txt")).expect("exported");
+    assert!(!exported.contains("SM_"), "{exported}");
+    assert!(!text(&output.stdout).contains("SageMaker training environment"));
 }

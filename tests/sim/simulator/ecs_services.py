@@ -42,6 +42,8 @@ from moto.core.responses import ActionResult
 from moto.ecs import responses as ecsr
 from moto.ecs.exceptions import ServiceNotFoundException
 
+from .common import _check_moto, _now
+
 DEFAULT_ROLLOUT_SECONDS = 3.0
 BREAKER_REASON = "ECS deployment circuit breaker: tasks failed to start."
 DEFAULT_DEPLOYMENT_CONFIGURATION = {
@@ -54,10 +56,6 @@ _ctx: Any = None
 _state: dict[int, "_ServiceState"] = {}  # id(moto Service) -> state
 _history: dict[str, dict[str, Any]] = {}  # service deployment ARN -> ServiceDeployment dict
 _revisions: dict[str, dict[str, Any]] = {}  # service revision ARN -> ServiceRevision dict
-
-
-def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
 
 
 def _lock() -> Any:
@@ -509,16 +507,6 @@ def _describe_service_revisions(self: Any) -> ActionResult:
     return ActionResult({"serviceRevisions": found, "failures": failures})
 
 
-def _check_moto(present: tuple, absent: tuple = ()) -> None:
-    """Fail loudly if moto moved: the patch points this module relies on (pinned to moto 5.2.5)."""
-    for owner, attr in present:
-        if not hasattr(owner, attr):
-            raise RuntimeError(f"moto changed: {owner.__name__}.{attr} is gone (the simulator is pinned to moto 5.2.5)")
-    for owner, attr in absent:
-        if attr in vars(owner):
-            raise RuntimeError(f"moto changed: it now has {owner.__name__}.{attr}; review {__name__}")
-
-
 def install(ctx: Any) -> None:
     global _ctx, _sched
     if _ctx is not None:  # already installed in this process
@@ -526,7 +514,7 @@ def install(ctx: Any) -> None:
         return
     R = ecsr.EC2ContainerServiceResponse
     _check_moto(((R, "create_service"), (R, "update_service"), (R, "delete_service"), (R, "describe_services")),
-                ((R, "list_service_deployments"), (R, "describe_service_deployments")))
+                ((R, "list_service_deployments"), (R, "describe_service_deployments")), module=__name__)
     _ctx = ctx
     if _sched is None:
         _sched = _Scheduler()

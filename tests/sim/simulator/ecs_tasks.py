@@ -10,6 +10,9 @@ through `ctx.runtime.launch` in a private mount namespace; the image is recorded
 Task volumes are per-task temp dirs shared by the containers that mount them. `dependsOn`
 (START, HEALTHY treated like START, COMPLETE, SUCCESS), `essential`, `stopTimeout`, awslogs
 (stream `<prefix>/<container>/<task-id>`) and `secrets` (Secrets Manager / SSM) are honoured.
+As on AWS, an awslogs container whose `awslogs-group` does not exist stops the task before any
+container runs (stopCode TaskFailedToStart, stoppedReason LOG_GROUP_MISSING_REASON) unless its
+options say `"awslogs-create-group": "true"`, which creates the group.
 
 Scripted outcomes, kind "ecs_task", matched on the task-definition family:
     {"oom": "<container>", "after_seconds": 0.5}   SIGKILL that container once running: 137 + OutOfMemoryError
@@ -26,7 +29,6 @@ revision, and `GET /_sim/default-network` returns the default VPC's subnets and 
 
 from __future__ import annotations
 
-import datetime
 import os
 import shutil
 import threading
@@ -41,6 +43,8 @@ from moto.ecs import models as ecsm
 from moto.ecs import responses as ecsr
 from moto.ecs.exceptions import InvalidParameterException, TaskDefinitionNotFoundException
 
+from .common import _check_moto, _now
+
 # Time spent in each bookkeeping phase (provisioning, image "pull", deprovisioning).
 PHASE_SECONDS = 0.25
 TICK_SECONDS = 0.05
@@ -52,15 +56,17 @@ CAPACITY_REASON = (
 OOM_REASON = "OutOfMemoryError: Container killed due to memory usage"
 SPOT_REASON = "Your Spot Task was interrupted."
 ESSENTIAL_REASON = "Essential container in task exited"
+# What Fargate (platform 1.4.0) reports when the awslogs driver cannot find its log group.
+LOG_GROUP_MISSING_REASON = (
+    "ResourceInitializationError: failed to validate logger args: create stream has been retried 1 times: "
+    "failed to create Cloudwatch log stream: ResourceNotFoundException: The specified log group does not exist. "
+    ": exit status 1"
+)
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 _ctx: Any = None
 _runners: dict[str, "TaskRunner"] = {}
 _runners_lock = threading.Lock()
-
-
-def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
 
 
 def _lock():
@@ -157,13 +163,30 @@ def _resolve_secret(account_id: str, region: str, value_from: str) -> str:
 # --------------------------------------------------------------------------------------------
 # logs
 # --------------------------------------------------------------------------------------------
-def _ensure_log_group(account_id: str, region: str, group: str) -> None:
+def _awslogs(cd: dict[str, Any], default_region: str) -> tuple[str, str, dict[str, Any]] | None:
+    """(group, region, options) of a container that logs with awslogs, else None."""
+    lc = cd.get("logConfiguration") or {}
+    if lc.get("logDriver") != "awslogs":
+        return None
+    opts = lc.get("options") or {}
+    group = opts.get("awslogs-group")
+    if not group:
+        return None
+    return group, opts.get("awslogs-region") or default_region, opts
+
+
+def _prepare_log_group(account_id: str, region: str, group: str, create: bool) -> bool:
+    """True when the group exists, or was created because `create` (awslogs-create-group)."""
     from moto.logs.models import logs_backends
 
     backend = logs_backends[account_id][region]
     with _lock():
-        if group not in backend.groups:
-            backend.create_log_group(group, {})
+        if group in backend.groups:
+            return True
+        if not create:
+            return False
+        backend.create_log_group(group, {})
+        return True
 
 
 class _NullWriter:
@@ -289,6 +312,8 @@ class TaskRunner(threading.Thread):
         except Exception as exc:
             reason = f"ResourceInitializationError: unable to pull secrets or registry auth: {exc}"
             return self._finish("TaskFailedToStart", reason)
+        if not self._log_groups_ready():
+            return self._finish("TaskFailedToStart", LOG_GROUP_MISSING_REASON)
         mounts = self._mounts()
         if self._sleep_phase():
             return self._finish(*self.stop_request)  # type: ignore[misc]
@@ -463,18 +488,27 @@ class TaskRunner(threading.Thread):
         command = ov["command"] if ov.get("command") is not None else (c.d.get("command") or [])
         return list(c.d.get("entryPoint") or []) + list(command)
 
+    def _log_groups_ready(self) -> bool:
+        """Every awslogs container's group exists (or is created with awslogs-create-group), as
+        the Fargate agent checks before it starts any container."""
+        for c in self.containers:
+            awslogs = _awslogs(c.d, self.region)
+            if awslogs is None:
+                continue
+            group, region, opts = awslogs
+            create = str(opts.get("awslogs-create-group", "")).lower() == "true"
+            if not _prepare_log_group(self.account, region, group, create):
+                return False
+        return True
+
     def _log_writer(self, c: _Container) -> Any:
-        lc = c.d.get("logConfiguration") or {}
-        if lc.get("logDriver") != "awslogs":
+        awslogs = _awslogs(c.d, self.region)
+        if awslogs is None:
             return _NullWriter()
-        opts = lc.get("options") or {}
-        group = opts.get("awslogs-group")
-        if not group:
-            return _NullWriter()
+        group, region, opts = awslogs
         prefix = opts.get("awslogs-stream-prefix")
         stream = f"{prefix}/{c.name}/{self.task.id}" if prefix else self.task.id
-        _ensure_log_group(self.account, self.region, group)
-        return _ctx.cwlogs.writer(group, stream, region=self.region, account_id=self.account)
+        return _ctx.cwlogs.writer(group, stream, region=region, account_id=self.account)
 
     def _launch(self, c: _Container, env: dict[str, str], mounts: dict[str, str]) -> None:
         argv = self._argv(c)
@@ -737,16 +771,6 @@ def _tasks_control(method: str, body: Any) -> tuple[int, Any]:
     return 200, {"tasks": out}
 
 
-def _check_moto(present: tuple, absent: tuple = ()) -> None:
-    """Fail loudly if moto moved: the patch points this module relies on (pinned to moto 5.2.5)."""
-    for owner, attr in present:
-        if not hasattr(owner, attr):
-            raise RuntimeError(f"moto changed: {owner.__name__}.{attr} is gone (the simulator is pinned to moto 5.2.5)")
-    for owner, attr in absent:
-        if attr in vars(owner):
-            raise RuntimeError(f"moto changed: it now has {owner.__name__}.{attr}; review {__name__}")
-
-
 def install(ctx: Any) -> None:
     global _ctx
     if _ctx is not None:  # already installed in this process
@@ -755,7 +779,7 @@ def install(ctx: Any) -> None:
     B, R = ecsm.EC2ContainerServiceBackend, ecsr.EC2ContainerServiceResponse
     _check_moto(((B, "_calculate_task_resource_requirements"), (B, "run_task"), (B, "_get_cluster"),
                  (B, "list_tasks"), (B, "stop_task"), (R, "run_task"), (R, "describe_tasks"), (R, "stop_task"),
-                 (R, "list_tasks"), (R, "list_task_definitions"), (ecsm, "mock_random")))
+                 (R, "list_tasks"), (R, "list_task_definitions"), (ecsm, "mock_random")), module=__name__)
     _ctx = ctx
     ecsm.EC2ContainerServiceBackend._calculate_task_resource_requirements = staticmethod(
         _calculate_task_resource_requirements)

@@ -17,6 +17,8 @@ from moto.sagemaker import models as smm
 from moto.sagemaker import responses as smr
 from moto.sagemaker.exceptions import ValidationError
 
+from .common import _check_moto
+
 _ctx: Any = None
 _forced = threading.local()
 _next_version: dict[tuple[str, str, str], int] = {}  # (account, region, group) -> highest version ever
@@ -78,6 +80,13 @@ def _resolve_package(b: Any, name: str) -> Any:
     if pkg is None:
         raise ValidationError(message=f"Model Package {name} does not exist.")
     return pkg
+
+
+def package_containers(b: Any, name: str) -> list[dict[str, Any]]:
+    """The InferenceSpecification containers of a model package (name, versioned name or ARN);
+    ValidationError when it does not exist. Used by endpoints.py to serve a ModelPackageName."""
+    pkg = _resolve_package(b, name)
+    return [dict(c) for c in ((pkg.inference_specification or {}).get("Containers") or [])]
 
 
 def _delete_model_package(self: Any) -> EmptyResult:
@@ -147,16 +156,6 @@ def _get_resource_from_arn(self: Any, arn: str) -> Any:
     return _orig_resource_from_arn(self, arn)
 
 
-def _check_moto(present: tuple, absent: tuple = ()) -> None:
-    """Fail loudly if moto moved: the patch points this module relies on (pinned to moto 5.2.5)."""
-    for owner, attr in present:
-        if not hasattr(owner, attr):
-            raise RuntimeError(f"moto changed: {owner.__name__}.{attr} is gone (the simulator is pinned to moto 5.2.5)")
-    for owner, attr in absent:
-        if attr in vars(owner):
-            raise RuntimeError(f"moto changed: it now has {owner.__name__}.{attr}; review {__name__}")
-
-
 def install(ctx: Any) -> None:
     global _ctx
     if _ctx is not None:  # already installed in this process
@@ -166,7 +165,7 @@ def install(ctx: Any) -> None:
     _check_moto(((R, "create_model_package"), (R, "create_model_package_group"),
                  (smm.SageMakerModelBackend, "_get_resource_from_arn"),
                  (smm.SageMakerModelBackend, "describe_model_package_group")),
-                ((R, "delete_model_package"), (R, "delete_model_package_group")))
+                ((R, "delete_model_package"), (R, "delete_model_package_group")), module=__name__)
     _ctx = ctx
     smm.ModelPackage.__init__ = _mp_init
     smm.SageMakerModelBackend._get_resource_from_arn = _get_resource_from_arn

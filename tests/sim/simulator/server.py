@@ -26,7 +26,7 @@ from . import calls as calls_mod
 from . import control as control_mod
 from . import cwlogs, faults as faults_mod, runtime, s3util
 
-MODULES = ["training", "ecs_tasks", "ecs_services", "endpoints", "registry"]
+MODULES = ["images", "training", "ecs_tasks", "ecs_services", "endpoints", "registry"]
 
 
 def log(msg: str) -> None:

@@ -18,6 +18,10 @@ Scripted outcomes (kind "training", matched on the job name by "name_contains"):
       (optional "failure_reason" replaces the text, "after_s" the delay, default 0.2 s)
   {"start_delay_s": N}       stays InProgress/Starting for N seconds
 
+The container environment is PATH, HOME, LANG, AWS_* (the simulator's endpoint, dummy keys), the
+job's Environment, TRAINING_JOB_NAME and TRAINING_JOB_ARN, and no SM_* variables: as on SageMaker,
+where those come from the training toolkit inside framework images, not from the platform.
+
 Also: StopTrainingJob (moto lacks it), duplicate names and bad names give ValidationException,
 Environment/RetryStrategy/MetricDefinitions are kept, FinalMetricDataList comes from the
 MetricDefinitions applied to the log lines, real TrainingStartTime/EndTime/TimeInSeconds and
@@ -45,6 +49,7 @@ from moto.sagemaker import responses as smr
 from moto.sagemaker.exceptions import ValidationError
 
 from . import s3util
+from .common import _check_moto
 
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 NAME_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
@@ -270,7 +275,7 @@ class JobRun:
             w = self.ctx.cwlogs.writer(LOG_GROUP, f"{self.name}/{host}-{epoch}",
                                        region=self.region, account_id=self.account)
             self.writers.append(w)
-            env = self._env(host, hosts, channels)
+            env = self._env()
             p = self.ctx.runtime.launch(argv, env, name=f"{self.name}/{host}", mounts=mounts,
                                         hide=self.ctx.hide_paths,
                                         on_line=self._on_line_fn(w, i), kind="training")
@@ -365,10 +370,13 @@ class JobRun:
         cfg = os.path.join(ml, "input", "config")
         with open(os.path.join(cfg, "hyperparameters.json"), "w") as f:
             json.dump(self.job.hyper_parameters or {}, f)
+        itype = (self.job.resource_config or {}).get("InstanceType", "ml.m5.large")
         with open(os.path.join(cfg, "resourceconfig.json"), "w") as f:
-            json.dump({"current_host": host, "current_instance_type":
-                       (self.job.resource_config or {}).get("InstanceType", "ml.m5.large"),
+            # The shape SageMaker writes, instance_groups (with its own "hosts") included.
+            json.dump({"current_host": host, "current_instance_type": itype,
                        "current_group_name": "homogeneousCluster", "hosts": hosts,
+                       "instance_groups": [{"instance_group_name": "homogeneousCluster",
+                                            "instance_type": itype, "hosts": hosts}],
                        "network_interface_name": "eth0"}, f)
         with open(os.path.join(cfg, "inputdataconfig.json"), "w") as f:
             json.dump(inputcfg, f)
@@ -395,8 +403,9 @@ class JobRun:
         local = (self.job.checkpoint_config or {}).get("LocalPath") or "/opt/ml/checkpoints"
         return ml if local == "/opt/ml" else os.path.join(ml, local[len("/opt/ml/"):])
 
-    def _env(self, host, hosts, channels) -> dict:
-        names = [c["ChannelName"] for c in channels]
+    def _env(self) -> dict:
+        """The container's environment. Like SageMaker: no SM_* variables (those come from the
+        training toolkit inside framework images, which the executor's bootstrap replaces)."""
         env = {
             "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
             "HOME": os.environ.get("HOME", "/root"),
@@ -409,21 +418,9 @@ class JobRun:
         }
         env.update({str(k): str(v) for k, v in (self.job.environment or {}).items()})
         env.update({
-            "SM_MODEL_DIR": "/opt/ml/model",
-            "SM_INPUT_DIR": "/opt/ml/input",
-            "SM_INPUT_CONFIG_DIR": "/opt/ml/input/config",
-            "SM_OUTPUT_DIR": "/opt/ml/output",
-            "SM_OUTPUT_DATA_DIR": "/opt/ml/output/data",
-            "SM_CHANNELS": json.dumps(names),
-            "SM_CURRENT_HOST": host,
-            "SM_HOSTS": json.dumps(hosts),
-            "SM_NUM_HOSTS": str(len(hosts)),
-            "SM_HPS": json.dumps(self.job.hyper_parameters or {}),
             "TRAINING_JOB_NAME": self.name,
             "TRAINING_JOB_ARN": self.arn,
         })
-        for c in names:
-            env[f"SM_CHANNEL_{c.upper()}"] = f"/opt/ml/input/data/{c}"
         return env
 
     def _on_line_fn(self, writer, host_index):
@@ -683,15 +680,11 @@ def install(ctx) -> None:
     if _orig:
         return  # already patched (install called twice in one process)
     # Fail loudly if moto moved: these are the patch points this module relies on.
-    for owner, attr in ((smr.SageMakerResponse, "create_training_job"),
-                        (smr.SageMakerResponse, "describe_training_job"),
-                        (smr.SageMakerResponse, "list_training_jobs"),
-                        (smm.FakeTrainingJob, "response_object")):
-        if not hasattr(owner, attr):
-            raise RuntimeError(f"moto changed: {owner.__name__}.{attr} is gone "
-                               "(the simulator is pinned to moto 5.2.5)")
-    if hasattr(smr.SageMakerResponse, "stop_training_job"):
-        raise RuntimeError("moto changed: it now has StopTrainingJob; review training.py")
+    _check_moto(((smr.SageMakerResponse, "create_training_job"),
+                 (smr.SageMakerResponse, "describe_training_job"),
+                 (smr.SageMakerResponse, "list_training_jobs"),
+                 (smm.FakeTrainingJob, "response_object")),
+                ((smr.SageMakerResponse, "stop_training_job"),), module=__name__)
     _orig["create"] = smr.SageMakerResponse.create_training_job
     _orig["describe"] = smr.SageMakerResponse.describe_training_job
     _orig["response_object"] = smm.FakeTrainingJob.response_object.fget

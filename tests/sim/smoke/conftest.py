@@ -3,7 +3,7 @@
   sim            a running simulator (shared by the whole test session, started with
                  --exit-on-stdin-eof --stop-grace 2 --hide <tmpdir>), reset (outcomes, faults,
                  call log) before each test. A SimHandle: .endpoint, .hidden_dir, .client(...),
-                 .post/.get (control API), .calls(), .processes(), .wait_for(...)
+                 .post/.get/.delete (control API), .calls(), .processes(), .wait_for(...)
   start_sim      factory for a private simulator: start_sim("--stop-grace", "5") -> SimHandle
                  (stopped at the end of the test)
   sim_endpoint   just the shared simulator's URL
@@ -56,6 +56,11 @@ class SimHandle:
     def get(self, path: str) -> dict:
         status, obj = self._req("GET", path)
         assert status == 200, f"GET {path} -> {status} {obj}"
+        return obj
+
+    def delete(self, path: str, body=None) -> dict:
+        status, obj = self._req("DELETE", path, body if body is not None else {})
+        assert status == 200, f"DELETE {path} -> {status} {obj}"
         return obj
 
     def reset(self) -> None:

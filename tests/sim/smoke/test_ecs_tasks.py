@@ -292,3 +292,62 @@ def test_stop_before_the_containers_start(sim, ecs_env, unique):
     assert task["stopCode"] == "UserInitiated" and task["stoppedReason"] == "changed my mind"
     assert "startedAt" not in task
     assert task["containers"][0]["lastStatus"] == "STOPPED" and "exitCode" not in task["containers"][0]
+
+
+def _plain_logcfg(group: str, **extra: str) -> dict:
+    """awslogs without awslogs-create-group, as sagemaker-executor's task definitions are."""
+    return {"logDriver": "awslogs", "options": {"awslogs-group": group, "awslogs-region": "us-east-1",
+                                                "awslogs-stream-prefix": "sme", **extra}}
+
+
+def _group_exists(logs, group: str) -> bool:
+    return any(g["logGroupName"] == group
+               for g in logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"])
+
+
+def test_missing_log_group_fails_the_task_to_start(sim, ecs_env, unique, tmp_path):
+    ecs, logs, cluster, netconf, register = ecs_env
+    family, group = unique("nolog"), unique("/ecs/missing")
+    ran = tmp_path / "ran"
+    td = register(family, [
+        {"name": "helper", "image": "busybox", "essential": False,
+         "command": ["sh", "-c", f"touch {ran}-helper"]},
+        {"name": "main", "image": "busybox", "logConfiguration": _plain_logcfg(group),
+         "dependsOn": [{"containerName": "helper", "condition": "SUCCESS"}],
+         "command": ["sh", "-c", f"touch {ran}-main"]},
+    ])
+    task = _wait(sim, ecs, cluster, _run(ecs, cluster, netconf, td))
+    assert task["stopCode"] == "TaskFailedToStart"
+    assert task["stoppedReason"].startswith("ResourceInitializationError: failed to validate logger args: ")
+    assert "ResourceNotFoundException: The specified log group does not exist." in task["stoppedReason"]
+    assert task["desiredStatus"] == "STOPPED"
+    for c in task["containers"]:
+        assert c["lastStatus"] == "STOPPED" and "exitCode" not in c, c
+    # No container ran, not even the one that logs nowhere; and the group was not created.
+    assert not os.path.exists(f"{ran}-helper") and not os.path.exists(f"{ran}-main")
+    assert not _group_exists(logs, group)
+
+
+def test_existing_or_created_log_group_lets_the_task_run(sim, ecs_env, unique):
+    ecs, logs, cluster, netconf, register = ecs_env
+    # 1. The admin created the group beforehand (what sagemaker-executor expects).
+    family, group = unique("withlog"), unique("/ecs/present")
+    logs.create_log_group(logGroupName=group)
+    td = register(family, [{"name": "main", "image": "busybox", "logConfiguration": _plain_logcfg(group),
+                            "command": ["sh", "-c", "echo logged"]}])
+    arn = _run(ecs, cluster, netconf, td)
+    task = _wait(sim, ecs, cluster, arn)
+    assert task["stopCode"] == "EssentialContainerExited", task.get("stoppedReason")
+    assert _containers(task)["main"]["exitCode"] == 0
+    assert _log_lines(logs, group, f"sme/main/{arn.split('/')[-1]}") == ["logged"]
+    # 2. awslogs-create-group "true": the agent creates it.
+    family, group = unique("mklog"), unique("/ecs/created")
+    assert not _group_exists(logs, group)
+    td = register(family, [{"name": "main", "image": "busybox",
+                            "logConfiguration": _plain_logcfg(group, **{"awslogs-create-group": "true"}),
+                            "command": ["sh", "-c", "echo created"]}])
+    arn = _run(ecs, cluster, netconf, td)
+    task = _wait(sim, ecs, cluster, arn)
+    assert task["stopCode"] == "EssentialContainerExited", task.get("stoppedReason")
+    assert _group_exists(logs, group)
+    assert _log_lines(logs, group, f"sme/main/{arn.split('/')[-1]}") == ["created"]

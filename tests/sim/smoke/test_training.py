@@ -294,23 +294,26 @@ def test_input_channels_config_files_and_environment(sim, unique):
     channels = [{"ChannelName": "train", "DataSource": {"S3DataSource": {
         "S3DataType": "S3Prefix", "S3Uri": f"s3://{bucket}/data/train/",
         "S3DataDistributionType": "FullyReplicated"}}}]
-    script = ('cd "$SM_CHANNEL_TRAIN" && find . -type f | sort; cat a.csv sub/b.csv; '
-              'echo "channels=$SM_CHANNELS model=$SM_MODEL_DIR out=$SM_OUTPUT_DATA_DIR"; '
-              'echo "hosts=$SM_HOSTS n=$SM_NUM_HOSTS cur=$SM_CURRENT_HOST"; '
+    # Like SageMaker, the simulator sets no SM_* variable (the training toolkit in framework
+    # images does; sagemaker-executor's bootstrap does it itself): only the job's own.
+    script = ('cd /opt/ml/input/data/train && find . -type f | sort; cat a.csv sub/b.csv; '
+              'echo "sm-vars=$(env | grep ^SM_ | sort | paste -sd, -)"; '
+              'echo "job=$TRAINING_JOB_NAME"; '
               'echo "arn=$TRAINING_JOB_ARN"; echo "my=$MY_SETTING region=$AWS_REGION"; '
               'echo "endpoint=$AWS_ENDPOINT_URL"; '
               'cat /opt/ml/input/config/hyperparameters.json; echo; '
               'cat /opt/ml/input/config/inputdataconfig.json; echo')
-    create_job(sim, name, script, bucket, channels=channels, env={"MY_SETTING": "v1"},
+    create_job(sim, name, script, bucket, channels=channels,
+               env={"MY_SETTING": "v1", "SM_FROM_THE_JOB": "kept"},
                hyper={"epochs": "3"}, RetryStrategy={"MaximumRetryAttempts": 2})
     d = wait_status(sim, name, ("Completed", "Failed", "Stopped"))
     assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
-    assert d["Environment"] == {"MY_SETTING": "v1"}  # moto drops it
+    assert d["Environment"] == {"MY_SETTING": "v1", "SM_FROM_THE_JOB": "kept"}  # moto drops it
     assert d["RetryStrategy"] == {"MaximumRetryAttempts": 2}  # and this
     lines = all_lines(sim, name)
     assert lines[:4] == ["./a.csv", "./sub/b.csv", "1,2", "3,4"], lines
-    assert 'channels=["train"] model=/opt/ml/model out=/opt/ml/output/data' in lines
-    assert 'hosts=["algo-1"] n=1 cur=algo-1' in lines
+    assert "sm-vars=SM_FROM_THE_JOB=kept" in lines, lines
+    assert f"job={name}" in lines
     assert f"arn={d['TrainingJobArn']}" in lines
     assert "my=v1 region=us-east-1" in lines
     assert f"endpoint={sim.endpoint}" in lines
@@ -333,8 +336,12 @@ def test_missing_input_data_fails_with_client_error(sim, unique):
 def test_two_instances_get_two_streams_and_private_opt_ml(sim, unique):
     bucket = make_bucket(sim, unique)
     name = unique("job-two")
-    create_job(sim, name, 'echo "I am $SM_CURRENT_HOST of $SM_NUM_HOSTS"; '
-                          'echo "$SM_CURRENT_HOST" > /opt/ml/model/host-$SM_CURRENT_HOST; '
+    # No SM_CURRENT_HOST here (see above): the host comes from resourceconfig.json.
+    create_job(sim, name, r'rc=/opt/ml/input/config/resourceconfig.json; '
+                          r'host=$(sed -n "s/.*\"current_host\": *\"\([^\"]*\)\".*/\1/p" $rc); '
+                          'n=$(grep -o "algo-[0-9]*" $rc | sort -u | wc -l); '
+                          'echo "I am $host of $n"; '
+                          'echo "$host" > /opt/ml/model/host-$host; '
                           'ls /opt/ml/model', bucket, instances=2)
     d = wait_status(sim, name, ("Completed", "Failed", "Stopped"))
     assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
@@ -525,3 +532,62 @@ def test_warm_pool_status_with_keep_alive(sim, unique):
     assert d["WarmPoolStatus"]["Status"] in ("Available", "Terminated")
     sim.wait_for(lambda: describe(sim, name)["WarmPoolStatus"]["Status"] == "Terminated", 10,
                  "the warm pool to end")
+
+
+BOOTSTRAP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..",
+                         "stages", "src", "workspace", "bootstrap.sh")
+
+
+def test_the_executor_bootstrap_exports_what_the_simulator_does_not(sim, unique):
+    """The product's bootstrap.sh as the entrypoint (as CreateTrainingJob from the executor):
+    the SM_* variables a script sees are the bootstrap's, derived from /opt/ml/input/config."""
+    bucket = make_bucket(sim, unique)
+    s3 = sim.client("s3")
+    project = "/opt/ml/code/proj"  # inside each host's private /opt/ml
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        data = b"workspace file\n"
+        info = tarfile.TarInfo(project.lstrip("/") + "/README")
+        info.size = len(data)
+        tf.addfile(info, io.BytesIO(data))
+    script = ('echo "hosts=$SM_HOSTS cur=$SM_CURRENT_HOST n=$SM_NUM_HOSTS"\n'
+              'echo "channels=$SM_CHANNELS rows=$(cat "$SM_CHANNEL_TRAIN/rows.csv")"\n'
+              'echo "hps=$SM_HPS msg=$SM_HP_MESSAGE"\n'
+              'echo "weights-$SM_CURRENT_HOST" > "$SM_MODEL_DIR/model-$SM_CURRENT_HOST.bin"\n')
+    with open(BOOTSTRAP, "rb") as f:
+        bootstrap = f.read()
+    for key, body in (("ws/workspace.tar.gz", buf.getvalue()), ("ws/bootstrap.sh", bootstrap),
+                      ("ws/script", script.encode()),
+                      ("ws/job.env", f"SME_PROJECT_DIR={project}\nSME_MODE=sagemaker\n".encode()),
+                      ("data/rows.csv", b"1,2\n")):
+        s3.put_object(Bucket=bucket, Key=key, Body=body)
+    channel = "/opt/ml/input/data/sm-workspace"
+
+    def s3_channel(name, prefix):
+        return {"ChannelName": name, "DataSource": {"S3DataSource": {
+            "S3DataType": "S3Prefix", "S3Uri": f"s3://{bucket}/{prefix}",
+            "S3DataDistributionType": "FullyReplicated"}}}
+
+    name = unique("job-bootstrap")
+    sim.client("sagemaker").create_training_job(
+        TrainingJobName=name,
+        AlgorithmSpecification={"TrainingImage": "123456789012.dkr.ecr.us-east-1.amazonaws.com/t:1",
+                                "TrainingInputMode": "File",
+                                "ContainerEntrypoint": ["/bin/sh"],
+                                "ContainerArguments": [f"{channel}/bootstrap.sh", channel]},
+        RoleArn=ROLE, OutputDataConfig={"S3OutputPath": f"s3://{bucket}/out"},
+        ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 2, "VolumeSizeInGB": 10},
+        StoppingCondition={"MaxRuntimeInSeconds": 600},
+        InputDataConfig=[s3_channel("sm-workspace", "ws/"), s3_channel("train", "data/")],
+        HyperParameters={"epochs": "2", "message": 'it\'s "ok" now'})
+    d = wait_status(sim, name, ("Completed", "Failed", "Stopped"))
+    assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
+    streams = log_lines(sim, name)
+    assert len(streams) == 2, streams
+    for stream, lines in streams.items():
+        host = stream.split("/")[1].rsplit("-", 1)[0]
+        assert f'hosts=["algo-1","algo-2"] cur={host} n=2' in lines, lines
+        assert 'channels=["sm-workspace","train"] rows=1,2' in lines, lines
+        assert 'hps={"epochs":2,"message":"it\'s \\"ok\\" now"} msg=it\'s "ok" now' in lines, lines
+    assert tar_members(sim, bucket, f"out/{name}/output/model.tar.gz") == {
+        "model-algo-1.bin": b"weights-algo-1\n"}
