@@ -1,13 +1,14 @@
-//! Releasing what a job left behind: unfinished resources are stopped and staged objects deleted.
-//! Used by the front end's cleanup stage; idempotent, and silent about secrets (its output goes
-//! unmasked to the runner's log).
+//! Releasing what a job left behind: unfinished resources are stopped (through
+//! [`crate::resources`]) and staged objects deleted. Used by the front end's cleanup stage;
+//! idempotent, and silent about secrets (its output goes unmasked to the runner's log).
 
 use tokio_util::sync::CancellationToken;
 
-use crate::aws::{Aws, errors};
+use crate::aws::Aws;
 use crate::config::ExecutorConfig;
 use crate::job::Job;
-use crate::state::{ResourceKind, StateError, StateFile};
+use crate::resources::{self, Released, kind_name};
+use crate::state::{Phase, StateError, StateFile};
 use crate::workspace::{self, StagingLocation};
 
 /// Stops unfinished resources and deletes staged objects recorded in `state`. Failures are
@@ -22,80 +23,33 @@ pub async fn release(
     let unfinished: Vec<_> = s
         .resources
         .iter()
-        .filter(|r| !r.finished)
+        .filter(|r| r.phase != Phase::Finished)
         .cloned()
         .collect();
     if unfinished.is_empty() && s.staged.is_empty() {
         return Ok(());
     }
     let aws = Aws::connect(cfg).await;
+    let reason = format!("GitLab job {} ended; cleanup stopped its task", job.url);
     for r in &unfinished {
-        match r.kind {
-            ResourceKind::TrainingJob => {
-                match aws
-                    .sagemaker
-                    .stop_training_job()
-                    .training_job_name(&r.id)
-                    .send()
-                    .await
-                {
-                    Ok(_) => eprintln!("cleanup: stopped training job {}", r.id),
-                    // Finished already: nothing to stop.
-                    Err(e) if errors::code(&e) == Some("ValidationException") => {}
-                    Err(e) => {
-                        eprintln!(
-                            "cleanup: cannot stop training job {}: {}",
-                            r.id,
-                            errors::describe(&e)
-                        );
-                        continue;
-                    }
-                }
-                state.mark_finished(r.kind, &r.id)?;
+        match resources::release(&aws, r, &reason).await {
+            Ok(Released::Stopping(ids)) => {
+                eprintln!("cleanup: stopped {} {}", kind_name(r.kind), ids.join(", "));
             }
-            ResourceKind::EcsTask => {
-                let Some(cluster) = r.scope.as_deref() else {
-                    eprintln!(
-                        "cleanup: {} {} has no cluster recorded; left as it is",
-                        kind_name(r.kind),
-                        r.id
-                    );
-                    continue;
-                };
-                let reason = format!("GitLab job {} ended; cleanup stopped its task", job.url);
-                match aws
-                    .ecs
-                    .stop_task()
-                    .cluster(cluster)
-                    .task(&r.id)
-                    .reason(reason)
-                    .send()
-                    .await
-                {
-                    Ok(_) => eprintln!("cleanup: stopped ECS task {}", r.id),
-                    // Unknown to ECS (stopped long ago and forgotten): nothing to stop.
-                    Err(e) if errors::code(&e) == Some("InvalidParameterException") => {}
-                    Err(e) => {
-                        eprintln!(
-                            "cleanup: cannot stop ECS task {}: {}",
-                            r.id,
-                            errors::describe(&e)
-                        );
-                        continue;
-                    }
-                }
-                state.mark_finished(r.kind, &r.id)?;
+            Ok(Released::NothingRunning) => {}
+            Ok(Released::LeftToAws(how)) => {
+                eprintln!("cleanup: {} {}: {how}", kind_name(r.kind), r.handle());
             }
-            ResourceKind::EcsDeployment => {
-                // A deployment cannot be halted without deploying something else; ECS completes
-                // it or rolls it back on its own.
+            Err(e) => {
                 eprintln!(
-                    "cleanup: ECS deployment {} is left to ECS to complete or roll back",
-                    r.id
+                    "cleanup: cannot stop {} {}: {e}",
+                    kind_name(r.kind),
+                    r.handle()
                 );
-                state.mark_finished(r.kind, &r.id)?;
+                continue;
             }
         }
+        state.finished(r.kind, &r.name)?;
     }
     for staged in &s.staged {
         let loc = StagingLocation {
@@ -114,12 +68,4 @@ pub async fn release(
         }
     }
     Ok(())
-}
-
-fn kind_name(k: ResourceKind) -> &'static str {
-    match k {
-        ResourceKind::TrainingJob => "training job",
-        ResourceKind::EcsTask => "ECS task",
-        ResourceKind::EcsDeployment => "ECS deployment",
-    }
 }

@@ -20,7 +20,6 @@ pub trait Classify {
     fn failure_kind(&self) -> FailureKind;
 
     /// The exit status the job's script really had, when the failure is a script's non-zero exit.
-    fn script_exit_code(&self) -> Option<i32> {
-        None
-    }
+    /// No default: every error decides, variant by variant.
+    fn script_exit_code(&self) -> Option<i32>;
 }

@@ -79,7 +79,7 @@ pub struct Job {
 }
 
 impl Job {
-    /// Tags every resource created for this job carries (design §6), so `gc` and cleanup can find
+    /// Tags every resource created for this job carries, so `gc` and cleanup can find
     /// them and cost reports can attribute them.
     pub fn resource_tags(&self) -> Vec<(String, String)> {
         let mut tags = vec![

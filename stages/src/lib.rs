@@ -6,6 +6,7 @@ pub mod action;
 pub mod aws;
 pub mod cleanup;
 pub mod config;
+pub mod ctx;
 pub mod duration;
 pub mod ecs_deploy;
 pub mod excerpt;
@@ -14,14 +15,17 @@ pub mod fargate;
 pub mod job;
 pub mod joblog;
 pub mod logs;
+pub mod names;
 pub mod outputs;
 pub mod policy;
 pub mod project_files;
 pub mod remote;
+pub mod resources;
 pub mod run;
 pub mod settings;
 pub mod state;
 pub mod train;
+pub mod watch;
 pub mod workspace;
 
 /// Value of the `managed-by` tag on everything this executor creates.

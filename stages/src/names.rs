@@ -1,5 +1,6 @@
 //! Shapes of AWS names and values that jobs and admins write: instance types, role ARNs, ECR
-//! image references, S3 URIs, and the deterministic resource names this executor creates.
+//! image references, S3 URIs, and the deterministic resource names this executor creates. A
+//! leaf: config, settings and the actions all read it, and it reads none of them.
 
 use std::sync::LazyLock;
 

@@ -1,7 +1,50 @@
 //! Outputs for downstream jobs: `sagemaker.env` (a GitLab dotenv report: `KEY=value` lines only,
 //! keys `[A-Za-z0-9_]`, under 5 KiB) and an OpenMetrics file for `artifacts:reports:metrics`.
 
+use crate::joblog::JobLog;
 use crate::project_files::{ProjectDir, ProjectFileError};
+
+/// What an action hands downstream jobs: `sagemaker.env` pairs and metrics. Every action returns
+/// one; the stage writes them once, after a failed run too (a failed training job still has a
+/// name, a console link and maybe final metrics).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Outputs {
+    /// `KEY=value` pairs for `sagemaker.env`, in order.
+    pub dotenv: Vec<(String, String)>,
+    /// Metrics for the OpenMetrics file (not written when empty).
+    pub metrics: Vec<(String, f64)>,
+}
+
+impl Outputs {
+    /// Adds a dotenv pair.
+    pub fn set(&mut self, key: &str, value: impl Into<String>) {
+        self.dotenv.push((key.to_owned(), value.into()));
+    }
+
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.dotenv.is_empty() && self.metrics.is_empty()
+    }
+
+    /// Writes `sagemaker.env` (and the metrics file when there are metrics) into the project
+    /// dir, warning in the job log about pairs GitLab's dotenv rules would refuse.
+    pub fn write(&self, project: &ProjectDir, log: &JobLog) -> Result<(), ProjectFileError> {
+        if self.is_empty() {
+            return Ok(());
+        }
+        let dropped = write_dotenv(project, &self.dotenv)?;
+        if !dropped.is_empty() {
+            log.warn(&format!(
+                "left out of {DOTENV_FILE} (GitLab's size and format limits): {}",
+                dropped.join(", ")
+            ));
+        }
+        if !self.metrics.is_empty() {
+            write_metrics(project, &self.metrics)?;
+        }
+        Ok(())
+    }
+}
 
 /// Prefixes of the keys this executor writes into `sagemaker.env`. A downstream job on this
 /// runner receives them as variables, so settings must not mistake them for typos.

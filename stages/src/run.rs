@@ -1,34 +1,15 @@
 //! Running a job's user-script stage through its action: the core's entry point for `run`.
-
-use std::path::Path;
-
-use tokio_util::sync::CancellationToken;
+//! Builds the stage context once (one set of AWS clients), dispatches on the [`Plan`], and
+//! writes the action's [`Outputs`] into the project dir once, after a failed run too.
 
 use crate::action::Action;
-use crate::config::ExecutorConfig;
+use crate::aws::Aws;
+use crate::ctx::{StageCtx, StageInput};
 use crate::failure::{Classify, FailureKind};
-use crate::job::Job;
+use crate::joblog::JobLog;
+use crate::outputs::Outputs;
+use crate::project_files::{ProjectDir, ProjectFileError};
 use crate::settings::Plan;
-use crate::state::StateFile;
-
-/// Everything a user-script stage needs from the front end.
-#[derive(Debug, Clone, Copy)]
-pub struct StageRun<'a> {
-    /// The executor config.
-    pub cfg: &'a ExecutorConfig,
-    /// The job.
-    pub job: &'a Job,
-    /// The stage name (`build_script`, `step_*`).
-    pub stage: &'a str,
-    /// The stage script the runner wrote on this host.
-    pub script: &'a Path,
-    /// The local project dir (`CI_PROJECT_DIR`).
-    pub project_dir: &'a Path,
-    /// The job's state file.
-    pub state: &'a StateFile,
-    /// Cancelled on SIGTERM.
-    pub cancel: &'a CancellationToken,
-}
 
 /// Why a user-script stage did not succeed.
 #[derive(Debug, thiserror::Error)]
@@ -40,13 +21,16 @@ pub enum RunError {
     NotServed(Action),
     /// The training job failed, or could not run.
     #[error(transparent)]
-    Train(#[from] crate::train::TrainError),
+    Train(#[from] crate::train::Error),
     /// The Fargate task failed, or could not run.
     #[error(transparent)]
-    Fargate(#[from] crate::fargate::FargateError),
+    Fargate(#[from] crate::fargate::Error),
     /// The ECS deployment failed, or could not be started or followed.
     #[error(transparent)]
     EcsDeploy(#[from] crate::ecs_deploy::EcsDeployError),
+    /// The outputs could not be written into the project dir.
+    #[error("cannot write the job's outputs: {0}")]
+    Outputs(#[source] ProjectFileError),
 }
 
 impl Classify for RunError {
@@ -56,12 +40,14 @@ impl Classify for RunError {
             RunError::Train(e) => e.failure_kind(),
             RunError::Fargate(e) => e.failure_kind(),
             RunError::EcsDeploy(e) => e.failure_kind(),
+            RunError::Outputs(e) if e.is_jobs_fault() => FailureKind::Build,
+            RunError::Outputs(_) => FailureKind::System,
         }
     }
 
     fn script_exit_code(&self) -> Option<i32> {
         match self {
-            RunError::NotServed(_) => None,
+            RunError::NotServed(_) | RunError::Outputs(_) => None,
             RunError::Train(e) => e.script_exit_code(),
             RunError::Fargate(e) => e.script_exit_code(),
             RunError::EcsDeploy(e) => e.script_exit_code(),
@@ -69,24 +55,53 @@ impl Classify for RunError {
     }
 }
 
-/// Runs the stage as the plan says.
-pub async fn run_user_stage(plan: &Plan, run: StageRun<'_>) -> Result<(), RunError> {
-    match plan {
-        Plan::Train(settings) => {
-            let aws = crate::aws::Aws::connect(run.cfg).await;
-            crate::train::run(&aws, settings, run).await?;
-            Ok(())
+impl RunError {
+    /// What a failed run still hands downstream.
+    fn outputs(&self) -> Option<&Outputs> {
+        match self {
+            RunError::Train(e) => e.outputs(),
+            RunError::Fargate(e) => e.outputs(),
+            RunError::NotServed(_) | RunError::EcsDeploy(_) | RunError::Outputs(_) => None,
         }
-        Plan::Fargate(settings) => {
-            let aws = crate::aws::Aws::connect(run.cfg).await;
-            crate::fargate::run(&aws, settings, run).await?;
-            Ok(())
-        }
-        Plan::EcsDeploy(settings) => {
-            let aws = crate::aws::Aws::connect(run.cfg).await;
-            crate::ecs_deploy::run(&aws, settings, run).await?;
-            Ok(())
-        }
-        Plan::NotServed(_) => Err(RunError::NotServed(plan.action())),
     }
+}
+
+/// Runs the stage as the plan says, on stdout's job log.
+pub async fn run_user_stage(plan: &Plan, input: StageInput<'_>) -> Result<(), RunError> {
+    run_with_log(plan, input, JobLog::new()).await
+}
+
+/// Runs the stage as the plan says, rendering the job log through `log`.
+pub async fn run_with_log(plan: &Plan, input: StageInput<'_>, log: JobLog) -> Result<(), RunError> {
+    if let Plan::NotServed(action) = plan {
+        return Err(RunError::NotServed(*action));
+    }
+    let ctx = StageCtx::new(input, Aws::connect(input.cfg).await, log);
+    let result: Result<Outputs, RunError> = match plan {
+        Plan::Train(settings) => crate::train::run(&ctx, settings).await.map_err(Into::into),
+        Plan::Fargate(settings) => crate::fargate::run(&ctx, settings)
+            .await
+            .map_err(Into::into),
+        Plan::EcsDeploy(settings) => crate::ecs_deploy::run(&ctx, settings)
+            .await
+            .map_err(Into::into),
+        Plan::NotServed(action) => Err(RunError::NotServed(*action)),
+    };
+    let outputs = match &result {
+        Ok(outputs) => Some(outputs),
+        Err(e) => e.outputs(),
+    };
+    if let Some(outputs) = outputs {
+        let written = ProjectDir::open(ctx.project_dir).and_then(|p| outputs.write(&p, &ctx.log));
+        if let Err(e) = written {
+            // A failed run's own error says more than a failed write after it.
+            if result.is_err() {
+                ctx.log
+                    .warn(&format!("cannot write the job's outputs: {e}"));
+            } else {
+                return Err(RunError::Outputs(e));
+            }
+        }
+    }
+    result.map(|_| ())
 }

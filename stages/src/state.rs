@@ -1,13 +1,12 @@
-//! The per-job state file: every AWS resource a job created, recorded the moment it exists, so a
-//! later stage (re-run, cleanup after SIGKILL) can attach to it or tear it down.
+//! The per-job state file: every AWS resource a job creates, recorded as intended *before* the
+//! create call (under its deterministic name, which is also the call's idempotency token) and as
+//! created after it, so a later stage (re-run, cleanup after SIGKILL, gc) can attach to it or
+//! release it whatever moment the executor was killed at.
 //!
 //! # Guarantees
 //! - Writes are atomic (temp file, fsync, rename): a SIGKILL leaves the old or the new state.
-//! - A record is written *before* the executor waits on the resource.
-//!
-//! # Caveats
-//! - Between the AWS create call returning and the write, a SIGKILL can lose the record; the
-//!   deterministic resource names let cleanup find such a resource by name anyway.
+//! - A resource is in the file before AWS can have created it; between the create call and the
+//!   `Created` record it is `Intended`, and `resources::release` finds it by name.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -15,7 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 /// Bumped when the format changes incompatibly.
-pub const STATE_VERSION: u32 = 1;
+pub const STATE_VERSION: u32 = 2;
 
 /// What kind of thing a record points at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,21 +28,54 @@ pub enum ResourceKind {
     EcsDeployment,
 }
 
-/// One created resource.
+/// Where a resource stands, as far as this executor knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// About to be created under its name: the create call may or may not have reached AWS.
+    Intended,
+    /// The create call returned.
+    Created,
+    /// Reached a terminal state (or was released): nothing left to stop.
+    Finished,
+}
+
+/// One resource of the job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Resource {
     /// Its kind.
     pub kind: ResourceKind,
-    /// Name or ARN.
-    pub id: String,
+    /// Its deterministic name (training job name; ECS `startedBy`; the deployment's service).
+    pub name: String,
+    /// The id AWS gave it (task ARN, deployment id), once known; the name where they coincide.
+    #[serde(default)]
+    pub id: Option<String>,
     /// Container of the resource (ECS cluster), if any.
     #[serde(default)]
     pub scope: Option<String>,
     /// The run stage that created it.
     pub stage: String,
-    /// Set once the resource reached a terminal state, so cleanup need not stop it.
-    #[serde(default)]
-    pub finished: bool,
+    /// Where it stands.
+    pub phase: Phase,
+}
+
+impl Resource {
+    /// A resource about to be created under `name` by `stage`.
+    pub fn intended(kind: ResourceKind, name: &str, scope: Option<&str>, stage: &str) -> Self {
+        Resource {
+            kind,
+            name: name.to_owned(),
+            id: None,
+            scope: scope.map(str::to_owned),
+            stage: stage.to_owned(),
+            phase: Phase::Intended,
+        }
+    }
+
+    /// The id to address it by: AWS's id when known, else its name.
+    pub fn handle(&self) -> &str {
+        self.id.as_deref().unwrap_or(&self.name)
+    }
 }
 
 /// S3 objects staged for the job.
@@ -71,9 +103,18 @@ pub struct JobState {
 }
 
 impl JobState {
-    /// The record of `kind`/`id`, if any.
-    pub fn find(&self, kind: ResourceKind, id: &str) -> Option<&Resource> {
-        self.resources.iter().find(|r| r.kind == kind && r.id == id)
+    /// The record of `kind` named `name`, if any.
+    pub fn find(&self, kind: ResourceKind, name: &str) -> Option<&Resource> {
+        self.resources
+            .iter()
+            .find(|r| r.kind == kind && r.name == name)
+    }
+
+    /// The record of `kind` created by `stage`, if any.
+    pub fn of_stage(&self, kind: ResourceKind, stage: &str) -> Option<&Resource> {
+        self.resources
+            .iter()
+            .find(|r| r.kind == kind && r.stage == stage)
     }
 }
 
@@ -160,25 +201,49 @@ impl StateFile {
         Ok(s)
     }
 
-    /// Records a resource (once) and persists it.
-    pub fn record(&self, resource: Resource) -> Result<(), StateError> {
+    /// Records a resource as intended (once, by kind and name) and persists it: call it before
+    /// the create call.
+    pub fn intend(&self, resource: Resource) -> Result<(), StateError> {
         self.update(|s| {
-            if s.find(resource.kind, &resource.id).is_none() {
+            if s.find(resource.kind, &resource.name).is_none() {
                 s.resources.push(resource);
             }
         })
         .map(|_| ())
     }
 
-    /// Marks a resource finished.
-    pub fn mark_finished(&self, kind: ResourceKind, id: &str) -> Result<(), StateError> {
+    /// Records that the resource `name` exists, with the id AWS gave it (recording it first if
+    /// an earlier attempt did not).
+    pub fn created(&self, resource: &Resource, id: &str) -> Result<(), StateError> {
+        self.update(|s| {
+            match s
+                .resources
+                .iter_mut()
+                .find(|r| r.kind == resource.kind && r.name == resource.name)
+            {
+                Some(r) => {
+                    r.id = Some(id.to_owned());
+                    r.phase = r.phase.max(Phase::Created);
+                }
+                None => s.resources.push(Resource {
+                    id: Some(id.to_owned()),
+                    phase: Phase::Created,
+                    ..resource.clone()
+                }),
+            }
+        })
+        .map(|_| ())
+    }
+
+    /// Marks the resource `name` finished.
+    pub fn finished(&self, kind: ResourceKind, name: &str) -> Result<(), StateError> {
         self.update(|s| {
             for r in s
                 .resources
                 .iter_mut()
-                .filter(|r| r.kind == kind && r.id == id)
+                .filter(|r| r.kind == kind && r.name == name)
             {
-                r.finished = true;
+                r.phase = Phase::Finished;
             }
         })
         .map(|_| ())
@@ -234,20 +299,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = StateFile::new(dir.path(), 9);
         assert_eq!(f.load().unwrap().resources.len(), 0);
-        let r = Resource {
-            kind: ResourceKind::TrainingJob,
-            id: "gl-1-9".into(),
-            scope: None,
-            stage: "build_script".into(),
-            finished: false,
-        };
-        f.record(r.clone()).unwrap();
-        f.record(r.clone()).unwrap();
-        f.mark_finished(ResourceKind::TrainingJob, "gl-1-9")
-            .unwrap();
+        let r = Resource::intended(ResourceKind::EcsTask, "gl-1-9", Some("ci"), "build_script");
+        f.intend(r.clone()).unwrap();
+        f.intend(r.clone()).unwrap();
+        let s = StateFile::new(dir.path(), 9).load().unwrap();
+        assert_eq!(s.resources[0].phase, Phase::Intended);
+        assert_eq!(s.resources[0].handle(), "gl-1-9");
+        f.created(&r, "arn:task/1").unwrap();
+        let s = StateFile::new(dir.path(), 9).load().unwrap();
+        assert_eq!(s.resources[0].phase, Phase::Created);
+        assert_eq!(s.resources[0].handle(), "arn:task/1");
+        f.finished(ResourceKind::EcsTask, "gl-1-9").unwrap();
+        // A late `created` (an attach after the end) never moves a finished resource back.
+        f.created(&r, "arn:task/1").unwrap();
         let s = StateFile::new(dir.path(), 9).load().unwrap();
         assert_eq!(s.resources.len(), 1);
-        assert!(s.resources[0].finished);
+        assert_eq!(s.resources[0].phase, Phase::Finished);
         f.remove().unwrap();
         f.remove().unwrap();
         assert!(!f.path().exists());

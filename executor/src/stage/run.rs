@@ -38,7 +38,7 @@ pub async fn run(
     let plan =
         settings::resolve(&ctx.job, ctx.shape, &cfg, &settings).map_err(ExecutorError::Rejected)?;
     let state = StateFile::new(&cfg.paths.state_root, ctx.job.id);
-    let run = stages::run::StageRun {
+    let input = stages::ctx::StageInput {
         cfg: &cfg,
         job: &ctx.job,
         stage,
@@ -47,7 +47,7 @@ pub async fn run(
         state: &state,
         cancel,
     };
-    stages::run::run_user_stage(&plan, run).await?;
+    stages::run::run_user_stage(&plan, input).await?;
     Ok(())
 }
 

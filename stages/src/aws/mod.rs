@@ -1,20 +1,21 @@
-//! One place that builds the AWS SDK configuration: region from the executor config, endpoints
-//! from the standard `AWS_ENDPOINT_URL*` settings (so tests reach the simulator with no special
-//! code path), the SDK's adaptive retry mode as the single retry layer for throttling, explicit
-//! timeouts, and an optional assumed role. Credentials come from refreshing providers, so waits
-//! longer than a session's lifetime keep working.
+//! One place that builds the AWS SDK configuration and every client from it, once per job:
+//! region from the executor config, endpoints from the standard `AWS_ENDPOINT_URL*` settings (so
+//! tests reach the simulator with no special code path), the SDK's standard retry mode for
+//! single calls, explicit timeouts, and an optional assumed role. Credentials come from
+//! refreshing providers, so waits longer than a session's lifetime keep working. The Fargate
+//! helper containers build their S3 client through the same [`loader`].
+
+pub mod errors;
 
 use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
-use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_config::{BehaviorVersion, ConfigLoader, Region, SdkConfig};
 
 use crate::config::ExecutorConfig;
 
-pub mod errors;
-
-/// The clients a job needs, built once per process.
+/// The clients a job needs, built once per process from one [`SdkConfig`].
 #[derive(Debug, Clone)]
 pub struct Aws {
     /// SageMaker.
@@ -25,32 +26,54 @@ pub struct Aws {
     pub logs: aws_sdk_cloudwatchlogs::Client,
     /// ECS.
     pub ecs: aws_sdk_ecs::Client,
+    /// The same clients with the SDK's retries off, for calls in wait loops: those back off per
+    /// operation themselves, so one throttled call never holds a loop for the SDK's backoff.
+    pub polling: Polling,
     /// The region, for console links.
     pub region: String,
 }
 
-/// Loads the shared SDK config for `cfg`.
+/// Clients without SDK retries (see [`Aws::polling`]).
+#[derive(Debug, Clone)]
+pub struct Polling {
+    /// SageMaker.
+    pub sagemaker: aws_sdk_sagemaker::Client,
+    /// CloudWatch Logs.
+    pub logs: aws_sdk_cloudwatchlogs::Client,
+    /// ECS.
+    pub ecs: aws_sdk_ecs::Client,
+}
+
+/// The standard retry policy: exponential backoff with jitter on throttling and transient
+/// faults. Adaptive mode's client-side rate limiter was measured to stall a low-traffic waiter
+/// for minutes after a few throttles, so waits pace themselves instead.
+fn standard_retry(max_attempts: u32) -> RetryConfig {
+    RetryConfig::standard()
+        .with_max_attempts(max_attempts)
+        .with_initial_backoff(Duration::from_millis(200))
+        .with_max_backoff(Duration::from_secs(20))
+}
+
+/// The config loader every client of this executor starts from: `region` (else the
+/// environment's), standard retries, explicit timeouts.
+pub fn loader(region: Option<&str>, max_attempts: u32) -> ConfigLoader {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .retry_config(standard_retry(max_attempts))
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .read_timeout(Duration::from_secs(120))
+                .build(),
+        );
+    if let Some(r) = region {
+        loader = loader.region(Region::new(r.to_owned()));
+    }
+    loader
+}
+
+/// Loads the shared SDK config for `cfg`, assuming `[aws] assume_role_arn` when set.
 pub async fn sdk_config(cfg: &ExecutorConfig) -> SdkConfig {
-    let loader = || {
-        aws_config::defaults(BehaviorVersion::latest())
-            .region(Region::new(cfg.region.clone()))
-            // Standard mode: exponential backoff with jitter on throttling and transient faults.
-            // Adaptive mode's client-side rate limiter was measured to stall a low-traffic waiter
-            // for minutes after a few throttles, so the poll loop's own pacing is used instead.
-            .retry_config(
-                RetryConfig::standard()
-                    .with_max_attempts(cfg.aws.max_attempts)
-                    .with_initial_backoff(Duration::from_millis(200))
-                    .with_max_backoff(Duration::from_secs(20)),
-            )
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(10))
-                    .read_timeout(Duration::from_secs(120))
-                    .build(),
-            )
-    };
-    let sdk = loader().load().await;
+    let sdk = loader(Some(&cfg.region), cfg.aws.max_attempts).load().await;
     match &cfg.aws.assume_role_arn {
         None => sdk,
         Some(role) => {
@@ -59,7 +82,7 @@ pub async fn sdk_config(cfg: &ExecutorConfig) -> SdkConfig {
                 .configure(&sdk)
                 .build()
                 .await;
-            loader()
+            loader(Some(&cfg.region), cfg.aws.max_attempts)
                 .credentials_provider(
                     aws_credential_types::provider::SharedCredentialsProvider::new(provider),
                 )
@@ -69,19 +92,42 @@ pub async fn sdk_config(cfg: &ExecutorConfig) -> SdkConfig {
     }
 }
 
+/// An S3 client from `sdk`, with path-style addressing when asked.
+pub fn s3_client(sdk: &SdkConfig, path_style: bool) -> aws_sdk_s3::Client {
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(sdk)
+            .force_path_style(path_style)
+            .build(),
+    )
+}
+
 impl Aws {
     /// Builds every client from one SDK config.
     pub async fn connect(cfg: &ExecutorConfig) -> Aws {
-        let sdk = sdk_config(cfg).await;
-        let s3 = aws_sdk_s3::config::Builder::from(&sdk)
-            .force_path_style(cfg.aws.s3_force_path_style)
+        Aws::from_sdk(
+            &sdk_config(cfg).await,
+            cfg.aws.s3_force_path_style,
+            &cfg.region,
+        )
+    }
+
+    /// Builds every client from `sdk`.
+    pub fn from_sdk(sdk: &SdkConfig, path_style: bool, region: &str) -> Aws {
+        let once = sdk
+            .to_builder()
+            .retry_config(RetryConfig::standard().with_max_attempts(1))
             .build();
         Aws {
-            sagemaker: aws_sdk_sagemaker::Client::new(&sdk),
-            s3: aws_sdk_s3::Client::from_conf(s3),
-            logs: aws_sdk_cloudwatchlogs::Client::new(&sdk),
-            ecs: aws_sdk_ecs::Client::new(&sdk),
-            region: cfg.region.clone(),
+            sagemaker: aws_sdk_sagemaker::Client::new(sdk),
+            s3: s3_client(sdk, path_style),
+            logs: aws_sdk_cloudwatchlogs::Client::new(sdk),
+            ecs: aws_sdk_ecs::Client::new(sdk),
+            polling: Polling {
+                sagemaker: aws_sdk_sagemaker::Client::new(&once),
+                logs: aws_sdk_cloudwatchlogs::Client::new(&once),
+                ecs: aws_sdk_ecs::Client::new(&once),
+            },
+            region: region.to_owned(),
         }
     }
 }

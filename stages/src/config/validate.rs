@@ -10,8 +10,8 @@ use super::{
 };
 use crate::action::Action;
 use crate::duration::parse_duration;
+use crate::names::{is_known_instance_type, is_role_arn, is_s3_uri};
 use crate::policy::{EcsDeployPolicy, FargatePolicy, Patterns, Policy, TrainPolicy};
-use crate::settings::names::{is_known_instance_type, is_role_arn, is_s3_uri};
 
 /// Collects problems while building the validated config.
 struct Checker<'a> {

@@ -4,13 +4,14 @@
 //! Flow: DescribeServices, then DescribeTaskDefinition of its current task definition (with
 //! tags); register a new revision with the named container's image replaced ([`revision`]);
 //! UpdateService to it; identify the new deployment (the PRIMARY one running the new revision)
-//! and record it in the state file before waiting; follow it ([`follow`]) within `ECS_TIMEOUT`,
-//! printing new service events; write `sagemaker.env`. A re-run of the stage follows the
+//! and record it in the state file (intended before UpdateService, created after); follow it
+//! (judged by [`verdict`]) within `ECS_TIMEOUT`, printing new service events; hand on the new
+//! task definition. A re-run of the stage follows the
 //! deployment it recorded instead of deploying again. Cancellation stops the waiting (a
 //! deployment cannot be halted without deploying something else) and prints where it stands.
 
-pub mod follow;
 pub mod revision;
+pub mod verdict;
 
 use std::collections::HashSet;
 
@@ -22,14 +23,15 @@ use aws_sdk_ecs::operation::update_service::UpdateServiceError;
 use aws_sdk_ecs::types::{Service, TaskDefinitionField};
 use tokio::time::Instant;
 
-use crate::aws::{Aws, errors};
+use crate::aws::errors::{self, AwsCallError};
+use crate::ctx::StageCtx;
 use crate::failure::{Classify, FailureKind};
 use crate::joblog::JobLog;
-use crate::remote;
-use crate::run::StageRun;
+use crate::outputs::Outputs;
 use crate::settings::EcsDeploySettings;
-use crate::state::{Resource, ResourceKind, StateError};
-use follow::{Followed, Verdict, short_td, summarize};
+use crate::state::{Phase, Resource, ResourceKind, StateError};
+use crate::watch::{self, Cadence, Followed, WatchError};
+use verdict::{ServiceWatch, Verdict, short_td, summarize};
 
 /// Why an ecs-deploy stage failed.
 #[derive(Debug, thiserror::Error)]
@@ -118,12 +120,13 @@ pub enum EcsDeployError {
     #[error("UpdateService started no deployment of {0} that ECS reports")]
     DeploymentNotFound(String),
     /// Following the service failed.
-    #[error("cannot follow service {service}: {message}")]
+    #[error("cannot follow service {service}: {source}")]
     Follow {
         /// The service.
         service: String,
         /// Why.
-        message: String,
+        #[source]
+        source: WatchError<AwsCallError>,
     },
     /// The deployment failed (circuit breaker).
     #[error("deployment {deployment} of service {service} failed: {reason}{}", rollback_to.as_ref().map(|td| format!("; ECS is rolling back to {}", short_td(td))).unwrap_or_default())]
@@ -178,9 +181,6 @@ pub enum EcsDeployError {
     /// The state file could not be written.
     #[error(transparent)]
     State(#[from] StateError),
-    /// Writing the outputs into the project dir failed.
-    #[error("cannot write the job's outputs: {0}")]
-    Outputs(#[source] crate::project_files::ProjectFileError),
 }
 
 /// Error codes by which ECS refuses what the job asked for (a wrong cluster, service or image).
@@ -230,50 +230,72 @@ impl Classify for EcsDeployError {
             | EcsDeployError::DeploymentNotFound(_)
             | EcsDeployError::Follow { .. }
             | EcsDeployError::State(_) => FailureKind::System,
-            EcsDeployError::Outputs(e) if e.is_jobs_fault() => FailureKind::Build,
-            EcsDeployError::Outputs(_) => FailureKind::System,
+        }
+    }
+
+    fn script_exit_code(&self) -> Option<i32> {
+        // The job's script is not executed: no failure carries its status.
+        match self {
+            EcsDeployError::DescribeServices { .. }
+            | EcsDeployError::ServiceNotFound { .. }
+            | EcsDeployError::DescribeTaskDefinition { .. }
+            | EcsDeployError::ContainerNotFound { .. }
+            | EcsDeployError::Request { .. }
+            | EcsDeployError::RegisterTaskDefinition { .. }
+            | EcsDeployError::UpdateService { .. }
+            | EcsDeployError::DeploymentNotFound(_)
+            | EcsDeployError::Follow { .. }
+            | EcsDeployError::RolloutFailed { .. }
+            | EcsDeployError::Replaced { .. }
+            | EcsDeployError::Vanished { .. }
+            | EcsDeployError::TimedOut { .. }
+            | EcsDeployError::Cancelled { .. }
+            | EcsDeployError::State(_) => None,
         }
     }
 }
 
+/// First and longest interval between DescribeServices calls.
+const FIRST_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+const MAX_POLL: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// Runs the stage: deploys and follows the deployment.
-pub async fn run(
-    aws: &Aws,
-    d: &EcsDeploySettings,
-    run: StageRun<'_>,
-) -> Result<(), EcsDeployError> {
-    let log = JobLog::new();
+///
+/// # Errors
+/// See [`EcsDeployError`].
+pub async fn run(ctx: &StageCtx<'_>, d: &EcsDeploySettings) -> Result<Outputs, EcsDeployError> {
+    let log = &ctx.log;
     log.notice(&format!(
         "ecs-deploy: the job's script is not executed; deploying image {} to container {} of service {} in cluster {}",
         d.image, d.container, d.service, d.cluster
     ));
     log.line(&format!(
         "Console: {}",
-        console_url(&aws.region, &d.cluster, &d.service)
+        console_url(&ctx.aws.region, &d.cluster, &d.service)
     ));
-    let svc = active_service(aws, d).await?;
-    let mut seen: HashSet<String> = svc
+    let svc = active_service(ctx, d).await?;
+    let seen: HashSet<String> = svc
         .events()
         .iter()
         .filter_map(|e| e.id().map(str::to_owned))
         .collect();
 
-    let recorded = run.state.load()?.resources.into_iter().find(|r| {
-        r.kind == ResourceKind::EcsDeployment
-            && r.stage == run.stage
-            && r.scope.as_deref() == Some(d.cluster.as_str())
-    });
+    let recorded = ctx
+        .state
+        .load()?
+        .of_stage(ResourceKind::EcsDeployment, ctx.stage)
+        .filter(|r| r.scope.as_deref() == Some(d.cluster.as_str()) && r.phase >= Phase::Created)
+        .and_then(|r| r.id.clone());
     let (deployment, previous_td) = match recorded {
-        Some(r) => {
+        Some(id) => {
             log.notice(&format!(
-                "Following deployment {} started earlier by this stage",
-                r.id
+                "Following deployment {id} started earlier by this stage"
             ));
             // Its events were printed by the earlier attempt, or are history by now.
-            (r.id, None)
+            (id, None)
         }
         None => {
-            let (deployment, previous) = deploy(aws, d, &svc, &run, &log).await?;
+            let (deployment, previous) = deploy(ctx, d, &svc).await?;
             (deployment, Some(previous))
         }
     };
@@ -283,48 +305,49 @@ pub async fn run(
         &format!("Deploying {} (deployment {deployment})", d.service),
         false,
     );
-    let deadline = Instant::now() + d.timeout;
-    let followed = follow::follow(
-        &aws.ecs,
+    let mut w = ServiceWatch::new(
+        ctx.aws.polling.ecs.clone(),
         &d.cluster,
         &d.service,
         &deployment,
-        &mut seen,
-        deadline,
-        &log,
-        run.cancel,
+        seen,
+        log.clone(),
+    );
+    let followed = watch::follow(
+        &mut w,
+        watch::Options::new(Cadence::new(FIRST_POLL, MAX_POLL), ctx.cancel)
+            .with_deadline(Instant::now() + d.timeout),
+        None::<&mut crate::logs::feed::LogFeed<crate::logs::feed::NoLines<Service>>>,
+        None,
     )
     .await;
     log.section_end("deploying");
-    let followed = followed.map_err(|e| EcsDeployError::Follow {
-        service: d.service.clone(),
-        message: e.0,
-    })?;
     let service = d.service.clone();
     let (verdict, svc) = match followed {
-        Followed::Ended(verdict, svc) => (verdict, svc),
-        Followed::TimedOut(last) => {
-            print_current_state(aws, d, last, &log).await;
+        Ok(Followed::Done(verdict, svc)) => (verdict, svc),
+        Ok(Followed::TimedOut(last)) => {
+            print_current_state(ctx, d, last).await;
             return Err(EcsDeployError::TimedOut {
                 service,
                 deployment,
                 timeout: d.timeout,
             });
         }
-        Followed::Cancelled(last) => {
+        Ok(Followed::Cancelled(last)) => {
             log.warn(&format!(
                 "Job cancelled: stopped waiting for deployment {deployment}; ECS carries on with it"
             ));
-            print_current_state(aws, d, last, &log).await;
+            print_current_state(ctx, d, last).await;
             return Err(EcsDeployError::Cancelled {
                 service,
                 deployment,
             });
         }
+        Err(source) => return Err(EcsDeployError::Follow { service, source }),
     };
     // A verdict is final: nothing is left for cleanup to look at.
-    run.state
-        .mark_finished(ResourceKind::EcsDeployment, &deployment)?;
+    ctx.state
+        .finished(ResourceKind::EcsDeployment, &d.service)?;
     match verdict {
         Verdict::Completed => {
             let td = svc
@@ -334,36 +357,31 @@ pub async fn run(
                 .and_then(|x| x.task_definition())
                 .unwrap_or_default()
                 .to_owned();
-            let mut pairs = vec![
-                ("SAGEMAKER_ECS_TASK_DEFINITION_ARN".to_owned(), td.clone()),
-                ("SAGEMAKER_ECS_CLUSTER".to_owned(), d.cluster.clone()),
-                ("SAGEMAKER_ECS_SERVICE".to_owned(), d.service.clone()),
-                ("SAGEMAKER_ECS_DEPLOYMENT_ID".to_owned(), deployment.clone()),
-                ("SAGEMAKER_ECS_IMAGE".to_owned(), d.image.clone()),
-                (
-                    "SAGEMAKER_CONSOLE_URL".to_owned(),
-                    console_url(&aws.region, &d.cluster, &d.service),
-                ),
-            ];
+            let mut out = Outputs::default();
+            out.set("SAGEMAKER_ECS_TASK_DEFINITION_ARN", td.clone());
+            out.set("SAGEMAKER_ECS_CLUSTER", d.cluster.clone());
+            out.set("SAGEMAKER_ECS_SERVICE", d.service.clone());
+            out.set("SAGEMAKER_ECS_DEPLOYMENT_ID", deployment.clone());
+            out.set("SAGEMAKER_ECS_IMAGE", d.image.clone());
+            out.set(
+                "SAGEMAKER_CONSOLE_URL",
+                console_url(&ctx.aws.region, &d.cluster, &d.service),
+            );
             if let Some(prev) = previous_td {
-                pairs.push((
-                    "SAGEMAKER_ECS_PREVIOUS_TASK_DEFINITION_ARN".to_owned(),
-                    prev,
-                ));
+                out.set("SAGEMAKER_ECS_PREVIOUS_TASK_DEFINITION_ARN", prev);
             }
-            remote::write_dotenv(run.project_dir, &pairs, &log).map_err(EcsDeployError::Outputs)?;
             log.notice(&format!(
                 "Deployment {deployment} completed: service {} runs {}",
                 d.service,
                 short_td(&td)
             ));
-            Ok(())
+            Ok(out)
         }
         Verdict::Failed {
             reason,
             rollback_to,
         } => {
-            print_state(Some(&svc), &log);
+            print_state(Some(&svc), log);
             Err(EcsDeployError::RolloutFailed {
                 service,
                 deployment,
@@ -372,31 +390,30 @@ pub async fn run(
             })
         }
         Verdict::Replaced { by } => {
-            print_state(Some(&svc), &log);
+            print_state(Some(&svc), log);
             Err(EcsDeployError::Replaced {
                 service,
                 deployment,
                 by,
             })
         }
-        Verdict::Vanished => {
-            print_state(Some(&svc), &log);
+        Verdict::Vanished | Verdict::Waiting(_) => {
+            print_state(Some(&svc), log);
             Err(EcsDeployError::Vanished {
                 service,
                 deployment,
             })
         }
-        // `follow` only returns terminal verdicts.
-        Verdict::Waiting(summary) => Err(EcsDeployError::Follow {
-            service,
-            message: format!("stopped following while {summary}"),
-        }),
     }
 }
 
 /// The service, if it exists and is ACTIVE.
-async fn active_service(aws: &Aws, d: &EcsDeploySettings) -> Result<Service, EcsDeployError> {
-    let out = aws
+async fn active_service(
+    ctx: &StageCtx<'_>,
+    d: &EcsDeploySettings,
+) -> Result<Service, EcsDeployError> {
+    let out = ctx
+        .aws
         .ecs
         .describe_services()
         .cluster(&d.cluster)
@@ -432,12 +449,11 @@ async fn active_service(aws: &Aws, d: &EcsDeploySettings) -> Result<Service, Ecs
 /// Registers the new revision and updates the service; returns the new deployment's id (already
 /// recorded in the state file) and the task definition the service ran before.
 async fn deploy(
-    aws: &Aws,
+    ctx: &StageCtx<'_>,
     d: &EcsDeploySettings,
     svc: &Service,
-    run: &StageRun<'_>,
-    log: &JobLog,
 ) -> Result<(String, String), EcsDeployError> {
+    let (aws, log, run) = (&ctx.aws, &ctx.log, ctx);
     let current = svc.task_definition().unwrap_or_default().to_owned();
     let described = aws
         .ecs
@@ -502,6 +518,15 @@ async fn deploy(
         d.image
     ));
 
+    // Intended before the call: a kill while it is in flight leaves a record; cleanup leaves a
+    // deployment to ECS, and a re-run without the deployment's id deploys again.
+    let resource = Resource::intended(
+        ResourceKind::EcsDeployment,
+        &d.service,
+        Some(&d.cluster),
+        ctx.stage,
+    );
+    ctx.state.intend(resource.clone())?;
     let updated = aws
         .ecs
         .update_service()
@@ -524,22 +549,14 @@ async fn deploy(
     let deployment = match updated.service().and_then(started) {
         Some(id) => id,
         // Some API shapes answer before the deployment is listed: look once more.
-        None => follow::describe(&aws.ecs, &d.cluster, &d.service)
+        None => describe(aws, &d.cluster, &d.service)
             .await
-            .ok()
-            .flatten()
             .as_ref()
             .and_then(started)
             .ok_or_else(|| EcsDeployError::DeploymentNotFound(d.service.clone()))?,
     };
     // Recorded before any wait, so a re-run follows this deployment instead of deploying again.
-    run.state.record(Resource {
-        kind: ResourceKind::EcsDeployment,
-        id: deployment.clone(),
-        scope: Some(d.cluster.clone()),
-        stage: run.stage.to_owned(),
-        finished: false,
-    })?;
+    run.state.created(&resource, &deployment)?;
     log.notice(&format!(
         "UpdateService started deployment {deployment} of {}",
         d.service
@@ -549,24 +566,29 @@ async fn deploy(
 
 /// After the wait was cut short: describes the service once more (briefly: the job is ending)
 /// and prints its deployments, or the last description when that fails.
-async fn print_current_state(
-    aws: &Aws,
-    d: &EcsDeploySettings,
-    last: Option<Box<Service>>,
-    log: &JobLog,
-) {
+async fn print_current_state(ctx: &StageCtx<'_>, d: &EcsDeploySettings, last: Option<Service>) {
     // The cancellation token has fired already, so this one call is bounded by a timeout
     // instead; a second signal still exits at once.
     let fresh = tokio::time::timeout(
         std::time::Duration::from_secs(10),
-        follow::describe(&aws.ecs, &d.cluster, &d.service),
+        describe(&ctx.aws, &d.cluster, &d.service),
     )
     .await
     .ok()
-    .and_then(Result::ok)
-    .flatten()
-    .map(Box::new);
-    print_state(fresh.or(last).as_deref(), log);
+    .flatten();
+    print_state(fresh.or(last).as_ref(), &ctx.log);
+}
+
+/// The service as ECS describes it now, if it answers.
+async fn describe(aws: &crate::aws::Aws, cluster: &str, service: &str) -> Option<Service> {
+    aws.ecs
+        .describe_services()
+        .cluster(cluster)
+        .services(service)
+        .send()
+        .await
+        .ok()
+        .and_then(|out| out.services().first().cloned())
 }
 
 /// Prints every deployment of the service and its rollout state.

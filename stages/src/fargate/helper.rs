@@ -7,10 +7,7 @@
 //! chain. Both stream between S3 and disk, so memory stays small whatever the workspace size.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use aws_config::retry::RetryConfig;
-use aws_config::{BehaviorVersion, Region};
 use aws_sdk_s3::Client;
 use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::operation::get_object::GetObjectError;
@@ -115,26 +112,29 @@ impl Classify for HelperError {
             | HelperError::Upload(_) => FailureKind::System,
         }
     }
+
+    fn script_exit_code(&self) -> Option<i32> {
+        match self {
+            HelperError::SourceMissing { .. }
+            | HelperError::Cancelled(_)
+            | HelperError::List { .. }
+            | HelperError::NothingStaged { .. }
+            | HelperError::UnsafeKey { .. }
+            | HelperError::Get { .. }
+            | HelperError::Body { .. }
+            | HelperError::Local { .. }
+            | HelperError::Upload(_) => None,
+        }
+    }
 }
 
 /// An S3 client from the container's environment (task role credentials, `AWS_ENDPOINT_URL`),
 /// in `region` when given.
 pub async fn s3_client(region: Option<String>, path_style: bool) -> Client {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest()).retry_config(
-        RetryConfig::standard()
-            .with_max_attempts(8)
-            .with_initial_backoff(Duration::from_millis(200))
-            .with_max_backoff(Duration::from_secs(20)),
-    );
-    if let Some(r) = region {
-        loader = loader.region(Region::new(r));
-    }
-    let sdk = loader.load().await;
-    Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&sdk)
-            .force_path_style(path_style)
-            .build(),
-    )
+    // The executor's own client builder; only the attempts differ (a helper has nobody to hand
+    // a retry to).
+    let sdk = crate::aws::loader(region.as_deref(), 8).load().await;
+    crate::aws::s3_client(&sdk, path_style)
 }
 
 /// The error of a local file operation on `path`.

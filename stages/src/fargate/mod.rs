@@ -14,13 +14,17 @@
 //! that archive to `<staging prefix>/returned/workspace.tar.gz`. [`helper`] is the helpers' side.
 
 pub mod helper;
+pub mod lines;
 pub mod outcome;
 pub mod submit;
 pub mod taskdef;
-pub mod wait;
+pub mod watch;
 
 #[cfg(test)]
 mod mock;
+
+use std::fmt;
+use std::time::Duration;
 
 use aws_sdk_ecs::error::SdkError;
 use aws_sdk_ecs::operation::describe_task_definition::DescribeTaskDefinitionError;
@@ -30,24 +34,32 @@ use aws_sdk_ecs::operation::run_task::RunTaskError;
 use aws_sdk_ecs::types::Task;
 use aws_smithy_types::error::operation::BuildError;
 
-use crate::aws::{Aws, errors};
+use crate::aws::errors;
 use crate::config::FargateEnv;
+use crate::ctx::StageCtx;
 use crate::failure::{Classify, FailureKind};
-use crate::joblog::JobLog;
-use crate::remote::{self, StagingError};
-use crate::run::StageRun;
+use crate::logs::feed::FeedCadence;
+use crate::outputs::Outputs;
+use crate::remote::{self, Attached, Backend, RemoteError};
 use crate::settings::FargateSettings;
-use crate::settings::names::resource_name;
-use crate::state::{Resource, ResourceKind, StateError};
-use crate::workspace::{
-    self, ExtractLimits, JobManifest, RemoteMode, StagingLocation, WorkspaceError,
-};
+use crate::state::{Resource, ResourceKind};
+use crate::watch::Cadence;
+use crate::workspace::{self, ExtractLimits, JobManifest, RemoteMode};
+use lines::{TaskLogs, task_id};
 use outcome::{Ending, TaskEnd};
 use submit::{Commands, RETURNED, TaskPaths};
 use taskdef::{JOB, PUSH, TaskDefSpec};
-use wait::{TaskLogs, Waited, task_id};
+use watch::TaskWatch;
 
-/// Why a Fargate stage failed.
+const FIRST_DESCRIBE: Duration = Duration::from_secs(2);
+const MAX_DESCRIBE: Duration = Duration::from_secs(20);
+const LOGS_ACTIVE: Duration = Duration::from_secs(2);
+const LOGS_IDLE_MAX: Duration = Duration::from_secs(10);
+
+/// What a Fargate stage can fail with.
+pub type Error = RemoteError<FargateError, TaskEnded>;
+
+/// The Fargate action's own failures (configuration and its calls); endings are [`TaskEnded`].
 #[derive(Debug, thiserror::Error)]
 pub enum FargateError {
     /// The runner has no `[fargate]` section (settings resolution normally refuses this first).
@@ -75,12 +87,6 @@ pub enum FargateError {
     /// AWS answered without a field it always sends.
     #[error("unexpected answer from ECS: {0}")]
     Malformed(&'static str),
-    /// Staging the workspace failed.
-    #[error(transparent)]
-    Staging(#[from] StagingError),
-    /// The state file could not be written.
-    #[error(transparent)]
-    State(#[from] StateError),
     /// Looking up the task definition failed.
     #[error("DescribeTaskDefinition {family}: {}", errors::describe(source))]
     DescribeTaskDefinition {
@@ -108,370 +114,339 @@ pub enum FargateError {
     /// RunTask started nothing (capacity, placement).
     #[error("ECS could not start the Fargate task: {0}")]
     NotStarted(String),
-    /// DescribeTasks kept failing.
-    #[error("cannot follow ECS task {task}: {message}")]
-    Describe {
-        /// The task ARN.
-        task: String,
-        /// The last error.
-        message: String,
-    },
-    /// ECS no longer knows the task.
-    #[error("ECS task {0} is gone (DescribeTasks reports it MISSING)")]
-    Missing(String),
-    /// The stage script exited non-zero in the job container.
-    #[error("the job's script exited with status {0} in the job container")]
-    Script(i32),
-    /// The job container was OOM-killed.
-    #[error(
-        "the job container ran out of memory (OOM) with {memory} MiB (FARGATE_MEMORY; raise it or use less): {reason}"
-    )]
-    OutOfMemory {
-        /// The task's memory in MiB.
-        memory: u32,
-        /// ECS's reason.
-        reason: String,
-    },
-    /// The job's image could not be pulled.
-    #[error("the job's image {image} could not be pulled: {reason}")]
-    BadImage {
-        /// The image.
-        image: String,
-        /// ECS's reason.
-        reason: String,
-    },
-    /// The job container could not start.
-    #[error("the job container could not start (its image needs /bin/sh, tar and gzip): {0}")]
-    JobCannotStart(String),
-    /// The fetch helper failed.
-    #[error("the fetch helper container could not download the workspace: {0}")]
-    FetchFailed(String),
     /// The push helper failed after the script succeeded.
     #[error("the push helper container could not upload the workspace: {0}")]
     PushFailed(String),
-    /// Fargate Spot reclaimed the task.
-    #[error("the Fargate task was interrupted by AWS: {0}")]
-    Interrupted(String),
-    /// AWS could not run the task, or stopped it.
-    #[error("AWS stopped the Fargate task: {0}")]
-    Platform(String),
-    /// Someone stopped the task outside this CI job.
-    #[error("the ECS task was stopped outside this CI job: {0}")]
-    StoppedOutside(String),
-    /// An ending this executor does not recognise.
-    #[error("the ECS task ended unexpectedly: {0}")]
-    Unknown(String),
-    /// The CI job was cancelled; the task was stopped.
-    #[error("cancelled: ECS task {task} {state}")]
-    Cancelled {
-        /// The task id.
-        task: String,
-        /// What became of it.
-        state: String,
-    },
-    /// Restoring the returned workspace failed after a successful run.
-    #[error("restoring the returned workspace: {0}")]
-    Restore(#[source] WorkspaceError),
-    /// Writing the outputs into the project dir failed.
-    #[error("cannot write the job's outputs: {0}")]
-    Outputs(#[source] crate::project_files::ProjectFileError),
 }
 
 impl Classify for FargateError {
     fn failure_kind(&self) -> FailureKind {
         match self {
-            FargateError::Staging(e) => e.failure_kind(),
-            FargateError::Restore(e) => remote::workspace_failure_kind(e),
-            FargateError::Script(_)
-            | FargateError::OutOfMemory { .. }
-            | FargateError::BadImage { .. }
-            | FargateError::JobCannotStart(_)
-            | FargateError::StoppedOutside(_)
-            | FargateError::Cancelled { .. } => FailureKind::Build,
             FargateError::NotConfigured
             | FargateError::NoTaskRole { .. }
             | FargateError::Request { .. }
             | FargateError::Malformed(_)
-            | FargateError::State(_)
             | FargateError::DescribeTaskDefinition { .. }
             | FargateError::RegisterTaskDefinition { .. }
             | FargateError::ListTasks(_)
             | FargateError::RunTask(_)
             | FargateError::NotStarted(_)
-            | FargateError::Describe { .. }
-            | FargateError::Missing(_)
-            | FargateError::FetchFailed(_)
-            | FargateError::PushFailed(_)
-            | FargateError::Interrupted(_)
-            | FargateError::Platform(_)
-            | FargateError::Unknown(_) => FailureKind::System,
-            FargateError::Outputs(e) if e.is_jobs_fault() => FailureKind::Build,
-            FargateError::Outputs(_) => FailureKind::System,
+            | FargateError::PushFailed(_) => FailureKind::System,
         }
     }
 
     fn script_exit_code(&self) -> Option<i32> {
         match self {
-            FargateError::Script(code) => Some(*code),
-            // The container's real status, so `allow_failure: exit_codes: [137]` can match it.
-            FargateError::OutOfMemory { .. } => Some(137),
             FargateError::NotConfigured
             | FargateError::NoTaskRole { .. }
             | FargateError::Request { .. }
             | FargateError::Malformed(_)
-            | FargateError::Staging(_)
-            | FargateError::State(_)
             | FargateError::DescribeTaskDefinition { .. }
             | FargateError::RegisterTaskDefinition { .. }
             | FargateError::ListTasks(_)
             | FargateError::RunTask(_)
             | FargateError::NotStarted(_)
-            | FargateError::Describe { .. }
-            | FargateError::Missing(_)
-            | FargateError::BadImage { .. }
-            | FargateError::JobCannotStart(_)
-            | FargateError::FetchFailed(_)
-            | FargateError::PushFailed(_)
-            | FargateError::Interrupted(_)
-            | FargateError::Platform(_)
-            | FargateError::StoppedOutside(_)
-            | FargateError::Unknown(_)
-            | FargateError::Cancelled { .. }
-            | FargateError::Restore(_)
-            | FargateError::Outputs(_) => None,
+            | FargateError::PushFailed(_) => None,
         }
     }
+}
+
+/// How a task that did not complete ended, with what its message names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskEnded {
+    /// The ending.
+    pub ending: Ending,
+    /// The task's memory in MiB (named when it ran out).
+    pub memory: u32,
+    /// The job's image (named when it could not be pulled).
+    pub image: String,
+}
+
+impl fmt::Display for TaskEnded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.ending {
+            Ending::Completed => f.write_str("the job container completed"),
+            Ending::Script(code) => write!(
+                f,
+                "the job's script exited with status {code} in the job container"
+            ),
+            Ending::OutOfMemory(reason) => write!(
+                f,
+                "the job container ran out of memory (OOM) with {} MiB (FARGATE_MEMORY; raise it or use less): {reason}",
+                self.memory
+            ),
+            Ending::BadImage(reason) => write!(
+                f,
+                "the job's image {} could not be pulled: {reason}",
+                self.image
+            ),
+            Ending::JobCannotStart(r) => write!(
+                f,
+                "the job container could not start (its image needs /bin/sh, tar and gzip): {r}"
+            ),
+            Ending::FetchFailed(r) => write!(
+                f,
+                "the fetch helper container could not download the workspace: {r}"
+            ),
+            Ending::Interrupted(r) => write!(f, "the Fargate task was interrupted by AWS: {r}"),
+            Ending::Platform(r) => write!(f, "AWS stopped the Fargate task: {r}"),
+            Ending::StoppedOutside(r) => {
+                write!(f, "the ECS task was stopped outside this CI job: {r}")
+            }
+            Ending::Unknown(r) => write!(f, "the ECS task ended unexpectedly: {r}"),
+        }
+    }
+}
+
+impl Classify for TaskEnded {
+    fn failure_kind(&self) -> FailureKind {
+        self.ending.failure_kind()
+    }
+
+    fn script_exit_code(&self) -> Option<i32> {
+        self.ending.script_exit_code()
+    }
+}
+
+/// A Fargate task for one stage.
+struct FargateTask<'s> {
+    settings: &'s FargateSettings,
+    env: &'s FargateEnv,
+    name: String,
+    paths: TaskPaths,
 }
 
 /// Runs the stage as a Fargate task.
-pub async fn run(aws: &Aws, f: &FargateSettings, run: StageRun<'_>) -> Result<(), FargateError> {
-    let env = run
+///
+/// # Errors
+/// See [`Error`].
+pub async fn run(ctx: &StageCtx<'_>, f: &FargateSettings) -> Result<Outputs, Error> {
+    let env = ctx
         .cfg
         .fargate
         .as_ref()
-        .ok_or(FargateError::NotConfigured)?;
-    let log = JobLog::new();
-    let name = resource_name(run.job.project_id, run.job.id, run.stage);
-    let loc = StagingLocation::new(
-        &run.cfg.staging.bucket,
-        &run.cfg.staging.prefix,
-        run.job.project_id,
-        run.job.id,
-    );
+        .ok_or(RemoteError::Backend(FargateError::NotConfigured))?;
     // Checked before anything exists: without a role the helpers fail inside the task, later
     // and less clearly.
     if f.task_role_arn.is_none() {
-        return Err(FargateError::NoTaskRole {
+        let loc = ctx.staging();
+        return Err(RemoteError::Backend(FargateError::NoTaskRole {
             bucket: loc.bucket,
             prefix: loc.prefix,
-        });
+        }));
     }
-    let paths = TaskPaths::new(&run.cfg.paths.builds_root, run.job.id);
-    let spec = TaskDefSpec::new(f, env, &run.cfg.region, &run.cfg.paths.builds_root);
+    let task = FargateTask {
+        settings: f,
+        env,
+        name: ctx.resource_name(),
+        paths: TaskPaths::new(&ctx.cfg.paths.builds_root, ctx.job.id),
+    };
+    remote::run(ctx, &task, "ECS task").await
+}
 
-    let task_arn = match existing_task(aws, env, &name, &run).await? {
-        Some(arn) => {
-            log.notice(&format!(
+impl Backend for FargateTask<'_> {
+    type Status = Task;
+    type Ending = TaskEnded;
+    type Error = FargateError;
+    type Watch = TaskWatch;
+    type Lines = TaskLogs;
+
+    fn short_id<'i>(&self, id: &'i str) -> &'i str {
+        task_id(id)
+    }
+
+    fn resource(&self, ctx: &StageCtx<'_>) -> Resource {
+        Resource::intended(
+            ResourceKind::EcsTask,
+            &self.name,
+            Some(&self.env.cluster),
+            ctx.stage,
+        )
+    }
+
+    /// The task of an earlier attempt of this stage: from the state file, else by `startedBy`.
+    async fn existing(&self, ctx: &StageCtx<'_>) -> Result<Option<Attached>, FargateError> {
+        let recorded = ctx.state.load().ok().and_then(|s| {
+            s.of_stage(ResourceKind::EcsTask, ctx.stage)
+                .and_then(|r| r.id.clone())
+        });
+        let found = match recorded {
+            Some(arn) => Some(arn),
+            None => submit::find_existing(&ctx.aws.ecs, &self.env.cluster, &self.name).await?,
+        };
+        Ok(found.map(|arn| Attached {
+            message: format!(
                 "Attaching to ECS task {} started earlier by this stage",
                 task_id(&arn)
-            ));
-            record(&run, env, &arn)?;
-            arn
-        }
-        None => {
-            let manifest = JobManifest {
-                project_dir: run.project_dir.to_owned(),
-                mode: RemoteMode::Ecs,
-                output_dir: Some(paths.output_dir.clone()),
-                failure_file: None,
-            };
-            remote::stage_workspace(aws, &loc, &run, &manifest, &log).await?;
-            let td = taskdef::ensure(&aws.ecs, &spec, &log).await?;
-            log.notice(&format!(
-                "Starting an ECS Fargate task in cluster {} ({} CPU units, {} MiB{}, {}) with image {}",
-                env.cluster,
-                f.cpu,
-                f.memory,
-                if f.spot { ", Fargate Spot" } else { "" },
-                f.architecture.as_ecs(),
-                f.image
-            ));
-            let commands = Commands::new(
-                &loc,
-                &paths,
-                &run.cfg.region,
-                run.cfg.aws.s3_force_path_style,
-            );
-            let arn = submit::run_task(&aws.ecs, env, f, run.job, &td, &name, &commands).await?;
-            // Recorded before any wait, so cleanup finds it even after SIGKILL.
-            record(&run, env, &arn)?;
-            log.line(&format!("ECS task ARN: {arn}"));
-            arn
-        }
-    };
-    log.line(&format!(
-        "Console: {}",
-        console_url(&aws.region, &env.cluster, &task_arn)
-    ));
+            ),
+            id: arn,
+        }))
+    }
 
-    let mut logs = TaskLogs::new(&env.log_group, &task_arn);
-    let task = match wait::wait(aws, &env.cluster, &task_arn, &mut logs, &log, run.cancel).await? {
-        Waited::Stopped(task) => task,
-        Waited::Cancelled => {
-            let reason = format!("GitLab job {} was cancelled", run.job.url);
-            let last = wait::stop(
-                aws,
-                &env.cluster,
-                &task_arn,
-                &reason,
-                env.stop_grace,
-                &mut logs,
-                &log,
+    fn manifest(&self, ctx: &StageCtx<'_>) -> JobManifest {
+        JobManifest {
+            project_dir: ctx.project_dir.to_owned(),
+            mode: RemoteMode::Ecs,
+            output_dir: Some(self.paths.output_dir.clone()),
+            failure_file: None,
+        }
+    }
+
+    async fn submit(&self, ctx: &StageCtx<'_>) -> Result<String, FargateError> {
+        let (f, env) = (self.settings, self.env);
+        let spec = TaskDefSpec::new(f, env, &ctx.cfg.region, &ctx.cfg.paths.builds_root);
+        let td = taskdef::ensure(&ctx.aws.ecs, &spec, &ctx.log).await?;
+        ctx.log.notice(&format!(
+            "Starting an ECS Fargate task in cluster {} ({} CPU units, {} MiB{}, {}) with image {}",
+            env.cluster,
+            f.cpu,
+            f.memory,
+            if f.spot { ", Fargate Spot" } else { "" },
+            f.architecture.as_ecs(),
+            f.image
+        ));
+        let commands = Commands::new(
+            &ctx.staging(),
+            &self.paths,
+            &ctx.cfg.region,
+            ctx.cfg.aws.s3_force_path_style,
+        );
+        let arn =
+            submit::run_task(&ctx.aws.ecs, env, f, ctx.job, &td, &self.name, &commands).await?;
+        ctx.log.line(&format!("ECS task ARN: {arn}"));
+        ctx.log.line(&format!(
+            "Console: {}",
+            console_url(&ctx.aws.region, &env.cluster, &arn)
+        ));
+        Ok(arn)
+    }
+
+    fn watch(&self, ctx: &StageCtx<'_>, id: &str) -> (TaskWatch, Cadence) {
+        (
+            TaskWatch::new(
+                ctx.aws.polling.ecs.clone(),
+                &self.env.cluster,
+                id,
+                ctx.log.clone(),
+            ),
+            Cadence::new(FIRST_DESCRIBE, MAX_DESCRIBE),
+        )
+    }
+
+    fn lines(&self, ctx: &StageCtx<'_>, id: &str) -> (TaskLogs, FeedCadence) {
+        (
+            TaskLogs::new(ctx.aws.polling.logs.clone(), &self.env.log_group, id),
+            FeedCadence {
+                active: LOGS_ACTIVE,
+                idle: LOGS_IDLE_MAX,
+            },
+        )
+    }
+
+    fn close(&self, watch: &mut TaskWatch, last: Option<&Task>) {
+        watch.close(last);
+    }
+
+    fn is_terminal(&self, task: &Task) -> bool {
+        watch::is_terminal(task)
+    }
+
+    fn state_after_stop(&self, task: Option<&Task>, grace: Duration) -> String {
+        match task.and_then(|t| t.last_status()) {
+            Some("STOPPED") => "was stopped".to_owned(),
+            Some(s) => format!(
+                "is {s} after {} (stop requested; cleanup stops it if needed)",
+                humantime::format_duration(grace)
+            ),
+            None => "stop was requested; its status is unknown".to_owned(),
+        }
+    }
+
+    fn stop_grace(&self, _ctx: &StageCtx<'_>) -> Duration {
+        self.env.stop_grace
+    }
+
+    fn stop_reason(&self, ctx: &StageCtx<'_>) -> String {
+        format!("GitLab job {} was cancelled", ctx.job.url)
+    }
+
+    fn ending(&self, task: &Task) -> Result<(), TaskEnded> {
+        match outcome::ending(&TaskEnd::from_task(task)) {
+            Ending::Completed => Ok(()),
+            ending => Err(TaskEnded {
+                ending,
+                memory: self.settings.memory,
+                image: self.settings.image.clone(),
+            }),
+        }
+    }
+
+    async fn collect(
+        &self,
+        ctx: &StageCtx<'_>,
+        task: &Task,
+        completed: bool,
+    ) -> Result<Outputs, Error> {
+        let end = TaskEnd::from_task(task);
+        let push = end.container(PUSH);
+        let pushed = push.and_then(|c| c.exit_code) == Some(0);
+        let job_ran = end.container(JOB).and_then(|c| c.exit_code).is_some();
+        let loc = ctx.staging();
+        if pushed {
+            let limits = ExtractLimits {
+                max_bytes: ctx.cfg.staging.max_return_bytes,
+                ..ExtractLimits::default()
+            };
+            let restored = workspace::restore_archive(
+                &ctx.aws.s3,
+                &loc.bucket,
+                &loc.key(RETURNED),
+                &remote::workspace_roots(ctx.project_dir),
+                &limits,
+                ctx.cancel,
             )
             .await;
-            let status = last
-                .as_ref()
-                .and_then(|t| t.last_status())
-                .map(str::to_owned);
-            let state = match status.as_deref() {
-                Some("STOPPED") => "was stopped".to_owned(),
-                Some(s) => format!(
-                    "is {s} after {} (stop requested; cleanup stops it if needed)",
-                    humantime::format_duration(env.stop_grace)
-                ),
-                None => "stop was requested; its status is unknown".to_owned(),
+            remote::report_restore(
+                restored,
+                completed,
+                "the task returned no workspace; on-failure artifacts have nothing new",
+                &ctx.log,
+            )
+            .map_err(RemoteError::Restore)?;
+        } else if completed {
+            let detail = match push {
+                Some(c) => match (c.exit_code, &c.reason) {
+                    (Some(code), _) => {
+                        format!("it exited with status {code} (its lines above say why)")
+                    }
+                    (None, Some(r)) => r.clone(),
+                    (None, None) => "it never ran".to_owned(),
+                },
+                None => "the task has no push container".to_owned(),
             };
-            let task = task_id(&task_arn).to_owned();
-            log.warn(&format!("Job cancelled: ECS task {task} {state}"));
-            if status.as_deref() == Some("STOPPED") {
-                run.state.mark_finished(ResourceKind::EcsTask, &task_arn)?;
-            }
-            return Err(FargateError::Cancelled { task, state });
+            return Err(RemoteError::Backend(FargateError::PushFailed(detail)));
+        } else if job_ran {
+            ctx.log.warn("the task returned no workspace (the push helper did not upload it); on-failure artifacts have nothing new");
         }
-    };
-    run.state.mark_finished(ResourceKind::EcsTask, &task_arn)?;
-    finish(aws, f, env, &run, &loc, &task, &log).await
-}
 
-/// The task of an earlier attempt of this stage: from the state file, else by `startedBy`.
-async fn existing_task(
-    aws: &Aws,
-    env: &FargateEnv,
-    name: &str,
-    run: &StageRun<'_>,
-) -> Result<Option<String>, FargateError> {
-    let recorded = run
-        .state
-        .load()?
-        .resources
-        .into_iter()
-        .find(|r| r.kind == ResourceKind::EcsTask && r.stage == run.stage)
-        .map(|r| r.id);
-    if recorded.is_some() {
-        return Ok(recorded);
-    }
-    submit::find_existing(&aws.ecs, &env.cluster, name).await
-}
-
-fn record(run: &StageRun<'_>, env: &FargateEnv, arn: &str) -> Result<(), StateError> {
-    run.state.record(Resource {
-        kind: ResourceKind::EcsTask,
-        id: arn.to_owned(),
-        scope: Some(env.cluster.clone()),
-        stage: run.stage.to_owned(),
-        finished: false,
-    })
-}
-
-/// Restores the workspace, writes outputs and maps the ending.
-async fn finish(
-    aws: &Aws,
-    f: &FargateSettings,
-    env: &FargateEnv,
-    run: &StageRun<'_>,
-    loc: &StagingLocation,
-    task: &Task,
-    log: &JobLog,
-) -> Result<(), FargateError> {
-    let end = TaskEnd::from_task(task);
-    let ending = outcome::ending(&end);
-    let push = end.container(PUSH);
-    let pushed = push.and_then(|c| c.exit_code) == Some(0);
-    let job_ran = end.container(JOB).and_then(|c| c.exit_code).is_some();
-
-    if pushed {
-        let limits = ExtractLimits {
-            max_bytes: run.cfg.staging.max_return_bytes,
-            ..ExtractLimits::default()
-        };
-        let restored = workspace::restore_archive(
-            &aws.s3,
-            &loc.bucket,
-            &loc.key(RETURNED),
-            &remote::workspace_roots(run.project_dir),
-            &limits,
-            run.cancel,
-        )
-        .await;
-        remote::report_restore(
-            restored,
-            ending == Ending::Completed,
-            "the task returned no workspace; on-failure artifacts have nothing new",
-            log,
-        )
-        .map_err(FargateError::Restore)?;
-    } else if ending == Ending::Completed {
-        let detail = match push {
-            Some(c) => match (c.exit_code, &c.reason) {
-                (Some(code), _) => {
-                    format!("it exited with status {code} (its lines above say why)")
-                }
-                (None, Some(r)) => r.clone(),
-                (None, None) => "it never ran".to_owned(),
-            },
-            None => "the task has no push container".to_owned(),
-        };
-        return Err(FargateError::PushFailed(detail));
-    } else if job_ran {
-        log.warn("the task returned no workspace (the push helper did not upload it); on-failure artifacts have nothing new");
-    }
-
-    let task_arn = task.task_arn().unwrap_or_default();
-    let env_pairs = vec![
-        ("SAGEMAKER_ECS_TASK_ARN".to_owned(), task_arn.to_owned()),
-        (
-            "SAGEMAKER_ECS_TASK_DEFINITION_ARN".to_owned(),
-            task.task_definition_arn().unwrap_or_default().to_owned(),
-        ),
-        ("SAGEMAKER_ECS_CLUSTER".to_owned(), env.cluster.clone()),
-        ("SAGEMAKER_ECS_IMAGE".to_owned(), f.image.clone()),
-        (
-            "SAGEMAKER_CONSOLE_URL".to_owned(),
-            console_url(&aws.region, &env.cluster, task_arn),
-        ),
-    ];
-    remote::write_dotenv(run.project_dir, &env_pairs, log).map_err(FargateError::Outputs)?;
-
-    match ending {
-        Ending::Completed => {
-            log.notice(&format!("ECS task {} completed", task_id(task_arn)));
-            Ok(())
+        let task_arn = task.task_arn().unwrap_or_default();
+        let mut out = Outputs::default();
+        out.set("SAGEMAKER_ECS_TASK_ARN", task_arn);
+        out.set(
+            "SAGEMAKER_ECS_TASK_DEFINITION_ARN",
+            task.task_definition_arn().unwrap_or_default(),
+        );
+        out.set("SAGEMAKER_ECS_CLUSTER", self.env.cluster.clone());
+        out.set("SAGEMAKER_ECS_IMAGE", self.settings.image.clone());
+        out.set(
+            "SAGEMAKER_CONSOLE_URL",
+            console_url(&ctx.aws.region, &self.env.cluster, task_arn),
+        );
+        if completed {
+            ctx.log
+                .notice(&format!("ECS task {} completed", task_id(task_arn)));
         }
-        Ending::Script(code) => Err(FargateError::Script(code)),
-        Ending::OutOfMemory(reason) => Err(FargateError::OutOfMemory {
-            memory: f.memory,
-            reason,
-        }),
-        Ending::BadImage(reason) => Err(FargateError::BadImage {
-            image: f.image.clone(),
-            reason,
-        }),
-        Ending::JobCannotStart(r) => Err(FargateError::JobCannotStart(r)),
-        Ending::FetchFailed(r) => Err(FargateError::FetchFailed(r)),
-        Ending::Interrupted(r) => Err(FargateError::Interrupted(r)),
-        Ending::Platform(r) => Err(FargateError::Platform(r)),
-        Ending::StoppedOutside(r) => Err(FargateError::StoppedOutside(r)),
-        Ending::Unknown(r) => Err(FargateError::Unknown(r)),
+        Ok(out)
     }
 }
 
@@ -489,38 +464,43 @@ pub fn console_url(region: &str, cluster: &str, task_arn: &str) -> String {
 mod tests {
     use super::*;
 
+    fn ended(ending: Ending) -> TaskEnded {
+        TaskEnded {
+            ending,
+            memory: 512,
+            image: "x".into(),
+        }
+    }
+
     #[test]
     fn classification_puts_the_jobs_own_failures_on_the_build_side() {
         let build = [
-            FargateError::Script(3),
-            FargateError::OutOfMemory {
-                memory: 512,
-                reason: "OutOfMemoryError".into(),
-            },
-            FargateError::BadImage {
-                image: "x".into(),
-                reason: "CannotPullContainerError".into(),
-            },
-            FargateError::StoppedOutside("x".into()),
+            ended(Ending::Script(3)),
+            ended(Ending::OutOfMemory("OutOfMemoryError".into())),
+            ended(Ending::BadImage("CannotPullContainerError".into())),
+            ended(Ending::StoppedOutside("x".into())),
         ];
         for e in &build {
             assert_eq!(e.failure_kind(), FailureKind::Build, "{e}");
         }
         let system = [
-            FargateError::NotStarted("Capacity is unavailable".into()),
-            FargateError::Interrupted("spot".into()),
-            FargateError::Platform("ResourceInitializationError".into()),
-            FargateError::FetchFailed("x".into()),
-            FargateError::PushFailed("x".into()),
+            ended(Ending::Interrupted("spot".into())),
+            ended(Ending::Platform("ResourceInitializationError".into())),
+            ended(Ending::FetchFailed("x".into())),
         ];
         for e in &system {
             assert_eq!(e.failure_kind(), FailureKind::System, "{e}");
         }
-        assert_eq!(FargateError::Script(3).script_exit_code(), Some(3));
-        let oom = FargateError::OutOfMemory {
-            memory: 512,
-            reason: "OutOfMemoryError: killed".into(),
-        };
+        assert_eq!(
+            FargateError::PushFailed("x".into()).failure_kind(),
+            FailureKind::System
+        );
+        assert_eq!(
+            FargateError::NotStarted("Capacity is unavailable".into()).failure_kind(),
+            FailureKind::System
+        );
+        assert_eq!(ended(Ending::Script(3)).script_exit_code(), Some(3));
+        let oom = ended(Ending::OutOfMemory("OutOfMemoryError: killed".into()));
         assert_eq!(oom.script_exit_code(), Some(137));
         let text = oom.to_string();
         assert!(text.contains("OOM") && text.contains("512 MiB"), "{text}");

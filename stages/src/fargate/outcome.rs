@@ -9,6 +9,7 @@
 use aws_sdk_ecs::types::Task;
 
 use super::taskdef::{FETCH, JOB};
+use crate::failure::{Classify, FailureKind};
 
 /// One container of a stopped task.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -79,6 +80,39 @@ pub enum Ending {
     StoppedOutside(String),
     /// Nothing this executor recognises.
     Unknown(String),
+}
+
+impl Classify for Ending {
+    fn failure_kind(&self) -> FailureKind {
+        match self {
+            Ending::Completed
+            | Ending::Script(_)
+            | Ending::OutOfMemory(_)
+            | Ending::BadImage(_)
+            | Ending::JobCannotStart(_)
+            | Ending::StoppedOutside(_) => FailureKind::Build,
+            Ending::FetchFailed(_)
+            | Ending::Interrupted(_)
+            | Ending::Platform(_)
+            | Ending::Unknown(_) => FailureKind::System,
+        }
+    }
+
+    fn script_exit_code(&self) -> Option<i32> {
+        match self {
+            Ending::Script(code) => Some(*code),
+            // The container's real status, so `allow_failure: exit_codes: [137]` can match it.
+            Ending::OutOfMemory(_) => Some(SIGKILL_STATUS),
+            Ending::Completed
+            | Ending::BadImage(_)
+            | Ending::JobCannotStart(_)
+            | Ending::FetchFailed(_)
+            | Ending::Interrupted(_)
+            | Ending::Platform(_)
+            | Ending::StoppedOutside(_)
+            | Ending::Unknown(_) => None,
+        }
+    }
 }
 
 /// Exit status of a container killed with SIGKILL (128 + 9), which ECS reports for an OOM kill.

@@ -1,6 +1,6 @@
 //! One log line as handed to the job log, and its plain-text rendering.
 //!
-//! Rendering is colour-free on purpose: the lead owns the GitLab colours and section markers, and
+//! Rendering is colour-free on purpose: the job log owns the GitLab colours and section markers, and
 //! keeping them out of here means this text can also go to files or tests unchanged.
 
 /// One CloudWatch log event, labelled with the host or container it came from.

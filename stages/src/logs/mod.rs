@@ -1,6 +1,6 @@
 //! CloudWatch Logs tailing for remote jobs: SageMaker training hosts and ECS task containers.
 //!
-//! The lead's wait loops call [`LogTailer::poll`] between status polls and print what it returns
+//! The wait loops call [`LogTailer::poll`] between status polls and print what it returns
 //! with [`format_line`]; when the job has ended they call [`LogTailer::drain`]. The tailer keeps
 //! one forward token per stream, discovers SageMaker streams by prefix (following `nextToken`
 //! past 50 streams, which the SageMaker SDK's loop does not), or tails ECS awslogs streams by
@@ -15,7 +15,8 @@
 //! the wait for the next poll, uniform over the poll interval `T`, so p95 latency is roughly
 //! `lag + 0.95 T`, while cost is at least one `GetLogEvents` per stream per poll (two when the
 //! stream is active and is read to its end, one with [`PageFollow::WhileBacklogged`]). Design
-//! §9 asks for at most 6 AWS calls per minute per job at steady state *and* p95 latency of 5 s.
+//! targets (BENCHMARKS.md) ask for at most 6 AWS calls per minute per job at steady state *and*
+//! p95 latency of 5 s.
 //! The latency target needs `T` of about 4 s, i.e. at least 15 log calls per minute for a single
 //! host before any status poll; the call budget allows `T` of 10 s or more (less with several
 //! hosts or with `DescribeTrainingJob` in the same budget), i.e. about 10 s of latency. No
@@ -29,6 +30,7 @@
 //! per-account limit on concurrent sessions. It is not implemented here yet.
 
 mod error;
+pub mod feed;
 mod line;
 mod naming;
 mod tailer;

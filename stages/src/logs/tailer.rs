@@ -22,7 +22,7 @@
 //! moves no token, then one extra pass because CloudWatch makes events readable a little after
 //! they were written; any activity in that extra pass starts settling again.
 //!
-//! The house style describes the tailer as a `Stream`; here the lead's wait loop already owns the
+//! The tailer is a step function rather than a `Stream`: the wait loop already owns the
 //! cadence (it interleaves status polls), so the step function is exposed as `poll` instead.
 
 use std::cmp::Reverse;

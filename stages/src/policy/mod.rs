@@ -1,4 +1,4 @@
-//! The admin policy: what a job may ask for (design §4). It fails closed: the loader rejects a
+//! The admin policy: what a job may ask for. It fails closed: the loader rejects a
 //! typo instead of ignoring it, and every limit has a conservative default.
 //!
 //! Checks return [`Rejection`]s that name the job setting and the rule, so the job log can say in

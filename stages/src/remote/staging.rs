@@ -1,17 +1,12 @@
-//! What the remote user-script actions (`train`, `fargate`) share: the workspace roots, staging
-//! the workspace with the stage script, bootstrap and manifest, reporting the returned workspace,
-//! and writing `sagemaker.env`.
-//!
-//! Each action keeps its own error enum; staging fails with [`StagingError`], which both wrap,
-//! so the staging steps and their classification exist once.
+//! Staging for the remote user-script actions (`train`, `fargate`): the workspace roots, packing
+//! and uploading the workspace with the stage script, bootstrap and manifest, and reporting the
+//! returned workspace. Staging fails with [`StagingError`], classified once.
 
 use std::path::{Path, PathBuf};
 
-use crate::aws::Aws;
+use crate::ctx::StageCtx;
 use crate::failure::{Classify, FailureKind};
 use crate::joblog::JobLog;
-use crate::outputs;
-use crate::run::StageRun;
 use crate::state::{Staged, StateError};
 use crate::workspace::{
     self, ExtractSummary, JobManifest, StagingLocation, UploadOptions, WorkspaceError,
@@ -45,6 +40,14 @@ impl Classify for StagingError {
             StagingError::State(_) | StagingError::ReadScript { .. } => FailureKind::System,
         }
     }
+
+    fn script_exit_code(&self) -> Option<i32> {
+        match self {
+            StagingError::Workspace(_)
+            | StagingError::State(_)
+            | StagingError::ReadScript { .. } => None,
+        }
+    }
 }
 
 /// Who is at fault for a workspace error: the job for what its content or a cancel caused, the
@@ -71,12 +74,12 @@ pub fn workspace_roots(project_dir: &Path) -> Vec<PathBuf> {
 /// collapsed "staging" section. The prefix is recorded in the state file first, so cleanup
 /// deletes a half-finished upload too.
 pub async fn stage_workspace(
-    aws: &Aws,
+    run: &StageCtx<'_>,
     loc: &StagingLocation,
-    run: &StageRun<'_>,
     manifest: &JobManifest,
-    log: &JobLog,
 ) -> Result<(), StagingError> {
+    let aws = &run.aws;
+    let log = &run.log;
     log.section_start("staging", "Staging the workspace in S3", true);
     run.state.record_staged(Staged {
         bucket: loc.bucket.clone(),
@@ -157,28 +160,6 @@ pub fn report_restore(
             Ok(())
         }
     }
-}
-
-/// Writes `sagemaker.env` into the project dir and warns about what GitLab's dotenv rules left
-/// out.
-///
-/// # Errors
-/// The write's error (a planted link is replaced, never followed).
-pub fn write_dotenv(
-    project_dir: &Path,
-    pairs: &[(String, String)],
-    log: &JobLog,
-) -> Result<(), crate::project_files::ProjectFileError> {
-    let project = crate::project_files::ProjectDir::open(project_dir)?;
-    let dropped = outputs::write_dotenv(&project, pairs)?;
-    if !dropped.is_empty() {
-        log.warn(&format!(
-            "left out of {} (GitLab's size and format limits): {}",
-            outputs::DOTENV_FILE,
-            dropped.join(", ")
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 
 mod ecs_deploy;
 mod fargate;
-pub mod names;
+
 pub mod spec;
 mod train;
 
@@ -229,7 +229,7 @@ impl<'a> Reader<'a> {
         allowed: &crate::policy::Patterns,
         rule: &str,
     ) -> Option<String> {
-        if !names::is_role_arn(&s.value) {
+        if !crate::names::is_role_arn(&s.value) {
             self.reject(&s.origin, format!("{:?} is not an IAM role ARN", s.value));
             return None;
         }

@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::names::{is_ecr_image, is_known_instance_type, s3_bucket};
 use super::{Origin, Reader};
 use crate::config::ExecutorConfig;
 use crate::job::Job;
+use crate::names::{is_ecr_image, is_known_instance_type, s3_bucket};
 use crate::policy::{check_allowed, check_max};
 
 /// The input channel that carries the workspace; users cannot name a channel this.

@@ -8,7 +8,8 @@ use aws_sdk_sagemaker::types::{
 };
 
 use super::TrainError;
-use crate::run::StageRun;
+use crate::aws::errors::AwsCallError;
+use crate::ctx::StageCtx;
 use crate::settings::{TrainSettings, WORKSPACE_CHANNEL};
 use crate::workspace::StagingLocation;
 
@@ -33,12 +34,12 @@ fn s3_channel(channel: &str, uri: &str) -> Channel {
 
 /// Builds and sends CreateTrainingJob for `name`.
 pub async fn create(
-    sm: &aws_sdk_sagemaker::Client,
+    run: &StageCtx<'_>,
     name: &str,
     t: &TrainSettings,
     loc: &StagingLocation,
-    run: &StageRun<'_>,
 ) -> Result<String, TrainError> {
+    let sm = &run.aws.sagemaker;
     // Every host gets the whole workspace and every input.
     let mut channels = vec![s3_channel(WORKSPACE_CHANNEL, &loc.s3_uri())];
     for (channel, uri) in &t.inputs {
@@ -104,9 +105,31 @@ pub async fn create(
                 .build(),
         );
     }
-    let out = req
-        .send()
-        .await
-        .map_err(|e| TrainError::Create(Box::new(e)))?;
-    Ok(out.training_job_arn().unwrap_or_default().to_owned())
+    match req.send().await {
+        Ok(out) => Ok(out.training_job_arn().unwrap_or_default().to_owned()),
+        // A retried call whose first attempt reached SageMaker: the job is ours (the name is this
+        // stage's), so attach to it instead of failing.
+        Err(e)
+            if crate::aws::errors::code(&e) == Some("ValidationException")
+                && e.as_service_error()
+                    .and_then(|se| {
+                        aws_smithy_types::error::metadata::ProvideErrorMetadata::message(se)
+                    })
+                    .is_some_and(|m| {
+                        m.contains("must be unique") || m.contains("already exists")
+                    }) =>
+        {
+            let d = sm
+                .describe_training_job()
+                .training_job_name(name)
+                .send()
+                .await
+                .map_err(|e| TrainError::Describe(AwsCallError::new("DescribeTrainingJob", e)))?;
+            Ok(d.training_job_arn().unwrap_or_default().to_owned())
+        }
+        Err(e) => Err(TrainError::Create(AwsCallError::new(
+            "CreateTrainingJob",
+            e,
+        ))),
+    }
 }

@@ -1,4 +1,5 @@
-//! Following one service deployment until it succeeds or clearly does not.
+//! Judging one service deployment: whether it succeeded or clearly did not, and what the
+//! service's events and counts say meanwhile. The waiting itself is [`crate::watch::follow`].
 //!
 //! Success is the *new* deployment (identified by its id, not by "the PRIMARY one") reaching
 //! rolloutState COMPLETED. It fails when its rolloutState becomes FAILED (the circuit breaker;
@@ -8,22 +9,15 @@
 //! years while the circuit breaker had rolled the new image back.
 //!
 //! Polling starts at 2 s and backs off (x1.5) to 15 s while nothing changes; new service events
-//! are printed as they appear. Every sleep is raced against cancellation and the deadline.
+//! are printed as they appear.
 
 use std::collections::HashSet;
-use std::time::Duration;
 
 use aws_sdk_ecs::types::{Deployment, DeploymentRolloutState, Service};
-use tokio::time::{Instant, sleep_until};
-use tokio_util::sync::CancellationToken;
 
-use crate::aws::errors;
+use crate::aws::errors::{AwsCallError, Retry};
 use crate::joblog::JobLog;
-
-const FIRST_POLL: Duration = Duration::from_secs(2);
-const MAX_POLL: Duration = Duration::from_secs(15);
-/// Consecutive failed describes (after SDK retries) before the wait gives up.
-const MAX_DESCRIBE_FAILURES: u32 = 20;
+use crate::watch::{Describe, Watched};
 
 /// Where one deployment stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,100 +112,99 @@ pub fn judge(ours: &str, deployments: &[Deployment]) -> Verdict {
     }
 }
 
-/// How following ended.
+/// Follows deployment `ours` of a service: prints new events and changed counts, judged by
+/// [`judge`].
 #[derive(Debug)]
-pub enum Followed {
-    /// A terminal verdict, with the service as last described.
-    Ended(Verdict, Box<Service>),
-    /// The deadline passed; the last description, if any.
-    TimedOut(Option<Box<Service>>),
-    /// Cancellation arrived; the last description, if any.
-    Cancelled(Option<Box<Service>>),
+pub struct ServiceWatch {
+    client: aws_sdk_ecs::Client,
+    cluster: String,
+    service: String,
+    ours: String,
+    seen: HashSet<String>,
+    last_summary: String,
+    log: JobLog,
 }
 
-/// DescribeServices kept failing, or the service is gone.
-#[derive(Debug)]
-pub struct DescribeFailed(pub String);
-
-/// Describes the service; `Ok(None)` when ECS does not know it.
-pub async fn describe(
-    ecs: &aws_sdk_ecs::Client,
-    cluster: &str,
-    service: &str,
-) -> Result<
-    Option<Service>,
-    aws_sdk_ecs::error::SdkError<aws_sdk_ecs::operation::describe_services::DescribeServicesError>,
-> {
-    let out = ecs
-        .describe_services()
-        .cluster(cluster)
-        .services(service)
-        .send()
-        .await?;
-    Ok(out.services().first().cloned())
+impl ServiceWatch {
+    /// Follows `ours` in `service` of `cluster`; events whose ids are in `seen` are not printed.
+    pub fn new(
+        client: aws_sdk_ecs::Client,
+        cluster: &str,
+        service: &str,
+        ours: &str,
+        seen: HashSet<String>,
+        log: JobLog,
+    ) -> ServiceWatch {
+        ServiceWatch {
+            client,
+            cluster: cluster.to_owned(),
+            service: service.to_owned(),
+            ours: ours.to_owned(),
+            seen,
+            last_summary: String::new(),
+            log,
+        }
+    }
 }
 
-/// Follows deployment `ours` of `service` until a terminal verdict, `deadline` or cancellation,
-/// printing service events whose ids are not in `seen`.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "one deployment's coordinates and the job's log, used once"
-)]
-pub async fn follow(
-    ecs: &aws_sdk_ecs::Client,
-    cluster: &str,
-    service: &str,
-    ours: &str,
-    seen: &mut HashSet<String>,
-    deadline: Instant,
-    log: &JobLog,
-    cancel: &CancellationToken,
-) -> Result<Followed, DescribeFailed> {
-    let mut every = FIRST_POLL;
-    let mut next = Instant::now();
-    let mut last: Option<Box<Service>> = None;
-    let mut last_summary = String::new();
-    let mut failures = 0u32;
-    loop {
-        tokio::select! {
-            biased;
-            () = cancel.cancelled() => return Ok(Followed::Cancelled(last)),
-            () = sleep_until(deadline) => return Ok(Followed::TimedOut(last)),
-            () = sleep_until(next) => {}
+impl Watched for ServiceWatch {
+    type Status = Service;
+    type Done = Verdict;
+    type Error = AwsCallError;
+
+    fn describe(&self) -> Describe<Service, AwsCallError> {
+        let request = self
+            .client
+            .describe_services()
+            .cluster(&self.cluster)
+            .services(&self.service);
+        let (cluster, service) = (self.cluster.clone(), self.service.clone());
+        Box::pin(async move {
+            let out = request
+                .send()
+                .await
+                .map_err(|e| AwsCallError::new("DescribeServices", e))?;
+            out.services().first().cloned().ok_or_else(|| {
+                AwsCallError::other(
+                    "DescribeServices",
+                    format!("service {service} is no longer in cluster {cluster}"),
+                    Retry::Permanent,
+                )
+            })
+        })
+    }
+
+    fn observe(&mut self, svc: &Service) -> bool {
+        let mut changed = print_events(svc, &mut self.seen, &self.log);
+        if let Verdict::Waiting(summary) = judge(&self.ours, svc.deployments())
+            && summary != self.last_summary
+        {
+            self.log.line(&format!("Deployment {summary}"));
+            self.last_summary = summary;
+            changed = true;
         }
-        let svc = match describe(ecs, cluster, service).await {
-            Ok(Some(svc)) => svc,
-            Ok(None) => {
-                return Err(DescribeFailed(format!(
-                    "service {service} is no longer in cluster {cluster}"
-                )));
-            }
-            Err(e) if errors::is_transient(&e) && failures < MAX_DESCRIBE_FAILURES => {
-                failures += 1;
-                next = Instant::now() + MAX_POLL;
-                continue;
-            }
-            Err(e) => return Err(DescribeFailed(errors::describe(&e))),
-        };
-        failures = 0;
-        let mut changed = print_events(&svc, seen, log);
-        let verdict = judge(ours, svc.deployments());
-        if let Verdict::Waiting(summary) = &verdict {
-            if *summary != last_summary {
-                log.line(&format!("Deployment {summary}"));
-                last_summary.clone_from(summary);
-                changed = true;
-            }
-        } else {
-            return Ok(Followed::Ended(verdict, Box::new(svc)));
+        changed
+    }
+
+    fn judge(&self, svc: &Service) -> Option<Verdict> {
+        match judge(&self.ours, svc.deployments()) {
+            Verdict::Waiting(_) => None,
+            verdict => Some(verdict),
         }
-        last = Some(Box::new(svc));
-        every = if changed {
-            FIRST_POLL
-        } else {
-            (every * 3 / 2).min(MAX_POLL)
-        };
-        next = Instant::now() + every;
+    }
+
+    fn lines_ready(&self) -> bool {
+        true
+    }
+
+    fn print_lines(&mut self, lines: &[String]) {
+        for l in lines {
+            self.log.line(l);
+        }
+    }
+
+    fn warn(&mut self, text: &str) {
+        self.log.warn(text);
     }
 }
 

@@ -1,0 +1,89 @@
+//! The context of one user-script stage, built once by [`crate::run`] and handed to the action:
+//! the executor config, the job, the stage, where its files are, its state file, cancellation,
+//! the AWS clients and the job log. A leaf: it knows no action.
+
+use std::path::Path;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::aws::Aws;
+use crate::config::ExecutorConfig;
+use crate::job::Job;
+use crate::joblog::JobLog;
+use crate::names::resource_name;
+use crate::state::StateFile;
+use crate::workspace::StagingLocation;
+
+/// What a front end hands the core for one user-script stage.
+#[derive(Debug, Clone, Copy)]
+pub struct StageInput<'a> {
+    /// The executor config.
+    pub cfg: &'a ExecutorConfig,
+    /// The job.
+    pub job: &'a Job,
+    /// The stage name (`build_script`, `step_*`).
+    pub stage: &'a str,
+    /// The stage script the runner wrote on this host.
+    pub script: &'a Path,
+    /// The local project dir (`CI_PROJECT_DIR`).
+    pub project_dir: &'a Path,
+    /// The job's state file.
+    pub state: &'a StateFile,
+    /// Cancelled on SIGTERM.
+    pub cancel: &'a CancellationToken,
+}
+
+/// Everything an action needs, built once per stage.
+#[derive(Debug)]
+pub struct StageCtx<'a> {
+    /// The executor config.
+    pub cfg: &'a ExecutorConfig,
+    /// The job.
+    pub job: &'a Job,
+    /// The stage name.
+    pub stage: &'a str,
+    /// The stage script on this host.
+    pub script: &'a Path,
+    /// The local project dir.
+    pub project_dir: &'a Path,
+    /// The job's state file.
+    pub state: &'a StateFile,
+    /// Cancelled on SIGTERM.
+    pub cancel: &'a CancellationToken,
+    /// Every AWS client, from one SDK config.
+    pub aws: Aws,
+    /// The job log.
+    pub log: JobLog,
+}
+
+impl<'a> StageCtx<'a> {
+    /// A context over `input` with `aws` and `log`.
+    pub fn new(input: StageInput<'a>, aws: Aws, log: JobLog) -> StageCtx<'a> {
+        StageCtx {
+            cfg: input.cfg,
+            job: input.job,
+            stage: input.stage,
+            script: input.script,
+            project_dir: input.project_dir,
+            state: input.state,
+            cancel: input.cancel,
+            aws,
+            log,
+        }
+    }
+
+    /// The deterministic name of what this stage creates (`gl-<project>-<job>[-<step>]`).
+    pub fn resource_name(&self) -> String {
+        resource_name(self.job.project_id, self.job.id, self.stage)
+    }
+
+    /// Where this job's workspace is staged.
+    pub fn staging(&self) -> StagingLocation {
+        StagingLocation::new(
+            &self.cfg.staging.bucket,
+            &self.cfg.staging.prefix,
+            self.job.project_id,
+            self.job.id,
+        )
+    }
+}

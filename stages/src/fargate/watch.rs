@@ -1,0 +1,262 @@
+//! What following a Fargate task shows: a GitLab section per phase (provisioning, the fetch
+//! helper, the job's script, the push helper), status changes, and a verdict at STOPPED. The
+//! push section opens with the first `[push]` line, so the script's own lines stay inside the
+//! section named for running it.
+
+use aws_sdk_ecs::types::Task;
+
+use super::lines::task_id;
+use super::taskdef::{FETCH, JOB};
+use crate::aws::errors::{AwsCallError, Retry};
+use crate::joblog::JobLog;
+use crate::watch::{Describe, Watched};
+
+/// Sections in the order the task goes through them; they only move forward.
+const PHASES: &[(&str, &str, &str)] = &[
+    ("", "provisioning", "Provisioning the Fargate task"),
+    (
+        FETCH,
+        "downloading",
+        "Downloading the workspace into the task (fetch)",
+    ),
+    (JOB, "script", "Running the job's script (job)"),
+    ("push", "uploading", "Uploading the workspace (push)"),
+];
+const SCRIPT_PHASE: usize = 2;
+const PUSH_PHASE: usize = 3;
+
+/// Whether the task has stopped.
+pub fn is_terminal(task: &Task) -> bool {
+    task.last_status() == Some("STOPPED")
+}
+
+/// The status side of following one task.
+#[derive(Debug)]
+pub struct TaskWatch {
+    client: aws_sdk_ecs::Client,
+    cluster: String,
+    task_arn: String,
+    log: JobLog,
+    last_status: Option<String>,
+    phase: usize,
+    open: Option<&'static str>,
+}
+
+impl TaskWatch {
+    /// Follows `task_arn` in `cluster` with `client` (a polling client: no SDK retries).
+    pub fn new(client: aws_sdk_ecs::Client, cluster: &str, task_arn: &str, log: JobLog) -> Self {
+        let mut w = TaskWatch {
+            client,
+            cluster: cluster.to_owned(),
+            task_arn: task_arn.to_owned(),
+            log,
+            last_status: None,
+            phase: 0,
+            open: None,
+        };
+        w.open(0);
+        w
+    }
+
+    fn open(&mut self, phase: usize) {
+        if let Some(name) = self.open.take() {
+            self.log.section_end(name);
+        }
+        if let Some((_, name, header)) = PHASES.get(phase) {
+            // The script's phase stays expanded: it is what the user came for.
+            self.log.section_start(name, header, *name != "script");
+            self.open = Some(name);
+        }
+        self.phase = phase;
+    }
+
+    /// After the last lines: closes the open section and says how the task stopped.
+    pub fn close(&mut self, last: Option<&Task>) {
+        if let Some(name) = self.open.take() {
+            self.log.section_end(name);
+        }
+        if let Some(task) = last.filter(|t| is_terminal(t)) {
+            let code = task
+                .stop_code()
+                .map(|c| c.as_str())
+                .unwrap_or("no stop code");
+            let reason = task.stopped_reason().unwrap_or("no reason given");
+            self.log.notice(&format!("Task STOPPED: {code} ({reason})"));
+        }
+    }
+}
+
+impl Watched for TaskWatch {
+    type Status = Task;
+    type Done = ();
+    type Error = AwsCallError;
+
+    fn describe(&self) -> Describe<Task, AwsCallError> {
+        let request = self
+            .client
+            .describe_tasks()
+            .cluster(&self.cluster)
+            .tasks(&self.task_arn);
+        let arn = self.task_arn.clone();
+        Box::pin(async move {
+            let out = request
+                .send()
+                .await
+                .map_err(|e| AwsCallError::new("DescribeTasks", e))?;
+            out.tasks().first().cloned().ok_or_else(|| {
+                AwsCallError::other(
+                    "DescribeTasks",
+                    format!(
+                        "ECS task {} is gone (DescribeTasks reports it MISSING)",
+                        task_id(&arn)
+                    ),
+                    Retry::Permanent,
+                )
+            })
+        })
+    }
+
+    /// Opens the section of the furthest container that started (never the push helper's: its
+    /// first line opens it), then announces a status change (STOPPED is announced by
+    /// [`TaskWatch::close`], after the last lines).
+    fn observe(&mut self, task: &Task) -> bool {
+        let mut changed = false;
+        let furthest = PHASES
+            .iter()
+            .enumerate()
+            .take(PUSH_PHASE)
+            .skip(1)
+            .filter(|(_, (container, _, _))| {
+                task.containers().iter().any(|c| {
+                    c.name() == Some(*container)
+                        && (c.last_status() == Some("RUNNING") || c.exit_code().is_some())
+                })
+            })
+            .map(|(i, _)| i)
+            .max();
+        if let Some(phase) = furthest.filter(|p| *p > self.phase) {
+            self.open(phase);
+            changed = true;
+        }
+        let status = task.last_status().map(str::to_owned);
+        if status != self.last_status {
+            changed = true;
+            if let Some(s) = status.as_deref().filter(|s| *s != "STOPPED") {
+                self.log.notice(&format!("Task {s}"));
+            }
+            self.last_status = status;
+        }
+        changed
+    }
+
+    fn judge(&self, task: &Task) -> Option<()> {
+        is_terminal(task).then_some(())
+    }
+
+    fn lines_ready(&self) -> bool {
+        self.phase >= 1
+    }
+
+    fn print_lines(&mut self, lines: &[String]) {
+        for l in lines {
+            if self.phase < PUSH_PHASE && l.starts_with("[push] ") {
+                self.open(PUSH_PHASE);
+            } else if self.phase < SCRIPT_PHASE && !l.starts_with("[fetch] ") {
+                self.open(SCRIPT_PHASE);
+            }
+            self.log.line(l);
+        }
+    }
+
+    fn warn(&mut self, text: &str) {
+        self.log.warn(text);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_ecs::types::Container;
+
+    use super::*;
+
+    fn task(status: &str, containers: &[(&str, &str, Option<i32>)]) -> Task {
+        Task::builder()
+            .last_status(status)
+            .set_containers(Some(
+                containers
+                    .iter()
+                    .map(|(n, s, code)| {
+                        Container::builder()
+                            .name(*n)
+                            .last_status(*s)
+                            .set_exit_code(*code)
+                            .build()
+                    })
+                    .collect(),
+            ))
+            .build()
+    }
+
+    fn watch() -> (TaskWatch, std::sync::Arc<std::sync::Mutex<String>>) {
+        let conf = aws_sdk_ecs::Config::builder()
+            .behavior_version(aws_sdk_ecs::config::BehaviorVersion::latest())
+            .region(aws_sdk_ecs::config::Region::new("us-east-1"))
+            .build();
+        let (log, buffer) = JobLog::capture();
+        (
+            TaskWatch::new(aws_sdk_ecs::Client::from_conf(conf), "ci", "arn:t/1", log),
+            buffer,
+        )
+    }
+
+    #[test]
+    fn sections_follow_the_furthest_started_container_and_never_go_back() {
+        let (mut p, _) = watch();
+        assert!(p.observe(&task("PENDING", &[("fetch", "PENDING", None)])));
+        assert_eq!(p.phase, 0);
+        assert!(p.observe(&task(
+            "RUNNING",
+            &[("fetch", "STOPPED", Some(0)), ("job", "RUNNING", None)]
+        )));
+        assert_eq!(
+            p.open,
+            Some("script"),
+            "fetch was skipped over between two describes"
+        );
+        assert!(
+            !p.observe(&task(
+                "RUNNING",
+                &[("fetch", "STOPPED", Some(0)), ("job", "RUNNING", None)]
+            )),
+            "no change"
+        );
+        // The push helper running does not move the section: the script's last lines may still
+        // be on their way. Its first line does.
+        p.observe(&task(
+            "RUNNING",
+            &[("job", "STOPPED", Some(0)), ("push", "RUNNING", None)],
+        ));
+        assert_eq!(p.open, Some("script"));
+        p.print_lines(&["last script line".into(), "[push] uploading".into()]);
+        assert_eq!(p.open, Some("uploading"));
+        p.close(None);
+        assert_eq!(p.open, None);
+    }
+
+    #[test]
+    fn the_scripts_lines_land_in_its_section() {
+        let (mut p, buffer) = watch();
+        p.observe(&task("RUNNING", &[("fetch", "RUNNING", None)]));
+        p.print_lines(&["[fetch] downloaded".into(), "epoch=1".into()]);
+        p.print_lines(&["[push] uploaded".into()]);
+        p.close(Some(&task("STOPPED", &[])));
+        let text = buffer.lock().expect("buffer").clone();
+        let pos = |needle: &str| {
+            text.find(needle)
+                .unwrap_or_else(|| panic!("{needle}: {text}"))
+        };
+        assert!(pos("Running the job's script") < pos("epoch=1"));
+        assert!(pos("epoch=1") < pos("Uploading the workspace (push)"));
+        assert!(pos("[push] uploaded") < pos("Task STOPPED"));
+    }
+}

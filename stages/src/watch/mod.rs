@@ -1,0 +1,260 @@
+//! The one wait loop for long operations: [`follow`] describes a remote resource at a
+//! [`Cadence`] until a pure judge says it is done, the deadline passes or the job is cancelled.
+//!
+//! One `select!` over cancellation, the deadline, the in-flight Describe (raced against
+//! cancellation, so a SIGTERM during a stalled call ends the wait at once), the next tick, push
+//! hints (which only mean "describe now") and the log feed. Log lines arrive from their own task
+//! ([`crate::logs::feed`]) at their own cadence, so a throttled or slow status call never holds
+//! them back; lines that arrive before the remote script's phase is shown are held until the
+//! status has been read, so they land in the right section.
+//!
+//! A failed Describe that another try can fix (throttling, 5xx, timeouts) backs the status
+//! cadence off and counts against one budget of consecutive failures; anything else, or an
+//! exhausted budget, ends the wait with the error.
+
+pub mod cadence;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep_until};
+use tokio_util::sync::CancellationToken;
+
+pub use cadence::Cadence;
+
+use crate::aws::errors::{AwsCallError, Retry};
+use crate::logs::feed::{FeedItem, LogFeed};
+
+/// Consecutive failed describes (after which the wait gives up) by default.
+pub const DEFAULT_FAILURE_BUDGET: u32 = 20;
+
+/// An error a Describe call can end with, sorted by what another try achieves.
+pub trait Retryable: std::error::Error {
+    /// What another try can achieve.
+    fn retry(&self) -> Retry;
+}
+
+impl Retryable for AwsCallError {
+    fn retry(&self) -> Retry {
+        AwsCallError::retry(self)
+    }
+}
+
+/// A Describe call in flight; owns what it needs, so it can run while the loop does other work.
+pub type Describe<S, E> = Pin<Box<dyn Future<Output = Result<S, E>> + Send + 'static>>;
+
+/// What [`follow`] watches: one remote resource of one action.
+pub trait Watched {
+    /// What a Describe returns.
+    type Status: Send + 'static;
+    /// What the judge returns once the wait is over.
+    type Done;
+    /// The Describe error.
+    type Error: Retryable + Send + 'static;
+
+    /// Starts one Describe call.
+    fn describe(&self) -> Describe<Self::Status, Self::Error>;
+
+    /// Shows what changed in the job log (sections, transitions); true when anything did, which
+    /// resets the cadence. Called for every successful Describe, before [`Watched::judge`].
+    fn observe(&mut self, status: &Self::Status) -> bool;
+
+    /// Pure: `Some` when the wait is over.
+    fn judge(&self, status: &Self::Status) -> Option<Self::Done>;
+
+    /// Whether log lines may be printed now (false while an earlier phase's section is open, so
+    /// the first lines of the script wait for the status that opens its section).
+    fn lines_ready(&self) -> bool;
+
+    /// Prints lines from the log feed.
+    fn print_lines(&mut self, lines: &[String]);
+
+    /// Prints a warning (from the log feed).
+    fn warn(&mut self, text: &str);
+}
+
+/// How a wait ended.
+#[derive(Debug)]
+pub enum Followed<T, S> {
+    /// The judge said done; the last status.
+    Done(T, S),
+    /// Cancellation arrived; the last status, if any.
+    Cancelled(Option<S>),
+    /// The deadline passed; the last status, if any.
+    TimedOut(Option<S>),
+}
+
+/// Why a wait gave up.
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError<E: std::error::Error + 'static> {
+    /// Describe failed in a way another try cannot fix.
+    #[error(transparent)]
+    Describe(E),
+    /// Describe kept failing with retryable errors past the budget.
+    #[error("{failures} Describe calls in a row failed; the last: {last}")]
+    Exhausted {
+        /// How many.
+        failures: u32,
+        /// The last error.
+        #[source]
+        last: E,
+    },
+}
+
+/// What a wait needs besides the watched resource.
+#[derive(Debug)]
+pub struct Options<'a> {
+    /// The status cadence.
+    pub cadence: Cadence,
+    /// When to give up (`None`: never).
+    pub deadline: Option<Instant>,
+    /// Cancelled on SIGTERM.
+    pub cancel: &'a CancellationToken,
+    /// Consecutive retryable failures tolerated.
+    pub failure_budget: u32,
+}
+
+impl<'a> Options<'a> {
+    /// Defaults: no deadline, [`DEFAULT_FAILURE_BUDGET`].
+    pub fn new(cadence: Cadence, cancel: &'a CancellationToken) -> Options<'a> {
+        Options {
+            cadence,
+            deadline: None,
+            cancel,
+            failure_budget: DEFAULT_FAILURE_BUDGET,
+        }
+    }
+
+    /// Gives up at `deadline`.
+    pub fn with_deadline(mut self, deadline: Instant) -> Options<'a> {
+        self.deadline = Some(deadline);
+        self
+    }
+}
+
+/// Sources of "describe now": state-change events. A closed or absent source changes nothing
+/// (polling is the fallback).
+pub type Hints = mpsc::Receiver<()>;
+
+async fn recv_hint(hints: &mut Option<&mut Hints>) -> Option<()> {
+    match hints {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn recv_feed<L: crate::logs::feed::LineSource>(
+    feed: &mut Option<&mut LogFeed<L>>,
+) -> Option<FeedItem> {
+    match feed {
+        Some(f) => f.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Follows `w` until its judge says done, the deadline passes or `opts.cancel` fires; see the
+/// module docs. Lines held for [`Watched::lines_ready`] are printed before it returns.
+///
+/// # Errors
+/// [`WatchError`] when Describe fails permanently or past the failure budget.
+pub async fn follow<W, L>(
+    w: &mut W,
+    mut opts: Options<'_>,
+    mut feed: Option<&mut LogFeed<L>>,
+    mut hints: Option<&mut Hints>,
+) -> Result<Followed<W::Done, W::Status>, WatchError<W::Error>>
+where
+    W: Watched,
+    W::Status: Clone,
+    L: crate::logs::feed::LineSource<Status = W::Status>,
+{
+    let mut next = Instant::now();
+    let mut in_flight: Option<Describe<W::Status, W::Error>> = None;
+    let mut failures = 0u32;
+    let mut last: Option<W::Status> = None;
+    let mut held: Vec<String> = Vec::new();
+    let far = Instant::now() + std::time::Duration::from_secs(100 * 365 * 24 * 3600);
+    let deadline = opts.deadline.unwrap_or(far);
+    loop {
+        if in_flight.is_none() && Instant::now() >= next {
+            in_flight = Some(w.describe());
+        }
+        tokio::select! {
+            biased;
+            () = opts.cancel.cancelled() => {
+                flush(w, &mut held);
+                return Ok(Followed::Cancelled(last));
+            }
+            () = sleep_until(deadline) => {
+                flush(w, &mut held);
+                return Ok(Followed::TimedOut(last));
+            }
+            result = async { match in_flight.as_mut() { Some(f) => f.await, None => std::future::pending().await } } => {
+                in_flight = None;
+                match result {
+                    Ok(status) => {
+                        failures = 0;
+                        let changed = w.observe(&status);
+                        if let Some(f) = feed.as_deref_mut() {
+                            f.observe(&status);
+                        }
+                        if let Some(done) = w.judge(&status) {
+                            flush(w, &mut held);
+                            return Ok(Followed::Done(done, status));
+                        }
+                        if w.lines_ready() {
+                            flush(w, &mut held);
+                        }
+                        next = Instant::now() + opts.cadence.next(changed);
+                        last = Some(status);
+                    }
+                    Err(e) if e.retry().is_retryable() => {
+                        failures += 1;
+                        if failures > opts.failure_budget {
+                            flush(w, &mut held);
+                            return Err(WatchError::Exhausted { failures, last: e });
+                        }
+                        next = Instant::now() + opts.cadence.back_off();
+                    }
+                    Err(e) => {
+                        flush(w, &mut held);
+                        return Err(WatchError::Describe(e));
+                    }
+                }
+            }
+            () = sleep_until(next), if in_flight.is_none() => {}
+            Some(()) = recv_hint(&mut hints) => {
+                if in_flight.is_none() {
+                    next = Instant::now();
+                }
+            }
+            Some(item) = recv_feed(&mut feed) => match item {
+                FeedItem::Lines(lines) => {
+                    if w.lines_ready() && held.is_empty() {
+                        w.print_lines(&lines);
+                    } else {
+                        held.extend(lines);
+                        if w.lines_ready() {
+                            flush(w, &mut held);
+                        } else if in_flight.is_none() {
+                            // Learn the status first, so the lines land in the script's section.
+                            next = Instant::now();
+                        }
+                    }
+                }
+                FeedItem::Warn(text) => w.warn(&text),
+            }
+        }
+    }
+}
+
+fn flush<W: Watched>(w: &mut W, held: &mut Vec<String>) {
+    if !held.is_empty() {
+        w.print_lines(held);
+        held.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests;
