@@ -57,6 +57,10 @@ pub struct Resource {
     pub stage: String,
     /// Where it stands.
     pub phase: Phase,
+    /// When it was recorded as intended (Unix seconds): a create call in flight then is decided
+    /// within the SDK's call timeouts after it.
+    #[serde(default)]
+    pub intended_at: u64,
 }
 
 impl Resource {
@@ -69,6 +73,10 @@ impl Resource {
             scope: scope.map(str::to_owned),
             stage: stage.to_owned(),
             phase: Phase::Intended,
+            intended_at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
         }
     }
 

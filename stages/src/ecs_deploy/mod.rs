@@ -86,15 +86,6 @@ pub enum EcsDeployError {
         /// The containers there are.
         available: Vec<String>,
     },
-    /// A request could not be built (a bug, or a value the SDK refuses).
-    #[error("cannot build the {what} request: {source}")]
-    Request {
-        /// Which request.
-        what: &'static str,
-        /// The SDK's builder error.
-        #[source]
-        source: aws_smithy_types::error::operation::BuildError,
-    },
     /// RegisterTaskDefinition failed.
     #[error(
         "RegisterTaskDefinition (new revision of {family}): {}",
@@ -226,7 +217,6 @@ impl Classify for EcsDeployError {
             | EcsDeployError::TimedOut { .. }
             | EcsDeployError::Cancelled { .. } => FailureKind::Build,
             EcsDeployError::DescribeTaskDefinition { .. }
-            | EcsDeployError::Request { .. }
             | EcsDeployError::DeploymentNotFound(_)
             | EcsDeployError::Follow { .. }
             | EcsDeployError::State(_) => FailureKind::System,
@@ -240,7 +230,6 @@ impl Classify for EcsDeployError {
             | EcsDeployError::ServiceNotFound { .. }
             | EcsDeployError::DescribeTaskDefinition { .. }
             | EcsDeployError::ContainerNotFound { .. }
-            | EcsDeployError::Request { .. }
             | EcsDeployError::RegisterTaskDefinition { .. }
             | EcsDeployError::UpdateService { .. }
             | EcsDeployError::DeploymentNotFound(_)

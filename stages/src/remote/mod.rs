@@ -240,7 +240,15 @@ pub async fn run<B: Backend>(
             // Recorded before the create call: a SIGKILL while it is in flight leaves a record
             // that cleanup resolves by name.
             ctx.state.intend(resource.clone())?;
-            let id = b.submit(ctx).await.map_err(RemoteError::Backend)?;
+            let id = match b.submit(ctx).await {
+                Ok(id) => id,
+                Err(e) => {
+                    // Refused: nothing to release. (A create that timed out yet landed is left
+                    // to gc, which finds it by its tags.)
+                    ctx.state.finished(resource.kind, &resource.name)?;
+                    return Err(RemoteError::Backend(e));
+                }
+            };
             ctx.state.created(&resource, &id)?;
             id
         }
