@@ -28,6 +28,15 @@ pub enum RunError {
     /// The ECS deployment failed, or could not be started or followed.
     #[error(transparent)]
     EcsDeploy(#[from] crate::ecs_deploy::EcsDeployError),
+    /// The registration failed.
+    #[error(transparent)]
+    Register(#[from] crate::register::RegisterError),
+    /// The deployment failed.
+    #[error(transparent)]
+    Deploy(#[from] crate::deploy::DeployError),
+    /// The teardown failed.
+    #[error(transparent)]
+    Undeploy(#[from] crate::undeploy::UndeployError),
     /// The outputs could not be written into the project dir.
     #[error("cannot write the job's outputs: {0}")]
     Outputs(#[source] ProjectFileError),
@@ -40,6 +49,9 @@ impl Classify for RunError {
             RunError::Train(e) => e.failure_kind(),
             RunError::Fargate(e) => e.failure_kind(),
             RunError::EcsDeploy(e) => e.failure_kind(),
+            RunError::Register(e) => e.failure_kind(),
+            RunError::Deploy(e) => e.failure_kind(),
+            RunError::Undeploy(e) => e.failure_kind(),
             RunError::Outputs(e) if e.is_jobs_fault() => FailureKind::Build,
             RunError::Outputs(_) => FailureKind::System,
         }
@@ -51,6 +63,9 @@ impl Classify for RunError {
             RunError::Train(e) => e.script_exit_code(),
             RunError::Fargate(e) => e.script_exit_code(),
             RunError::EcsDeploy(e) => e.script_exit_code(),
+            RunError::Register(e) => e.script_exit_code(),
+            RunError::Deploy(e) => e.script_exit_code(),
+            RunError::Undeploy(e) => e.script_exit_code(),
         }
     }
 }
@@ -61,7 +76,12 @@ impl RunError {
         match self {
             RunError::Train(e) => e.outputs(),
             RunError::Fargate(e) => e.outputs(),
-            RunError::NotServed(_) | RunError::EcsDeploy(_) | RunError::Outputs(_) => None,
+            RunError::NotServed(_)
+            | RunError::EcsDeploy(_)
+            | RunError::Register(_)
+            | RunError::Deploy(_)
+            | RunError::Undeploy(_)
+            | RunError::Outputs(_) => None,
         }
     }
 }
@@ -83,6 +103,13 @@ pub async fn run_with_log(plan: &Plan, input: StageInput<'_>, log: JobLog) -> Re
             .await
             .map_err(Into::into),
         Plan::EcsDeploy(settings) => crate::ecs_deploy::run(&ctx, settings)
+            .await
+            .map_err(Into::into),
+        Plan::Register(settings) => crate::register::run(&ctx, settings)
+            .await
+            .map_err(Into::into),
+        Plan::Deploy(settings) => crate::deploy::run(&ctx, settings).await.map_err(Into::into),
+        Plan::Undeploy(settings) => crate::undeploy::run(&ctx, settings)
             .await
             .map_err(Into::into),
         Plan::NotServed(action) => Err(RunError::NotServed(*action)),

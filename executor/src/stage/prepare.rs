@@ -62,6 +62,12 @@ pub fn describe(plan: &Plan) -> String {
             "ECS deployment of {} to service {} in {}",
             d.image, d.service, d.cluster
         ),
+        Plan::Register(r) => format!(
+            "SageMaker Model Registry: a new version of {} (approval {})",
+            r.group, r.approval
+        ),
+        Plan::Deploy(_) => "SageMaker endpoint deployment".to_owned(),
+        Plan::Undeploy(_) => "SageMaker endpoint teardown".to_owned(),
         Plan::NotServed(a) => format!("action {a}"),
     }
 }

@@ -5,7 +5,9 @@
 //! problem is refused as a whole: the policy fails closed, so a typo can never loosen it.
 //! `sagemaker-executor validate` and every protocol stage share [`load_file`].
 
+mod deploy;
 mod raw;
+mod register;
 mod validate;
 
 use std::fmt;

@@ -87,6 +87,8 @@ pub struct RawPolicy {
     pub train: Option<RawTrainPolicy>,
     pub fargate: Option<RawFargatePolicy>,
     pub ecs_deploy: Option<RawEcsDeployPolicy>,
+    pub register: Option<super::register::RawRegisterPolicy>,
+    pub deploy: Option<super::deploy::RawDeployPolicy>,
     /// Per project path pattern: extra tags are not a policy, but role allow-lists are.
     pub projects: Option<BTreeMap<String, RawProjectPolicy>>,
 }

@@ -14,26 +14,26 @@ use crate::names::{is_known_instance_type, is_role_arn, is_s3_uri};
 use crate::policy::{EcsDeployPolicy, FargatePolicy, Patterns, Policy, TrainPolicy};
 
 /// Collects problems while building the validated config.
-struct Checker<'a> {
-    problems: &'a mut Vec<ConfigProblem>,
+pub(super) struct Checker<'a> {
+    pub(super) problems: &'a mut Vec<ConfigProblem>,
 }
 
 impl Checker<'_> {
-    fn problem(&mut self, key: &str, message: impl Into<String>) {
+    pub(super) fn problem(&mut self, key: &str, message: impl Into<String>) {
         self.problems.push(ConfigProblem {
             key: key.to_owned(),
             message: message.into(),
         });
     }
 
-    fn required<T>(&mut self, key: &str, v: Option<T>) -> Option<T> {
+    pub(super) fn required<T>(&mut self, key: &str, v: Option<T>) -> Option<T> {
         if v.is_none() {
             self.problem(key, "is required");
         }
         v
     }
 
-    fn abs_path(&mut self, key: &str, v: Option<String>) -> Option<PathBuf> {
+    pub(super) fn abs_path(&mut self, key: &str, v: Option<String>) -> Option<PathBuf> {
         let v = self.required(key, v)?;
         let p = PathBuf::from(&v);
         if !p.is_absolute() {
@@ -43,7 +43,7 @@ impl Checker<'_> {
         Some(p)
     }
 
-    fn duration(&mut self, key: &str, v: Option<String>, default: Duration) -> Duration {
+    pub(super) fn duration(&mut self, key: &str, v: Option<String>, default: Duration) -> Duration {
         match v {
             None => default,
             Some(s) => parse_duration(&s).unwrap_or_else(|e| {
@@ -53,7 +53,12 @@ impl Checker<'_> {
         }
     }
 
-    fn patterns(&mut self, key: &str, v: Option<Vec<String>>, default: Patterns) -> Patterns {
+    pub(super) fn patterns(
+        &mut self,
+        key: &str,
+        v: Option<Vec<String>>,
+        default: Patterns,
+    ) -> Patterns {
         match v {
             None => default,
             Some(list) => Patterns::compile(&list).unwrap_or_else(|errs| {
@@ -65,7 +70,7 @@ impl Checker<'_> {
         }
     }
 
-    fn actions(
+    pub(super) fn actions(
         &mut self,
         key: &str,
         v: Option<Vec<String>>,
@@ -86,7 +91,7 @@ impl Checker<'_> {
         }
     }
 
-    fn positive(&mut self, key: &str, v: Option<u32>, default: u32) -> u32 {
+    pub(super) fn positive(&mut self, key: &str, v: Option<u32>, default: u32) -> u32 {
         match v {
             Some(0) => {
                 self.problem(key, "must be at least 1");
@@ -389,6 +394,8 @@ fn policy(
         let roles = c.patterns(&format!("{key}.roles"), rp.roles, Patterns::default());
         projects.push((paths, roles));
     }
+    let register = super::register::validate(c, p.register.unwrap_or_default());
+    let deploy = super::deploy::validate(c, p.deploy.unwrap_or_default());
     Policy {
         allowed_actions,
         protected_ref_actions,
@@ -398,6 +405,8 @@ fn policy(
         train: train_policy,
         fargate: fargate_policy,
         ecs_deploy,
+        register,
+        deploy,
         projects,
     }
 }

@@ -4,13 +4,18 @@
 //! Checks return [`Rejection`]s that name the job setting and the rule, so the job log can say in
 //! one line what was refused and why.
 
+mod deploy;
+pub mod gates;
 mod patterns;
+pub mod register;
 
 use std::collections::BTreeSet;
 use std::fmt;
 use std::time::Duration;
 
+pub use deploy::DeployPolicy;
 pub use patterns::Patterns;
+pub use register::RegisterPolicy;
 
 use crate::action::Action;
 
@@ -31,6 +36,10 @@ pub struct Policy {
     pub fargate: FargatePolicy,
     /// Limits for ECS service deployments.
     pub ecs_deploy: EcsDeployPolicy,
+    /// Limits for model registration.
+    pub register: RegisterPolicy,
+    /// Limits for endpoint deployments and teardowns.
+    pub deploy: DeployPolicy,
     /// Role allow-lists per project path pattern (for per-job credentials).
     pub projects: Vec<(Patterns, Patterns)>,
 }

@@ -2,17 +2,20 @@
 //! `FARGATE_*`, `ECS_*`) and the optional spec file, with variables winning. Resolution also
 //! applies the executor's defaults and the admin policy, so a resolved plan is one the job may run.
 
+mod deploy;
 mod ecs_deploy;
 mod fargate;
-
+mod register;
 pub mod spec;
 mod train;
 
 use std::collections::BTreeMap;
 use std::fmt;
 
+pub use deploy::{DeploySettings, DeploySpec, UndeploySettings};
 pub use ecs_deploy::EcsDeploySettings;
 pub use fargate::{Architecture, FargateSettings};
+pub use register::{GateFailure, GateSetting, RegisterSettings, RegisterSpec, is_group_name};
 pub use spec::Spec;
 pub use train::{SpotSettings, TrainSettings, WORKSPACE_CHANNEL};
 
@@ -37,22 +40,6 @@ const KNOWN: &[&str] = &[
     "SAGEMAKER_ROLE_ARN",
     "SAGEMAKER_OUTPUT_PATH",
     "SAGEMAKER_KEEP_ALIVE",
-    // register / deploy / undeploy (read by those actions)
-    "SAGEMAKER_MODEL_PACKAGE_GROUP",
-    "SAGEMAKER_MODEL_DATA",
-    "SAGEMAKER_INFERENCE_IMAGE",
-    "SAGEMAKER_APPROVAL",
-    "SAGEMAKER_APPROVAL_GATES",
-    "SAGEMAKER_APPROVAL_METRICS_FILE",
-    "SAGEMAKER_ENDPOINT_NAME",
-    "SAGEMAKER_MODEL_PACKAGE",
-    "SAGEMAKER_ENDPOINT_INSTANCE_TYPE",
-    "SAGEMAKER_ENDPOINT_INSTANCE_COUNT",
-    "SAGEMAKER_SERVERLESS",
-    "SAGEMAKER_STRATEGY",
-    "SAGEMAKER_ALARMS",
-    "SAGEMAKER_SMOKE_REQUEST",
-    "SAGEMAKER_SMOKE_EXPECT",
     "FARGATE_CPU",
     "FARGATE_MEMORY",
     "FARGATE_EPHEMERAL_STORAGE_GB",
@@ -67,6 +54,11 @@ const KNOWN: &[&str] = &[
 ];
 const KNOWN_PREFIXES: &[&str] = &["SAGEMAKER_INPUT_", "SAGEMAKER_METRIC_", "SAGEMAKER_TAG_"];
 const OWNED_PREFIXES: &[&str] = &["SAGEMAKER_", "FARGATE_", "ECS_"];
+
+/// Whether `var` is one of the settings some action reads.
+fn is_known(var: &str) -> bool {
+    KNOWN.contains(&var) || register::KNOWN.contains(&var) || deploy::KNOWN.contains(&var)
+}
 
 /// Where a setting's value came from, named the way the user wrote it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,11 +120,11 @@ impl Settings {
         for prefix in OWNED_PREFIXES {
             for (rest, value) in job.variables.with_prefix(prefix) {
                 let var = format!("{prefix}{rest}");
-                let known = KNOWN.contains(&var.as_str())
+                let known = is_known(&var)
                     || KNOWN_PREFIXES
                         .iter()
                         .any(|p| var.starts_with(p) && var.len() > p.len());
-                if crate::outputs::is_output_key(&var) && !KNOWN.contains(&var.as_str()) {
+                if crate::outputs::is_output_key(&var) && !is_known(&var) {
                     // An upstream job's output (dotenv), not a setting of this job.
                     continue;
                 }
@@ -264,6 +256,12 @@ pub enum Plan {
     Fargate(FargateSettings),
     /// Move an ECS service to a new image.
     EcsDeploy(EcsDeploySettings),
+    /// Register the trained model in the Model Registry.
+    Register(Box<RegisterSettings>),
+    /// Deploy a model to an endpoint.
+    Deploy(Box<DeploySettings>),
+    /// Tear an endpoint down.
+    Undeploy(UndeploySettings),
     /// An action this build of the executor does not serve yet.
     NotServed(Action),
 }
@@ -275,6 +273,9 @@ impl Plan {
             Plan::Train(_) => Action::Train,
             Plan::Fargate(_) => Action::Fargate,
             Plan::EcsDeploy(_) => Action::EcsDeploy,
+            Plan::Register(_) => Action::Register,
+            Plan::Deploy(_) => Action::Deploy,
+            Plan::Undeploy(_) => Action::Undeploy,
             Plan::NotServed(a) => *a,
         }
     }
@@ -341,7 +342,11 @@ pub fn resolve(
         Action::Train => train::resolve(&mut r, job, cfg).map(Plan::Train),
         Action::Fargate => fargate::resolve(&mut r, job, cfg).map(Plan::Fargate),
         Action::EcsDeploy => ecs_deploy::resolve(&mut r, cfg).map(Plan::EcsDeploy),
-        Action::Register | Action::Deploy | Action::Undeploy => Some(Plan::NotServed(action)),
+        Action::Register => {
+            register::resolve(&mut r, job, cfg).map(|s| Plan::Register(Box::new(s)))
+        }
+        Action::Deploy => deploy::resolve(&mut r, job, cfg).map(|s| Plan::Deploy(Box::new(s))),
+        Action::Undeploy => deploy::resolve_undeploy(&mut r, job, cfg).map(Plan::Undeploy),
     };
     match plan {
         Some(p) if r.problems.is_empty() => Ok(p),

@@ -40,6 +40,10 @@ pub struct Spec {
     pub fargate: Option<FargateSpec>,
     /// ECS service deployment settings.
     pub ecs_deploy: Option<EcsDeploySpec>,
+    /// Model registration settings.
+    pub register: Option<super::RegisterSpec>,
+    /// Endpoint deployment settings.
+    pub deploy: Option<super::DeploySpec>,
 }
 
 /// `train:`.
@@ -313,6 +317,12 @@ impl Spec {
                 "fargate.task_role_arn",
                 f.task_role_arn.clone(),
             );
+        }
+        if let Some(reg) = &self.register {
+            super::register::flatten(reg, &mut put);
+        }
+        if let Some(d) = &self.deploy {
+            super::deploy::flatten(d, &mut put);
         }
         if let Some(e) = &self.ecs_deploy {
             put("ECS_CLUSTER", "ecs_deploy.cluster", e.cluster.clone());
