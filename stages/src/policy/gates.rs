@@ -150,7 +150,7 @@ mod tests {
     #[test]
     fn malformed_gates_name_the_part() {
         for (bad, needle) in [
-            ("accuracy=>0.8", "not a number"),
+            ("accuracy=>0.8", "metric name"),
             ("accuracy 0.8", "is not a gate"),
             (">=0.8", "metric name"),
             ("acc uracy>=1", "metric name"),
