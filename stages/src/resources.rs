@@ -83,6 +83,8 @@ pub async fn release(aws: &Aws, r: &Resource, reason: &str) -> Result<Released, 
                 Released::Stopping(stopped)
             })
         }
+        // A registered version is the job's product, not a leftover.
+        ResourceKind::ModelPackage => Ok(Released::NothingRunning),
         // A deployment cannot be halted without deploying something else; ECS completes it or
         // rolls it back on its own.
         ResourceKind::EcsDeployment => Ok(Released::LeftToAws(
@@ -97,5 +99,6 @@ pub fn kind_name(k: ResourceKind) -> &'static str {
         ResourceKind::TrainingJob => "training job",
         ResourceKind::EcsTask => "ECS task",
         ResourceKind::EcsDeployment => "ECS deployment",
+        ResourceKind::ModelPackage => "model package",
     }
 }

@@ -26,6 +26,9 @@ pub enum ResourceKind {
     EcsTask,
     /// An ECS service deployment in progress (id = deployment id; `scope` = cluster).
     EcsDeployment,
+    /// A model package version (id = its ARN; `scope` = its group). A release artifact: never
+    /// deleted by cleanup.
+    ModelPackage,
 }
 
 /// Where a resource stands, as far as this executor knows.
