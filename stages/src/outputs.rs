@@ -52,9 +52,18 @@ pub const OUTPUT_KEY_PREFIXES: &[&str] = &[
     "SAGEMAKER_TRAINING_",
     "SAGEMAKER_FINAL_METRIC_",
     "SAGEMAKER_ECS_",
+    "SAGEMAKER_GATE_",
 ];
 /// Whole output keys outside those prefixes.
-pub const OUTPUT_KEYS: &[&str] = &["SAGEMAKER_CONSOLE_URL", "SAGEMAKER_MODEL_DATA"];
+pub const OUTPUT_KEYS: &[&str] = &[
+    "SAGEMAKER_CONSOLE_URL",
+    "SAGEMAKER_MODEL_DATA",
+    "SAGEMAKER_MODEL_PACKAGE_ARN",
+    "SAGEMAKER_MODEL_PACKAGE_VERSION",
+    "SAGEMAKER_MODEL_APPROVAL",
+    "SAGEMAKER_GATES",
+    "SAGEMAKER_RELEASE_BUNDLE",
+];
 
 /// Whether `key` is one of this executor's own outputs.
 pub fn is_output_key(key: &str) -> bool {

@@ -207,6 +207,15 @@ impl ProjectDir {
     /// through a temporary file renamed over the target: a symlink planted at `rel` is replaced,
     /// never followed.
     pub fn write(&self, rel: &str, data: &[u8]) -> Result<(), ProjectFileError> {
+        let mut file = self.create(rel)?;
+        file.write_all(data)
+            .map_err(|e| classify(rel, e))?;
+        file.commit()
+    }
+
+    /// Starts writing `rel` as [`ProjectDir::write`] does, for data that arrives in pieces:
+    /// nothing appears at `rel` until [`NewFile::commit`]; dropping the file removes it.
+    pub fn create(&self, rel: &str) -> Result<NewFile, ProjectFileError> {
         let path = relative(rel)?;
         let (parent, name) = match (path.parent(), path.file_name()) {
             (Some(p), Some(n)) => (p, n),
@@ -226,7 +235,7 @@ impl ProjectDir {
         let tmp = Path::new(&tmp_name);
         let mut options = OpenOptions::new();
         options.write(true).create_new(true);
-        let mut file = match dir.open_with(tmp, &options) {
+        let file = match dir.open_with(tmp, &options) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 // A leftover of a killed run (or a planted link): unlink it, never follow it.
@@ -235,21 +244,71 @@ impl ProjectDir {
             }
             Err(e) => return Err(classify(rel, e)),
         };
-        let written = file.write_all(data).and_then(|()| file.sync_all());
-        drop(file);
-        if let Err(e) = written {
-            let _ = dir.remove_file(tmp);
-            return Err(classify(rel, e));
+        Ok(NewFile {
+            file: Some(file),
+            dir,
+            tmp: tmp_name,
+            name: name.to_owned(),
+            rel: rel.to_owned(),
+        })
+    }
+}
+
+/// A file being written into the project dir; see [`ProjectDir::create`].
+#[derive(Debug)]
+pub struct NewFile {
+    file: Option<cap_std::fs::File>,
+    dir: Dir,
+    tmp: std::ffi::OsString,
+    name: std::ffi::OsString,
+    rel: String,
+}
+
+impl Write for NewFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self.file.as_mut() {
+            Some(f) => f.write(buf),
+            None => Err(io::Error::other("already committed")),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self.file.as_mut() {
+            Some(f) => f.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl NewFile {
+    /// Syncs the data and renames it over the target.
+    pub fn commit(mut self) -> Result<(), ProjectFileError> {
+        let rel = self.rel.clone();
+        if let Some(file) = self.file.take() {
+            file.sync_all().map_err(|e| classify(&rel, e))?;
         }
         // A directory at the target cannot be replaced by a rename; say so plainly.
-        if dir.symlink_metadata(name).is_ok_and(|m| m.is_dir()) {
-            let _ = dir.remove_file(tmp);
-            return Err(ProjectFileError::NotAFile { path: shown(rel) });
+        if self
+            .dir
+            .symlink_metadata(&self.name)
+            .is_ok_and(|m| m.is_dir())
+        {
+            return Err(ProjectFileError::NotAFile { path: shown(&rel) });
         }
-        dir.rename(tmp, &dir, name).map_err(|e| {
-            let _ = dir.remove_file(tmp);
-            classify(rel, e)
-        })
+        self.dir
+            .rename(&self.tmp, &self.dir, &self.name)
+            .map_err(|e| classify(&rel, e))?;
+        // Renamed: nothing left for Drop to remove.
+        self.tmp.clear();
+        Ok(())
+    }
+}
+
+impl Drop for NewFile {
+    fn drop(&mut self) {
+        if !self.tmp.is_empty() {
+            let _ = self.dir.remove_file(&self.tmp);
+        }
     }
 }
 

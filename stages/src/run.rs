@@ -76,9 +76,9 @@ impl RunError {
         match self {
             RunError::Train(e) => e.outputs(),
             RunError::Fargate(e) => e.outputs(),
+            RunError::Register(e) => e.outputs(),
             RunError::NotServed(_)
             | RunError::EcsDeploy(_)
-            | RunError::Register(_)
             | RunError::Deploy(_)
             | RunError::Undeploy(_)
             | RunError::Outputs(_) => None,

@@ -5,6 +5,8 @@
 * DeleteModelPackageGroup (moto: missing); refused while the group still has versions, as AWS does.
 * ListTags / AddTags / DeleteTags on `model-package/<group>/<n>` ARNs (moto: 500, the ARN parse fails).
 * CreateModelPackageGroup with an existing name: ValidationException (moto: silently replaced).
+* CreateModelPackage with a ClientToken already used for that group returns the version it
+  created then, as AWS's idempotency token does (moto: ignored, a second version is created).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from moto.core.responses import EmptyResult
+from moto.core.responses import ActionResult, EmptyResult
 from moto.sagemaker import models as smm
 from moto.sagemaker import responses as smr
 from moto.sagemaker.exceptions import ValidationError
@@ -22,6 +24,7 @@ from .common import _check_moto
 _ctx: Any = None
 _forced = threading.local()
 _next_version: dict[tuple[str, str, str], int] = {}  # (account, region, group) -> highest version ever
+_tokens: dict[tuple[str, str, str, str], str] = {}  # (account, region, group, ClientToken) -> ARN
 
 
 def _group_arn(b: Any, name: str) -> str:
@@ -58,6 +61,10 @@ def _create_model_package(self: Any) -> Any:
             return _orig_create_mp(self)
         group = _group_name(group)
         key = (b.account_id, b.region_name, group)
+        token = self._get_param("ClientToken")
+        earlier = _tokens.get((*key, token)) if token else None
+        if earlier is not None and earlier in b.model_packages:
+            return ActionResult({"ModelPackageArn": earlier})
         live = [p.model_package_version or 0 for p in b.model_packages.values() if p.model_package_group_name == group]
         version = max([_next_version.get(key, 0), *live]) + 1
         _forced.version = version
@@ -66,6 +73,11 @@ def _create_model_package(self: Any) -> Any:
         finally:
             _forced.version = None
         _next_version[key] = version
+        if token:
+            arn = next((p.arn for p in b.model_packages.values()
+                        if p.model_package_group_name == group and p.model_package_version == version), None)
+            if arn is not None:
+                _tokens[(*key, token)] = arn
         return res
 
 

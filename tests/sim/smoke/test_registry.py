@@ -61,3 +61,18 @@ def test_delete_model_package_group(aws, unique):
     with pytest.raises(ClientError) as e:
         sm.describe_model_package_group(ModelPackageGroupName=group)
     assert _code(e) == "ValidationException"
+
+
+def test_a_client_token_makes_create_model_package_idempotent(aws, unique):
+    sm = aws("sagemaker", retries=False)
+    group = unique("group")
+    sm.create_model_package_group(ModelPackageGroupName=group)
+    first = sm.create_model_package(ModelPackageGroupName=group, InferenceSpecification=INFERENCE,
+                                    ClientToken="gl-1-42")["ModelPackageArn"]
+    again = sm.create_model_package(ModelPackageGroupName=group, InferenceSpecification=INFERENCE,
+                                    ClientToken="gl-1-42")["ModelPackageArn"]
+    other = sm.create_model_package(ModelPackageGroupName=group, InferenceSpecification=INFERENCE,
+                                    ClientToken="gl-1-43")["ModelPackageArn"]
+    assert first == again and first.endswith("/1") and other.endswith("/2")
+    listed = sm.list_model_packages(ModelPackageGroupName=group)["ModelPackageSummaryList"]
+    assert len(listed) == 2
