@@ -7,6 +7,9 @@
 * CreateModelPackageGroup with an existing name: ValidationException (moto: silently replaced).
 * CreateModelPackage with a ClientToken already used for that group returns the version it
   created then, as AWS's idempotency token does (moto: ignored, a second version is created).
+* UpdateModelPackage changes only what the request names: CustomerMetadataProperties are merged
+  into the existing ones, and a missing approval status or description is left as it was (moto:
+  replaces the whole metadata map with the request's, dropping it when the request has none).
 """
 
 from __future__ import annotations
@@ -168,6 +171,23 @@ def _get_resource_from_arn(self: Any, arn: str) -> Any:
     return _orig_resource_from_arn(self, arn)
 
 
+_orig_update_mp = smm.SageMakerModelBackend.update_model_package
+
+
+def _update_model_package(self: Any, model_package_arn: str, model_approval_status: Any,
+                          approval_description: Any, customer_metadata_properties: Any,
+                          customer_metadata_properties_to_remove: Any,
+                          additional_inference_specifications_to_add: Any) -> str:
+    pkg = _resolve_package(self, model_package_arn)
+    merged = dict(pkg.customer_metadata_properties or {})
+    merged.update(customer_metadata_properties or {})
+    status = model_approval_status or pkg.model_approval_status
+    description = approval_description if approval_description is not None else pkg.approval_description
+    return _orig_update_mp(self, model_package_arn, status, description, merged or None,
+                           customer_metadata_properties_to_remove or [],
+                           additional_inference_specifications_to_add)
+
+
 def install(ctx: Any) -> None:
     global _ctx
     if _ctx is not None:  # already installed in this process
@@ -176,12 +196,14 @@ def install(ctx: Any) -> None:
     R = smr.SageMakerResponse
     _check_moto(((R, "create_model_package"), (R, "create_model_package_group"),
                  (smm.SageMakerModelBackend, "_get_resource_from_arn"),
-                 (smm.SageMakerModelBackend, "describe_model_package_group")),
+                 (smm.SageMakerModelBackend, "describe_model_package_group"),
+                 (smm.SageMakerModelBackend, "update_model_package")),
                 ((R, "delete_model_package"), (R, "delete_model_package_group")), module=__name__)
     _ctx = ctx
     smm.ModelPackage.__init__ = _mp_init
     smm.SageMakerModelBackend._get_resource_from_arn = _get_resource_from_arn
     smm.SageMakerModelBackend.describe_model_package_group = _describe_model_package_group
+    smm.SageMakerModelBackend.update_model_package = _update_model_package
     R = smr.SageMakerResponse
     R.create_model_package = _create_model_package
     R.delete_model_package = _delete_model_package

@@ -76,3 +76,20 @@ def test_a_client_token_makes_create_model_package_idempotent(aws, unique):
     assert first == again and first.endswith("/1") and other.endswith("/2")
     listed = sm.list_model_packages(ModelPackageGroupName=group)["ModelPackageSummaryList"]
     assert len(listed) == 2
+
+
+def test_update_model_package_changes_only_what_it_names(aws, unique):
+    sm = aws("sagemaker", retries=False)
+    group = unique("group")
+    sm.create_model_package_group(ModelPackageGroupName=group)
+    arn = sm.create_model_package(ModelPackageGroupName=group, InferenceSpecification=INFERENCE,
+                                  CustomerMetadataProperties={"gitlab:job-id": "42", "gates": "ok"})["ModelPackageArn"]
+    sm.update_model_package(ModelPackageArn=arn, ModelApprovalStatus="Approved", ApprovalDescription="gates passed")
+    d = sm.describe_model_package(ModelPackageName=arn)
+    assert d["ModelApprovalStatus"] == "Approved" and d["ApprovalDescription"] == "gates passed"
+    assert d["CustomerMetadataProperties"] == {"gitlab:job-id": "42", "gates": "ok"}
+    sm.update_model_package(ModelPackageArn=arn, CustomerMetadataProperties={"stage": "stable"},
+                            CustomerMetadataPropertiesToRemove=["gates"])
+    d = sm.describe_model_package(ModelPackageName=arn)
+    assert d["ModelApprovalStatus"] == "Approved" and d["ApprovalDescription"] == "gates passed"
+    assert d["CustomerMetadataProperties"] == {"gitlab:job-id": "42", "stage": "stable"}
