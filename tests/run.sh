@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command (README): installs what the tests need, builds once with the one
 # dev profile, checks formatting and lints, then runs every Rust test with nextest and the
-# simulator's own smoke tests.
+# simulator's own smoke tests, and the infrastructure-as-code checks.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
@@ -20,3 +20,6 @@ cargo clippy --workspace --all-targets -- -D warnings
 cargo nextest run --workspace --no-fail-fast
 
 .venv/bin/python -m pytest tests/sim/smoke -q
+
+# The CloudFormation template: cfn-lint, checkov, and a deployment into the simulator.
+bash tests/infra.sh
