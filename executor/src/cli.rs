@@ -40,6 +40,17 @@ pub enum Command {
     Validate,
     /// Admin: print the JSON Schema of the job spec file (`SAGEMAKER_SPEC`).
     SpecSchema,
+    /// Admin: stop and delete what finished or vanished jobs left behind (training jobs, Fargate
+    /// tasks and staged workspaces tagged or keyed by this executor). Safe from cron on several
+    /// runner hosts at once.
+    Gc {
+        /// Only print the table of what would be released.
+        #[arg(long)]
+        dry_run: bool,
+        /// Keep what is younger than this (e.g. `24h`, `90m`).
+        #[arg(long, default_value = "24h")]
+        older_than: String,
+    },
     /// Inside a Fargate task's helper containers: move the workspace between S3 and the task
     /// volume. Not for direct use; RunTask's container overrides supply the arguments.
     #[command(hide = true, subcommand)]

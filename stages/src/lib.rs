@@ -13,6 +13,7 @@ pub mod ecs_deploy;
 pub mod excerpt;
 pub mod failure;
 pub mod fargate;
+pub mod gc;
 pub mod job;
 pub mod joblog;
 pub mod logs;

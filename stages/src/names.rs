@@ -147,6 +147,45 @@ pub fn is_ecr_image(s: &str) -> bool {
     tag_len <= 128 && digest_ok && ECR_IMAGE.as_ref().is_some_and(|r| r.is_match(s))
 }
 
+/// An image reference as a registry reads it: Docker Hub short names get their implicit
+/// registry and namespace (`python:3.12` -> `docker.io/library/python:3.12`,
+/// `bitnami/redis` -> `docker.io/bitnami/redis`), so a policy written with full names matches
+/// what the job wrote. Other references are returned as they are.
+pub fn normalize_image(image: &str) -> String {
+    let image = image.trim();
+    match image.split_once('/') {
+        None => format!("docker.io/library/{image}"),
+        Some((first, _))
+            if !first.contains('.') && !first.contains(':') && first != "localhost" =>
+        {
+            format!("docker.io/{image}")
+        }
+        Some(_) => image.to_owned(),
+    }
+}
+
+/// Why an image reference is unusable, if it is: empty, too long, whitespace or control
+/// characters, `..` or empty path segments.
+pub fn image_problem(image: &str) -> Option<&'static str> {
+    if image.is_empty() {
+        return Some("is empty");
+    }
+    if image.len() > 512 {
+        return Some("is longer than 512 characters");
+    }
+    if image.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Some("contains whitespace or control characters");
+    }
+    let name = image.split(['@']).next().unwrap_or(image);
+    if name
+        .split('/')
+        .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+    {
+        return Some("has an empty, `.` or `..` path segment");
+    }
+    None
+}
+
 /// Whether `s` looks like `s3://bucket[/key]`.
 pub fn is_s3_uri(s: &str) -> bool {
     s3_bucket(s).is_some()
@@ -220,6 +259,38 @@ mod tests {
         assert!(!is_ecr_image(
             "123456789012.dkr.ecr.us-east-1.amazonaws.com.evil.io/x"
         ));
+    }
+
+    #[test]
+    fn docker_hub_short_names_are_normalized() {
+        assert_eq!(
+            normalize_image("python:3.12-slim"),
+            "docker.io/library/python:3.12-slim"
+        );
+        assert_eq!(
+            normalize_image("bitnami/redis:7"),
+            "docker.io/bitnami/redis:7"
+        );
+        assert_eq!(
+            normalize_image("public.ecr.aws/docker/library/alpine:3"),
+            "public.ecr.aws/docker/library/alpine:3"
+        );
+        assert_eq!(normalize_image("localhost/x:1"), "localhost/x:1");
+        assert_eq!(normalize_image("host:5000/x"), "host:5000/x");
+        assert_eq!(
+            image_problem("a/../b:1"),
+            Some("has an empty, `.` or `..` path segment")
+        );
+        assert_eq!(
+            image_problem("a//b"),
+            Some("has an empty, `.` or `..` path segment")
+        );
+        assert_eq!(
+            image_problem("a b"),
+            Some("contains whitespace or control characters")
+        );
+        assert_eq!(image_problem(""), Some("is empty"));
+        assert_eq!(image_problem("docker.io/library/python:3"), None);
     }
 
     #[test]

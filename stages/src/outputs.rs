@@ -63,6 +63,13 @@ pub const OUTPUT_KEYS: &[&str] = &[
     "SAGEMAKER_MODEL_APPROVAL",
     "SAGEMAKER_GATES",
     "SAGEMAKER_RELEASE_BUNDLE",
+    // deploy's: whole keys rather than a prefix, so a misspelt SAGEMAKER_ENDPOINT_* setting is
+    // still refused (SAGEMAKER_ENDPOINT_NAME is also a setting: undeploy reads it).
+    "SAGEMAKER_ENDPOINT_NAME",
+    "SAGEMAKER_ENDPOINT_ARN",
+    "SAGEMAKER_ENDPOINT_CONFIG_NAME",
+    "SAGEMAKER_ENDPOINT_PREVIOUS_CONFIG_NAME",
+    "SAGEMAKER_ENDPOINT_URL",
 ];
 
 /// Whether `key` is one of this executor's own outputs.

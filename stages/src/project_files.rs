@@ -208,8 +208,7 @@ impl ProjectDir {
     /// never followed.
     pub fn write(&self, rel: &str, data: &[u8]) -> Result<(), ProjectFileError> {
         let mut file = self.create(rel)?;
-        file.write_all(data)
-            .map_err(|e| classify(rel, e))?;
+        file.write_all(data).map_err(|e| classify(rel, e))?;
         file.commit()
     }
 

@@ -3,9 +3,12 @@
 //!
 //! A resource recorded as `Intended` may or may not exist (the executor may have been killed
 //! while its create call was in flight), so release finds it by its deterministic name: the
-//! training job's name, or the tasks whose `startedBy` is that name.
+//! training job's name, or the tasks whose `startedBy` is that name. A deployment's model and
+//! endpoint config are deleted by name unless their endpoint uses them; a first deployment's
+//! endpoint (it never served anything the job did not judge) is deleted.
 
 use aws_sdk_ecs::types::DesiredStatus;
+use aws_sdk_sagemaker::types::EndpointStatus;
 
 use crate::aws::Aws;
 use crate::aws::errors::{AwsCallError, code};
@@ -90,6 +93,93 @@ pub async fn release(aws: &Aws, r: &Resource, reason: &str) -> Result<Released, 
         ResourceKind::EcsDeployment => Ok(Released::LeftToAws(
             "ECS completes the deployment or rolls it back",
         )),
+        ResourceKind::Endpoint => match &r.scope {
+            // An update cannot be halted: SageMaker completes it or rolls it back, and the
+            // endpoint keeps serving meanwhile.
+            Some(_) => Ok(Released::LeftToAws(
+                "SageMaker completes the endpoint update or rolls it back (an update cannot be halted)",
+            )),
+            None => delete_endpoint(aws, &r.name).await,
+        },
+        ResourceKind::Model | ResourceKind::EndpointConfig => {
+            if let Some(endpoint) = r.scope.as_deref()
+                && in_use(aws, endpoint, &r.name).await?
+            {
+                return Ok(Released::LeftToAws(
+                    "its endpoint serves it, or is being updated to it",
+                ));
+            }
+            let deleted = match r.kind {
+                ResourceKind::Model => aws
+                    .sagemaker
+                    .delete_model()
+                    .model_name(&r.name)
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| AwsCallError::new("DeleteModel", e)),
+                _ => aws
+                    .sagemaker
+                    .delete_endpoint_config()
+                    .endpoint_config_name(&r.name)
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| AwsCallError::new("DeleteEndpointConfig", e)),
+            };
+            match deleted {
+                Ok(()) => Ok(Released::Stopping(vec![r.name.clone()])),
+                // Never created, or deleted already.
+                Err(e) if e.code() == Some("ValidationException") => Ok(Released::NothingRunning),
+                Err(e) => Err(e),
+            }
+        }
+    }
+}
+
+/// Deletes endpoint `name`; absent is nothing to do.
+///
+/// # Errors
+/// The failed call.
+pub async fn delete_endpoint(aws: &Aws, name: &str) -> Result<Released, AwsCallError> {
+    match aws
+        .sagemaker
+        .delete_endpoint()
+        .endpoint_name(name)
+        .send()
+        .await
+    {
+        Ok(_) => Ok(Released::Stopping(vec![name.to_owned()])),
+        Err(e) if code(&e) == Some("ValidationException") => Ok(Released::NothingRunning),
+        Err(e) => Err(AwsCallError::new("DeleteEndpoint", e)),
+    }
+}
+
+/// Whether `endpoint` serves config `name` (or a model of that name: a deployment names its
+/// model and its config alike) or is being updated to it. An endpoint being deleted, a failed
+/// one and an absent one use nothing.
+async fn in_use(aws: &Aws, endpoint: &str, name: &str) -> Result<bool, AwsCallError> {
+    match aws
+        .sagemaker
+        .describe_endpoint()
+        .endpoint_name(endpoint)
+        .send()
+        .await
+    {
+        Ok(ep) => {
+            let gone = matches!(
+                ep.endpoint_status(),
+                Some(EndpointStatus::Deleting | EndpointStatus::Failed)
+            );
+            let serves = ep.endpoint_config_name() == Some(name);
+            let pending = ep
+                .pending_deployment_summary()
+                .and_then(|p| p.endpoint_config_name())
+                == Some(name);
+            Ok(!gone && (serves || pending))
+        }
+        Err(e) if code(&e) == Some("ValidationException") => Ok(false),
+        Err(e) => Err(AwsCallError::new("DescribeEndpoint", e)),
     }
 }
 
@@ -100,5 +190,8 @@ pub fn kind_name(k: ResourceKind) -> &'static str {
         ResourceKind::EcsTask => "ECS task",
         ResourceKind::EcsDeployment => "ECS deployment",
         ResourceKind::ModelPackage => "model package",
+        ResourceKind::Model => "model",
+        ResourceKind::EndpointConfig => "endpoint config",
+        ResourceKind::Endpoint => "endpoint",
     }
 }

@@ -29,6 +29,16 @@ pub enum ResourceKind {
     /// A model package version (id = its ARN; `scope` = its group). A release artifact: never
     /// deleted by cleanup.
     ModelPackage,
+    /// A SageMaker model created for a deployment (id = ARN; `scope` = the endpoint). Deleted by
+    /// release unless its endpoint uses it (it shares its name with the endpoint config).
+    Model,
+    /// An endpoint config created for a deployment (id = ARN; `scope` = the endpoint). Deleted
+    /// by release unless its endpoint serves it or is being updated to it.
+    EndpointConfig,
+    /// An endpoint a deployment creates or updates (id = ARN; `scope` = the config it served
+    /// before an update, none for a first deployment). Release deletes a first deployment's
+    /// endpoint (it never served); an update is left to SageMaker, which cannot halt it.
+    Endpoint,
 }
 
 /// Where a resource stands, as far as this executor knows.

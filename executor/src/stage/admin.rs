@@ -1,9 +1,10 @@
-//! Admin subcommands: `validate` (every config problem, or "ok") and `spec-schema`.
+//! Admin subcommands: `validate` (every config problem, or "ok"), `spec-schema` and `gc`.
 
 use std::path::Path;
 use std::process::ExitCode;
 
 use stages::config::ConfigError;
+use tokio_util::sync::CancellationToken;
 
 pub fn validate(config: &Path) -> ExitCode {
     match stages::config::load_file(config) {
@@ -28,4 +29,50 @@ pub fn validate(config: &Path) -> ExitCode {
 pub fn spec_schema() -> ExitCode {
     println!("{}", stages::settings::spec::json_schema());
     ExitCode::SUCCESS
+}
+
+pub async fn gc(
+    config: &Path,
+    dry_run: bool,
+    older_than: &str,
+    cancel: &CancellationToken,
+) -> ExitCode {
+    let cfg = match stages::config::load_file(config) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let older_than = match stages::duration::parse_duration(older_than) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("--older-than: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let opts = stages::gc::GcOptions {
+        dry_run,
+        older_than,
+    };
+    match stages::gc::sweep(&cfg, opts, cancel).await {
+        Ok(found) if found.is_empty() => {
+            println!("nothing to release");
+            ExitCode::SUCCESS
+        }
+        Ok(found) => {
+            for row in stages::gc::table(&found) {
+                println!("{row}");
+            }
+            if found.iter().any(|o| o.outcome.starts_with("failed")) {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("gc: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -38,6 +38,10 @@ pub async fn dispatch(cli: Cli, codes: ExitCodes) -> ExitCode {
         }
         Command::Validate => admin::validate(&cli.config),
         Command::SpecSchema => admin::spec_schema(),
+        Command::Gc {
+            dry_run,
+            older_than,
+        } => admin::gc(&cli.config, dry_run, &older_than, &cancel).await,
         Command::Workspace(op) => workspace::run(op, &cancel).await,
     }
 }

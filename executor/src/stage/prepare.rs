@@ -66,8 +66,34 @@ pub fn describe(plan: &Plan) -> String {
             "SageMaker Model Registry: a new version of {} (approval {})",
             r.group, r.approval
         ),
-        Plan::Deploy(_) => "SageMaker endpoint deployment".to_owned(),
-        Plan::Undeploy(_) => "SageMaker endpoint teardown".to_owned(),
+        Plan::Deploy(d) => format!(
+            "SageMaker endpoint deployment to {} endpoint {} of {} on {} ({}{})",
+            if d.stable { "stable" } else { "candidate" },
+            d.endpoint,
+            match &d.model {
+                stages::settings::ModelSource::Package(arn) => arn.clone(),
+                stages::settings::ModelSource::LatestApproved(g) =>
+                    format!("the newest Approved version of {g}"),
+            },
+            match &d.capacity {
+                stages::settings::Capacity::Instances {
+                    instance_type,
+                    count,
+                } => format!("{count} x {instance_type}"),
+                stages::settings::Capacity::Serverless { memory_mb, .. } =>
+                    format!("serverless {memory_mb} MB"),
+            },
+            d.strategy,
+            if d.smoke.is_some() {
+                ", smoke test"
+            } else {
+                ""
+            }
+        ),
+        Plan::Undeploy(u) => format!(
+            "SageMaker endpoint teardown of {} (with the configs and models this executor created for it)",
+            u.endpoint
+        ),
         Plan::NotServed(a) => format!("action {a}"),
     }
 }

@@ -136,6 +136,40 @@ pub(crate) fn check_allowed(
     }
 }
 
+/// Refuses `image` for `setting` unless it is a usable reference whose normalized form
+/// `patterns` allow (image patterns match the registry host label by label).
+pub(crate) fn check_image(
+    out: &mut Vec<Rejection>,
+    setting: &str,
+    image: &str,
+    patterns: &Patterns,
+    rule: &str,
+) {
+    if let Some(problem) = crate::names::image_problem(image) {
+        out.push(Rejection::new(
+            setting,
+            format!("{} {problem}", crate::excerpt::quoted(image)),
+        ));
+        return;
+    }
+    let normalized = crate::names::normalize_image(image);
+    if !patterns.allows_image(&normalized) {
+        let shown = if normalized == image {
+            crate::excerpt::quoted(image)
+        } else {
+            format!(
+                "{} (that is {})",
+                crate::excerpt::quoted(image),
+                crate::excerpt::quoted(&normalized)
+            )
+        };
+        out.push(Rejection::new(
+            setting,
+            format!("{shown} is not allowed by {rule} {patterns}"),
+        ));
+    }
+}
+
 /// Refuses `value` for `setting` when it is above `max`.
 pub(crate) fn check_max<T: PartialOrd + fmt::Display>(
     out: &mut Vec<Rejection>,

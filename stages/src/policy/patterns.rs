@@ -9,6 +9,21 @@ use globset::{GlobBuilder, GlobMatcher};
 pub struct Patterns {
     sources: Vec<String>,
     matchers: Vec<GlobMatcher>,
+    /// The same patterns read as image references: the registry host (up to the first `/`)
+    /// matched label by label, so `*` never spans a `.` there, and the path as usual.
+    images: Vec<(GlobMatcher, Option<GlobMatcher>)>,
+}
+
+/// A host with its dots turned into the glob separator, so `*` matches within one label.
+fn host_as_path(host: &str) -> String {
+    host.replace('.', "/")
+}
+
+fn glob(p: &str) -> Result<GlobMatcher, globset::Error> {
+    GlobBuilder::new(p)
+        .literal_separator(true)
+        .build()
+        .map(|g| g.compile_matcher())
 }
 
 impl Patterns {
@@ -24,12 +39,18 @@ impl Patterns {
             }
             // `literal_separator` keeps `*` from crossing `/`, so `registry/team-*` cannot match
             // `registry/team-a/../other`; admins write `**` when they mean any depth.
-            match GlobBuilder::new(p).literal_separator(true).build() {
-                Ok(g) => {
+            let (host, path) = p.split_once('/').map_or((p, None), |(h, r)| (h, Some(r)));
+            let image = glob(&host_as_path(host))
+                .and_then(|h| path.map(glob).transpose().map(|path| (h, path)));
+            match (glob(p), image) {
+                (Ok(g), Ok(image)) => {
                     out.sources.push(p.to_owned());
-                    out.matchers.push(g.compile_matcher());
+                    out.matchers.push(g);
+                    out.images.push(image);
                 }
-                Err(e) => bad.push(format!("{p:?} is not a valid pattern: {}", e.kind())),
+                (Err(e), _) | (_, Err(e)) => {
+                    bad.push(format!("{p:?} is not a valid pattern: {}", e.kind()));
+                }
             }
         }
         if bad.is_empty() { Ok(out) } else { Err(bad) }
@@ -44,6 +65,23 @@ impl Patterns {
     /// Whether any pattern matches `value`.
     pub fn allows(&self, value: &str) -> bool {
         self.matchers.iter().any(|m| m.is_match(value))
+    }
+
+    /// Whether any pattern matches `image` (a normalized reference): the registry host label by
+    /// label (a `*` never spans a `.`), then the repository path and tag.
+    pub fn allows_image(&self, image: &str) -> bool {
+        let (host, path) = image
+            .split_once('/')
+            .map_or((image, None), |(h, r)| (h, Some(r)));
+        let host = host_as_path(host);
+        self.images.iter().any(|(h, p)| {
+            h.is_match(&host)
+                && match (p, path) {
+                    (Some(p), Some(path)) => p.is_match(path),
+                    (None, None) => true,
+                    _ => false,
+                }
+        })
     }
 
     /// Whether the list is empty (allows nothing).
@@ -76,6 +114,24 @@ mod tests {
         assert!(!p.allows("xml.g5.xlarge"));
         assert!(p.allows("123.dkr.ecr.us-east-1.amazonaws.com/team-a"));
         assert!(!p.allows("123.dkr.ecr.us-east-1.amazonaws.com/team-a/../x"));
+    }
+
+    #[test]
+    fn image_hosts_match_label_by_label() {
+        let p = Patterns::compile(&[
+            "*.dkr.ecr.*.amazonaws.com/**",
+            "docker.io/library/python:*",
+            "registry.example.com/team-*/**",
+        ])
+        .unwrap();
+        assert!(p.allows_image("123456789012.dkr.ecr.us-east-1.amazonaws.com/ml/train:1"));
+        assert!(p.allows_image("docker.io/library/python:3.12-slim"));
+        assert!(!p.allows_image("docker.io/library/python/evil:1"));
+        // `*` in a host covers one label, never a whole attacker-chosen domain.
+        assert!(!p.allows_image("123456789012.dkr.ecr.us-east-1.evil.io.amazonaws.com/x:1"));
+        assert!(!p.allows_image("registry.example.com.evil.io/team-a/x:1"));
+        assert!(p.allows_image("registry.example.com/team-a/x:1"));
+        assert!(!p.allows_image("registry.example.com/team-a"));
     }
 
     #[test]

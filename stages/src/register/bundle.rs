@@ -156,11 +156,12 @@ pub async fn copy_model(
                 limit,
             });
         }
-        file.write_all(&chunk)
-            .map_err(|e| BundleError::Write(ProjectFileError::Io {
+        file.write_all(&chunk).map_err(|e| {
+            BundleError::Write(ProjectFileError::Io {
                 path: format!("{dir}/model.tar.gz"),
                 source: e,
-            }))?;
+            })
+        })?;
     }
     file.commit().map_err(BundleError::Write)?;
     Ok(written)

@@ -104,7 +104,9 @@ pub fn decide(
             },
             GateFailure::Fail => Decision {
                 status: Status::Pending,
-                reason: format!("{why}; left pending and the job fails (SAGEMAKER_GATE_FAILURE=fail)"),
+                reason: format!(
+                    "{why}; left pending and the job fails (SAGEMAKER_GATE_FAILURE=fail)"
+                ),
                 fail_job: true,
             },
         };
@@ -185,10 +187,7 @@ mod tests {
                 required: false,
             })
             .collect();
-        let metrics = values
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), *v))
-            .collect();
+        let metrics = values.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect();
         evaluate(&gates, &metrics).expect("all metrics there")
     }
 
@@ -217,7 +216,11 @@ mod tests {
             assert!(d.reason.contains("f1>=0.7 (value 0.5)"), "{}", d.reason);
         }
         let d = decide(Approval::Approved, &fail, true, GateFailure::Pending);
-        assert_eq!(d.status, Status::Pending, "asking for approved does not skip gates");
+        assert_eq!(
+            d.status,
+            Status::Pending,
+            "asking for approved does not skip gates"
+        );
         let rows = table(&fail);
         assert!(rows[0].contains("metric") && rows[0].contains("result"));
         assert!(rows[2].contains("f1") && rows[2].contains(">= 0.7") && rows[2].contains("FAIL"));

@@ -44,12 +44,8 @@ fn number(v: &Value) -> Option<f64> {
 
 /// Reads the metrics of `text` (see the module docs).
 pub fn parse(text: &str) -> Result<BTreeMap<String, f64>, String> {
-    let root: Value = serde_json::from_str(text).map_err(|e| {
-        format!(
-            "not JSON: {}",
-            crate::excerpt::plain(&e.to_string(), 120)
-        )
-    })?;
+    let root: Value = serde_json::from_str(text)
+        .map_err(|e| format!("not JSON: {}", crate::excerpt::plain(&e.to_string(), 120)))?;
     let Value::Object(top) = root else {
         return Err("must be a JSON object of metric names to numbers".to_owned());
     };
@@ -109,6 +105,9 @@ mod tests {
         let e = parse("{not json").expect_err("syntax");
         assert!(e.starts_with("not JSON"), "{e}");
         let deep = format!("{}1{}", "[".repeat(5000), "]".repeat(5000));
-        assert!(parse(&deep).is_err(), "serde_json refuses deep nesting fast");
+        assert!(
+            parse(&deep).is_err(),
+            "serde_json refuses deep nesting fast"
+        );
     }
 }

@@ -92,13 +92,9 @@ impl Classify for RegisterError {
             | RegisterError::Cancelled(_)
             | RegisterError::GatesFailed { .. }
             | RegisterError::Bundle(BundleError::TooLarge { .. }) => FailureKind::Build,
-            RegisterError::Bundle(BundleError::Write(e)) if e.is_jobs_fault() => {
-                FailureKind::Build
-            }
+            RegisterError::Bundle(BundleError::Write(e)) if e.is_jobs_fault() => FailureKind::Build,
             // SageMaker validates the job's own values (image, model data) on create.
-            RegisterError::Aws(e) if e.code() == Some("ValidationException") => {
-                FailureKind::Build
-            }
+            RegisterError::Aws(e) if e.code() == Some("ValidationException") => FailureKind::Build,
             RegisterError::Aws(_)
             | RegisterError::Malformed(_)
             | RegisterError::Wait(_)
@@ -161,28 +157,39 @@ pub async fn run(ctx: &StageCtx<'_>, s: &RegisterSettings) -> Result<Outputs, Re
     let project = ProjectDir::open(ctx.project_dir)
         .map_err(|e| RegisterError::Metrics(MetricsError::Read(e)))?;
     let (metrics, source_name) = match &s.metrics_file {
-        Some(file) => (metrics::from_file(&project, file)?, format!("the metrics file {file}")),
+        Some(file) => (
+            metrics::from_file(&project, file)?,
+            format!("the metrics file {file}"),
+        ),
         None => (
             metrics::from_upstream(ctx.job),
             "the upstream job's final metrics".to_owned(),
         ),
     };
-    let results = gates::evaluate(&s.gates, &metrics).map_err(|missing| {
-        RegisterError::MissingMetric {
+    let results =
+        gates::evaluate(&s.gates, &metrics).map_err(|missing| RegisterError::MissingMetric {
             missing,
             source_name: source_name.clone(),
-        }
-    })?;
+        })?;
     if results.is_empty() {
         log.line(&format!("No gates (metrics from {source_name})."));
     } else {
-        log.section_start("gates", &format!("Gates (metrics from {source_name})"), false);
+        log.section_start(
+            "gates",
+            &format!("Gates (metrics from {source_name})"),
+            false,
+        );
         for row in gates::table(&results) {
             log.line(&row);
         }
         log.section_end("gates");
     }
-    let decision = gates::decide(s.approval, &results, ctx.job.ref_protected, s.on_gate_failure);
+    let decision = gates::decide(
+        s.approval,
+        &results,
+        ctx.job.ref_protected,
+        s.on_gate_failure,
+    );
 
     if package::ensure_group(ctx, &s.group).await? {
         log.notice(&format!("Created model package group {}", s.group));
@@ -325,7 +332,9 @@ pub async fn run(ctx: &StageCtx<'_>, s: &RegisterSettings) -> Result<Outputs, Re
             ctx.cancel,
         )
         .await?;
-        log.line(&format!("Copied the model archive ({bytes} bytes) into {dir}"));
+        log.line(&format!(
+            "Copied the model archive ({bytes} bytes) into {dir}"
+        ));
     }
     log.notice(&format!("Release bundle: {dir}/"));
 

@@ -7,9 +7,8 @@ use std::collections::HashMap;
 
 use aws_sdk_sagemaker::operation::describe_model_package::DescribeModelPackageOutput;
 use aws_sdk_sagemaker::types::{
-    InferenceSpecification, MetadataProperties,
-    MetricsSource, ModelApprovalStatus, ModelMetrics, ModelPackageContainerDefinition,
-    ModelPackageStatus, ModelQuality, SortBy, SortOrder, Tag,
+    InferenceSpecification, MetadataProperties, MetricsSource, ModelApprovalStatus, ModelMetrics,
+    ModelPackageContainerDefinition, ModelPackageStatus, ModelQuality, SortBy, SortOrder, Tag,
 };
 
 use super::RegisterError;
@@ -109,8 +108,7 @@ pub async fn find_own(ctx: &StageCtx<'_>, group: &str) -> Result<Option<String>,
             continue;
         };
         let d = describe(ctx, arn).await?;
-        if d
-            .customer_metadata_properties()
+        if d.customer_metadata_properties()
             .and_then(|m| m.get(JOB_KEY))
             .is_some_and(|v| *v == job_id)
         {
@@ -166,10 +164,7 @@ pub async fn create(
         "gitlab:ref".to_owned(),
         crate::job::tag_value(&ctx.job.git_ref),
     );
-    customer.insert(
-        "gates".to_owned(),
-        crate::excerpt::plain(new.gates, 250),
-    );
+    customer.insert("gates".to_owned(), crate::excerpt::plain(new.gates, 250));
     let mut request = ctx
         .aws
         .sagemaker
@@ -201,7 +196,9 @@ pub async fn create(
         .map_err(|e| RegisterError::Aws(AwsCallError::new("CreateModelPackage", e)))?;
     out.model_package_arn()
         .map(str::to_owned)
-        .ok_or(RegisterError::Malformed("CreateModelPackage returned no ARN"))
+        .ok_or(RegisterError::Malformed(
+            "CreateModelPackage returned no ARN",
+        ))
 }
 
 /// Sets the version's approval with the reason as its approval description.

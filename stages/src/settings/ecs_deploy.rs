@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::{Origin, Reader};
 use crate::config::ExecutorConfig;
-use crate::policy::check_allowed;
+use crate::policy::{check_allowed, check_image};
 
 /// What ecs-deploy changes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,7 +56,7 @@ pub(super) fn resolve(r: &mut Reader<'_>, cfg: &ExecutorConfig) -> Option<EcsDep
         );
     }
     if let Some((v, o)) = &image {
-        check_allowed(
+        check_image(
             &mut r.problems,
             &o.to_string(),
             v,

@@ -4,7 +4,7 @@
 use super::{Origin, Reader};
 use crate::config::ExecutorConfig;
 use crate::job::Job;
-use crate::policy::{check_allowed, check_max};
+use crate::policy::{check_image, check_max};
 
 /// CPU architecture of the task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,7 +74,7 @@ pub(super) fn resolve(
     };
     let image = match &job.image {
         Some(img) => {
-            check_allowed(
+            check_image(
                 &mut r.problems,
                 "image",
                 img,

@@ -12,7 +12,10 @@ mod train;
 use std::collections::BTreeMap;
 use std::fmt;
 
-pub use deploy::{DeploySettings, DeploySpec, UndeploySettings};
+pub use deploy::{
+    Capacity, DeploySettings, DeploySpec, ModelSource, SmokeTest, Strategy, UndeploySettings,
+    default_endpoint_name, is_endpoint_name,
+};
 pub use ecs_deploy::EcsDeploySettings;
 pub use fargate::{Architecture, FargateSettings};
 pub use register::{GateFailure, GateSetting, RegisterSettings, RegisterSpec, is_group_name};
@@ -25,8 +28,10 @@ use crate::duration::parse_duration;
 use crate::job::Job;
 use crate::policy::Rejection;
 
-/// Variable names this executor reads. Any other `SAGEMAKER_`/`FARGATE_`/`ECS_` variable is a
-/// typo and refused, so a misspelt limit never silently falls back to a default.
+/// Variable names this executor reads. `SAGEMAKER_` is the executor's own namespace: any other
+/// variable there is a typo and refused, so a misspelt limit never silently falls back to a
+/// default. `FARGATE_` and `ECS_` are shared with other tools: there only a near miss of one of
+/// these names (see [`likely_typo`]) is refused, and anything else passes untouched.
 const KNOWN: &[&str] = &[
     "SAGEMAKER_ACTION",
     "SAGEMAKER_SPEC",
@@ -54,6 +59,16 @@ const KNOWN: &[&str] = &[
 ];
 const KNOWN_PREFIXES: &[&str] = &["SAGEMAKER_INPUT_", "SAGEMAKER_METRIC_", "SAGEMAKER_TAG_"];
 const OWNED_PREFIXES: &[&str] = &["SAGEMAKER_", "FARGATE_", "ECS_"];
+
+/// Whether `var`, unknown, is within two edits of a known name: `ECS_CLUSTR`, not
+/// `ECS_ENABLE_CONTAINER_METADATA`.
+fn likely_typo(var: &str) -> bool {
+    KNOWN
+        .iter()
+        .chain(register::KNOWN)
+        .chain(deploy::KNOWN)
+        .any(|k| strsim::levenshtein(k, var) <= 2)
+}
 
 /// Whether `var` is one of the settings some action reads.
 fn is_known(var: &str) -> bool {
@@ -137,7 +152,9 @@ impl Settings {
                         },
                     );
                 } else {
-                    s.unknown.push(var);
+                    if *prefix == "SAGEMAKER_" || likely_typo(&var) {
+                        s.unknown.push(var);
+                    }
                 }
             }
         }

@@ -9,9 +9,9 @@ use super::{Origin, Reader};
 use crate::config::ExecutorConfig;
 use crate::job::Job;
 use crate::names::{is_ecr_image, s3_bucket};
-use crate::policy::check_allowed;
 use crate::policy::gates::{self, Gate};
 use crate::policy::register::Approval;
+use crate::policy::{check_allowed, check_image};
 
 /// Variables a register job reads.
 pub(super) const KNOWN: &[&str] = &[
@@ -294,7 +294,7 @@ pub(super) fn resolve(
             None
         }
         Some((img, origin)) => {
-            check_allowed(
+            check_image(
                 &mut r.problems,
                 &origin.to_string(),
                 &img,

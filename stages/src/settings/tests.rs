@@ -184,6 +184,11 @@ fn each_bad_train_setting_gets_one_line_naming_it() {
             "SAGEMAKER_INSTANCE_TYPO: unknown setting",
         ),
         (
+            &[("ECS_CLUSTR", "prod")],
+            Some(ECR),
+            "ECS_CLUSTR: unknown setting",
+        ),
+        (
             &[("SAGEMAKER_MAX_WAIT", "2h")],
             Some(ECR),
             "SAGEMAKER_MAX_WAIT: only applies to managed spot training",
@@ -352,4 +357,45 @@ fn upstream_outputs_in_the_variables_are_not_mistaken_for_typos() {
         plan(&vars, Some(ECR)).is_err(),
         "a real typo is still refused"
     );
+}
+
+#[test]
+fn other_tools_ecs_and_fargate_variables_pass_untouched() {
+    let vars = [
+        ("ECS_ENABLE_CONTAINER_METADATA", "true"),
+        ("FARGATE_PLATFORM_VERSION_PIN", "1.4.0"),
+    ];
+    assert!(
+        plan(&vars, Some(ECR)).is_ok(),
+        "{:?}",
+        plan(&vars, Some(ECR))
+    );
+}
+
+#[test]
+fn docker_hub_short_names_match_a_policy_written_with_full_names() {
+    let mut cfg = config(
+        "[fargate]\ncluster = \"ci\"\nsubnets = [\"subnet-1\"]\nsecurity_groups = [\"sg-1\"]\nexecution_role_arn = \"arn:aws:iam::123456789012:role/Exec\"\ntask_role_arn = \"arn:aws:iam::123456789012:role/Task\"\nhelper_image = \"h\"\n",
+    );
+    cfg.policy.fargate.images =
+        crate::policy::Patterns::compile(&["docker.io/library/python:*"]).expect("patterns");
+    cfg.policy.allowed_actions.insert(Action::Fargate);
+    let settings = |image: &str| {
+        let j = job(&[("SAGEMAKER_ACTION", "fargate")], Some(image));
+        resolve(&j, JobShape::default(), &cfg, &Settings::collect(&j, None))
+    };
+    assert!(
+        settings("python:3.12-slim").is_ok(),
+        "{:?}",
+        settings("python:3.12-slim")
+    );
+    let err = settings("evil/python:3.12").expect_err("another namespace");
+    assert!(
+        err[0]
+            .to_string()
+            .contains("(that is \"docker.io/evil/python:3.12\")"),
+        "{err:?}"
+    );
+    let err = settings("docker.io/library/../evil:1").expect_err("dot dot");
+    assert!(err[0].to_string().contains("`..` path segment"), "{err:?}");
 }

@@ -8,7 +8,7 @@ use super::{Origin, Reader};
 use crate::config::ExecutorConfig;
 use crate::job::Job;
 use crate::names::{is_ecr_image, is_known_instance_type, s3_bucket};
-use crate::policy::{check_allowed, check_max};
+use crate::policy::{check_allowed, check_image, check_max};
 
 /// The input channel that carries the workspace; users cannot name a channel this.
 pub const WORKSPACE_CHANNEL: &str = "sm-workspace";
@@ -75,7 +75,7 @@ pub(super) fn resolve(
             None
         }
         Some(img) => {
-            check_allowed(
+            check_image(
                 &mut r.problems,
                 "image",
                 &img,

@@ -1,0 +1,424 @@
+//! `gc`: sweeps what this executor left running or stored after its jobs, for admins and cron.
+//!
+//! It lists resources tagged `managed-by=sagemaker-executor` (training jobs still in progress,
+//! Fargate tasks still running) and the staged workspaces under the staging prefix, keeps what a
+//! live job on this host owns (a job's state file exists from its first stage to its cleanup)
+//! and what is younger than the retention, and stops or deletes the rest through
+//! [`crate::resources`] and the workspace cleanup.
+//!
+//! # Guarantees
+//! - Safe to run on several runner hosts at once: every stop and delete is idempotent, and a
+//!   resource that ended or vanished meanwhile counts as done.
+//! - Read-only with `dry_run`.
+//! - Touches nothing without the `managed-by` tag, and no S3 key outside
+//!   `<prefix>/<project id>/<job id>/`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_ecs::types::{DesiredStatus, TaskField};
+use aws_sdk_sagemaker::types::TrainingJobStatus;
+use tokio_util::sync::CancellationToken;
+
+use crate::aws::Aws;
+use crate::aws::errors::AwsCallError;
+use crate::config::ExecutorConfig;
+use crate::resources::{self, Released};
+use crate::state::{Phase, Resource, ResourceKind};
+use crate::workspace::{self, StagingLocation};
+
+/// How a sweep runs.
+#[derive(Debug, Clone, Copy)]
+pub struct GcOptions {
+    /// Only list what would be released.
+    pub dry_run: bool,
+    /// Keep what is younger than this.
+    pub older_than: Duration,
+}
+
+/// One orphan found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Orphan {
+    /// What it is.
+    pub kind: &'static str,
+    /// Its name or ARN.
+    pub id: String,
+    /// The GitLab job it belongs to, from its tags or key.
+    pub job: String,
+    /// How old it is.
+    pub age: Duration,
+    /// What gc does (or did) with it, and how that went.
+    pub outcome: String,
+}
+
+/// Why a sweep could not list what it sweeps.
+#[derive(Debug, thiserror::Error)]
+pub enum GcError {
+    /// A listing call failed.
+    #[error("{0}")]
+    List(#[source] AwsCallError),
+}
+
+const MANAGED_BY: (&str, &str) = ("managed-by", crate::MANAGED_BY);
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn age_of(created: i64) -> Duration {
+    Duration::from_secs(u64::try_from(now_secs().saturating_sub(created)).unwrap_or(0))
+}
+
+/// Job ids with a state file on this host: live jobs (cleanup removes the file).
+fn live_jobs(cfg: &ExecutorConfig) -> HashSet<String> {
+    std::fs::read_dir(&cfg.paths.state_root)
+        .map(|dir| {
+            dir.flatten()
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    name.strip_prefix("job-")?
+                        .strip_suffix(".json")
+                        .map(str::to_owned)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Sweeps orphans; returns every one found, with what became of it.
+///
+/// # Errors
+/// [`GcError`] when a listing fails (a failed stop or delete is reported in its row instead).
+pub async fn sweep(
+    cfg: &ExecutorConfig,
+    opts: GcOptions,
+    cancel: &CancellationToken,
+) -> Result<Vec<Orphan>, GcError> {
+    let aws = Aws::connect(cfg).await;
+    let live = live_jobs(cfg);
+    let mut found = Vec::new();
+    training_jobs(&aws, &live, opts, &mut found).await?;
+    if let Some(fargate) = &cfg.fargate {
+        tasks(&aws, &fargate.cluster, &live, opts, &mut found).await?;
+    }
+    staged(&aws, cfg, &live, opts, cancel, &mut found).await?;
+    Ok(found)
+}
+
+/// What releasing said, as a table cell.
+fn outcome(result: Result<Released, AwsCallError>, verb: &str) -> String {
+    match result {
+        Ok(Released::Stopping(_)) => format!("{verb}ped"),
+        Ok(Released::NothingRunning) => "already ended".to_owned(),
+        Ok(Released::LeftToAws(how)) => how.to_owned(),
+        Err(e) => format!("failed: {e}"),
+    }
+}
+
+async fn training_jobs(
+    aws: &Aws,
+    live: &HashSet<String>,
+    opts: GcOptions,
+    found: &mut Vec<Orphan>,
+) -> Result<(), GcError> {
+    let mut token: Option<String> = None;
+    loop {
+        let page = aws
+            .sagemaker
+            .list_training_jobs()
+            .status_equals(TrainingJobStatus::InProgress)
+            .set_next_token(token.clone())
+            .send()
+            .await
+            .map_err(|e| GcError::List(AwsCallError::new("ListTrainingJobs", e)))?;
+        for summary in page.training_job_summaries() {
+            let (Some(name), Some(arn)) = (summary.training_job_name(), summary.training_job_arn())
+            else {
+                continue;
+            };
+            let tags: BTreeMap<String, String> = aws
+                .sagemaker
+                .list_tags()
+                .resource_arn(arn)
+                .send()
+                .await
+                .map_err(|e| GcError::List(AwsCallError::new("ListTags", e)))?
+                .tags()
+                .iter()
+                .filter_map(|t| Some((t.key()?.to_owned(), t.value()?.to_owned())))
+                .collect();
+            if tags.get(MANAGED_BY.0).map(String::as_str) != Some(MANAGED_BY.1) {
+                continue;
+            }
+            let job = tags.get("gitlab:job-id").cloned().unwrap_or_default();
+            let age = age_of(summary.creation_time().map(|t| t.secs()).unwrap_or(0));
+            if live.contains(&job) || age < opts.older_than {
+                continue;
+            }
+            let resource = Resource {
+                phase: Phase::Created,
+                ..Resource::intended(ResourceKind::TrainingJob, name, None, "gc")
+            };
+            let outcome = if opts.dry_run {
+                "would stop".to_owned()
+            } else {
+                outcome(resources::release(aws, &resource, "gc").await, "stop")
+            };
+            found.push(Orphan {
+                kind: "training job",
+                id: name.to_owned(),
+                job,
+                age,
+                outcome,
+            });
+        }
+        match page.next_token() {
+            Some(t) if !t.is_empty() && token.as_deref() != Some(t) => token = Some(t.to_owned()),
+            _ => return Ok(()),
+        }
+    }
+}
+
+async fn tasks(
+    aws: &Aws,
+    cluster: &str,
+    live: &HashSet<String>,
+    opts: GcOptions,
+    found: &mut Vec<Orphan>,
+) -> Result<(), GcError> {
+    let mut token: Option<String> = None;
+    loop {
+        let page = aws
+            .ecs
+            .list_tasks()
+            .cluster(cluster)
+            .desired_status(DesiredStatus::Running)
+            .set_next_token(token.clone())
+            .send()
+            .await
+            .map_err(|e| GcError::List(AwsCallError::new("ListTasks", e)))?;
+        // DescribeTasks takes at most 100 tasks; ListTasks pages are at most 100.
+        if !page.task_arns().is_empty() {
+            let described = aws
+                .ecs
+                .describe_tasks()
+                .cluster(cluster)
+                .set_tasks(Some(page.task_arns().to_vec()))
+                .include(TaskField::Tags)
+                .send()
+                .await
+                .map_err(|e| GcError::List(AwsCallError::new("DescribeTasks", e)))?;
+            for task in described.tasks() {
+                let tags: BTreeMap<&str, &str> = task
+                    .tags()
+                    .iter()
+                    .filter_map(|t| Some((t.key()?, t.value()?)))
+                    .collect();
+                if tags.get(MANAGED_BY.0) != Some(&MANAGED_BY.1) {
+                    continue;
+                }
+                let job = tags.get("gitlab:job-id").copied().unwrap_or_default();
+                let age = age_of(
+                    task.created_at()
+                        .or(task.started_at())
+                        .map(|t| t.secs())
+                        .unwrap_or(0),
+                );
+                if live.contains(job) || age < opts.older_than {
+                    continue;
+                }
+                let Some(arn) = task.task_arn() else { continue };
+                let resource = Resource {
+                    id: Some(arn.to_owned()),
+                    phase: Phase::Created,
+                    ..Resource::intended(
+                        ResourceKind::EcsTask,
+                        task.started_by().unwrap_or(arn),
+                        Some(cluster),
+                        "gc",
+                    )
+                };
+                let outcome = if opts.dry_run {
+                    "would stop".to_owned()
+                } else {
+                    let reason = format!("sagemaker-executor gc: orphan of GitLab job {job}");
+                    outcome(resources::release(aws, &resource, &reason).await, "stop")
+                };
+                found.push(Orphan {
+                    kind: "ECS task",
+                    id: arn.to_owned(),
+                    job: job.to_owned(),
+                    age,
+                    outcome,
+                });
+            }
+        }
+        match page.next_token() {
+            Some(t) if !t.is_empty() && token.as_deref() != Some(t) => token = Some(t.to_owned()),
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// `<prefix>/<project id>/<job id>/` of a key, when the key has that shape.
+fn job_prefix<'k>(prefix: &str, key: &'k str) -> Option<(&'k str, &'k str)> {
+    let rest = if prefix.is_empty() {
+        key
+    } else {
+        key.strip_prefix(prefix)?.strip_prefix('/')?
+    };
+    let mut parts = rest.splitn(3, '/');
+    let project = parts.next()?;
+    let job = parts.next()?;
+    parts.next()?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    (digits(project) && digits(job)).then(|| {
+        let end = key.len() - rest.len() + project.len() + 1 + job.len() + 1;
+        (&key[..end], job)
+    })
+}
+
+async fn staged(
+    aws: &Aws,
+    cfg: &ExecutorConfig,
+    live: &HashSet<String>,
+    opts: GcOptions,
+    cancel: &CancellationToken,
+    found: &mut Vec<Orphan>,
+) -> Result<(), GcError> {
+    let bucket = &cfg.staging.bucket;
+    let prefix = cfg.staging.prefix.trim_matches('/');
+    // Newest object per job prefix: a staged workspace is an orphan once all of it is old.
+    let mut newest: BTreeMap<String, (String, i64)> = BTreeMap::new();
+    let mut token: Option<String> = None;
+    loop {
+        let page = aws
+            .s3
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(if prefix.is_empty() {
+                String::new()
+            } else {
+                format!("{prefix}/")
+            })
+            .set_continuation_token(token.clone())
+            .send()
+            .await
+            .map_err(|e| GcError::List(AwsCallError::new("ListObjectsV2", e)))?;
+        for object in page.contents() {
+            let (Some(key), Some(modified)) = (object.key(), object.last_modified()) else {
+                continue;
+            };
+            if let Some((job_prefix, job)) = job_prefix(prefix, key) {
+                let entry = newest
+                    .entry(job_prefix.to_owned())
+                    .or_insert_with(|| (job.to_owned(), i64::MIN));
+                entry.1 = entry.1.max(modified.secs());
+            }
+        }
+        match page.next_continuation_token() {
+            Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_owned()),
+            _ => break,
+        }
+    }
+    for (job_prefix, (job, modified)) in newest {
+        let age = age_of(modified);
+        if live.contains(&job) || age < opts.older_than {
+            continue;
+        }
+        let outcome = if opts.dry_run {
+            "would delete".to_owned()
+        } else {
+            let loc = StagingLocation {
+                bucket: bucket.clone(),
+                prefix: job_prefix.clone(),
+            };
+            match workspace::delete_staged(&aws.s3, &loc, cancel).await {
+                Ok(n) => format!("deleted {n} objects"),
+                Err(e) => format!("failed: {e}"),
+            }
+        };
+        found.push(Orphan {
+            kind: "staged workspace",
+            id: format!("s3://{bucket}/{job_prefix}"),
+            job,
+            age,
+            outcome,
+        });
+    }
+    Ok(())
+}
+
+/// The sweep as a table, one row per orphan.
+pub fn table(found: &[Orphan]) -> Vec<String> {
+    let mut rows = vec![[
+        "KIND".to_owned(),
+        "ID".to_owned(),
+        "JOB".to_owned(),
+        "AGE".to_owned(),
+        "ACTION".to_owned(),
+    ]];
+    for o in found {
+        rows.push([
+            o.kind.to_owned(),
+            o.id.clone(),
+            o.job.clone(),
+            humantime::format_duration(Duration::from_secs(o.age.as_secs() / 60 * 60)).to_string(),
+            o.outcome.clone(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..5)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    rows.iter()
+        .map(|r| {
+            r.iter()
+                .zip(&widths)
+                .map(|(c, w)| format!("{c:<w$}"))
+                .collect::<Vec<_>>()
+                .join("  ")
+                .trim_end()
+                .to_owned()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_job_shaped_keys_are_staged_workspaces() {
+        assert_eq!(
+            job_prefix("ci", "ci/7/42/workspace.tar.gz"),
+            Some(("ci/7/42/", "42"))
+        );
+        assert_eq!(
+            job_prefix("ci", "ci/7/42/returned/workspace.tar.gz"),
+            Some(("ci/7/42/", "42"))
+        );
+        assert_eq!(
+            job_prefix("ci", "ci/output/gl-1-2/output/model.tar.gz"),
+            None
+        );
+        assert_eq!(job_prefix("ci", "ci/checkpoints/7/main/x"), None);
+        assert_eq!(job_prefix("ci", "other/7/42/x"), None);
+        assert_eq!(job_prefix("", "7/42/x"), Some(("7/42/", "42")));
+    }
+
+    #[test]
+    fn the_table_lines_up() {
+        let rows = table(&[Orphan {
+            kind: "training job",
+            id: "gl-1-2".into(),
+            job: "2".into(),
+            age: Duration::from_secs(7260),
+            outcome: "would stop".into(),
+        }]);
+        assert_eq!(rows[0], "KIND          ID      JOB  AGE     ACTION");
+        assert_eq!(rows[1], "training job  gl-1-2  2    2h 1m   would stop");
+    }
+}
