@@ -418,7 +418,7 @@ mod tests {
             age: Duration::from_secs(7260),
             outcome: "would stop".into(),
         }]);
-        assert_eq!(rows[0], "KIND          ID      JOB  AGE     ACTION");
-        assert_eq!(rows[1], "training job  gl-1-2  2    2h 1m   would stop");
+        assert_eq!(rows[0], "KIND          ID      JOB  AGE    ACTION");
+        assert_eq!(rows[1], "training job  gl-1-2  2    2h 1m  would stop");
     }
 }

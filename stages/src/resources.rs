@@ -171,6 +171,11 @@ async fn in_use(aws: &Aws, endpoint: &str, name: &str) -> Result<bool, AwsCallEr
                 ep.endpoint_status(),
                 Some(EndpointStatus::Deleting | EndpointStatus::Failed)
             );
+            // After a failed rollback the endpoint serves a mix of old and new fleets, and
+            // which config is which is not reliable: keep everything.
+            if ep.endpoint_status() == Some(&EndpointStatus::UpdateRollbackFailed) {
+                return Ok(true);
+            }
             let serves = ep.endpoint_config_name() == Some(name);
             let pending = ep
                 .pending_deployment_summary()

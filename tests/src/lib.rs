@@ -1,12 +1,12 @@
 //! Test support for sagemaker-executor: a gitlab-runner emulator that drives the real binary
 //! through the custom-executor protocol ([`runner`]), a launcher for the AWS simulator
-//! ([`sim`]), the real executor wired into the emulator ([`executor`]), a fake driver for the
-//! emulator's own tests ([`fake_driver`]) and helpers that locate the workspace's binaries
-//! ([`paths`]).
+//! ([`sim`]), the one end-to-end harness that wires the real executor into the emulator, with
+//! AWS pointed nowhere or at the simulator ([`harness`]), a fake driver for the emulator's own
+//! tests ([`fake_driver`]) and helpers that locate the workspace's binaries ([`paths`]).
 
 pub mod error;
-pub mod executor;
 pub mod fake_driver;
+pub mod harness;
 pub mod paths;
 pub mod runner;
 pub mod sim;

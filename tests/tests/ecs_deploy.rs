@@ -7,16 +7,14 @@
     reason = "an integration test reports failure by panicking"
 )]
 
-mod support;
-
 use std::time::Duration;
 
 use aws_sdk_ecs::types::{
     AwsVpcConfiguration, Compatibility, ContainerDefinition, DeploymentCircuitBreaker,
     DeploymentConfiguration, LaunchType, NetworkConfiguration, NetworkMode, Tag,
 };
-use e2e::runner::{JobOptions, JobOutcome, StopAction};
-use support::{POLICY, World};
+use e2e::harness::{POLICY, World, assert_outcome};
+use e2e::runner::{JobOutcome, StopAction};
 
 const CLUSTER: &str = "prod";
 const SERVICE: &str = "api";
@@ -123,12 +121,7 @@ fn service_td(w: &World) -> String {
 fn a_completed_rollout_succeeds_and_only_the_image_changed() {
     let w = deploy_world();
     let result = w.runner.run(&w.fixture(&job("web"))).unwrap();
-    assert_eq!(
-        result.outcome,
-        JobOutcome::Success,
-        "{}",
-        result.plain_log()
-    );
+    assert_outcome(&result, JobOutcome::Success);
     let log = result.plain_log();
     assert!(
         log.contains("ecs-deploy: the job's script is not executed"),
@@ -188,13 +181,7 @@ fn a_completed_rollout_succeeds_and_only_the_image_changed() {
     assert_eq!(tag("gitlab:job-id"), Some(result.id.to_string()));
 
     let dotenv = result.dotenv().expect("dotenv report uploaded");
-    let get = |k: &str| {
-        dotenv
-            .iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default()
-    };
+    let get = |k: &str| result.dotenv_value(k).unwrap_or_default();
     assert!(
         get("SAGEMAKER_ECS_TASK_DEFINITION_ARN").ends_with(":task-definition/api:2"),
         "{dotenv:?}"
@@ -210,12 +197,7 @@ fn a_circuit_breaker_rollback_fails_the_job_with_a_clear_line() {
         .post_outcomes(&serde_json::json!({"ecs_service": [{"name_contains": SERVICE, "rollback": true, "rollout_seconds": 2}]}))
         .unwrap();
     let result = w.runner.run(&w.fixture(&job("web"))).unwrap();
-    assert_eq!(
-        result.outcome,
-        JobOutcome::Failed { exit_code: 1 },
-        "{}",
-        result.plain_log()
-    );
+    assert_outcome(&result, JobOutcome::Failed { exit_code: 1 });
     let log = result.plain_log();
     let error = log
         .lines()
@@ -246,12 +228,7 @@ fn a_replaced_deployment_fails_the_job_saying_so() {
         .post_outcomes(&serde_json::json!({"ecs_service": [{"name_contains": SERVICE, "vanish": true, "rollout_seconds": 2}]}))
         .unwrap();
     let result = w.runner.run(&w.fixture(&job("web"))).unwrap();
-    assert_eq!(
-        result.outcome,
-        JobOutcome::Failed { exit_code: 1 },
-        "{}",
-        result.plain_log()
-    );
+    assert_outcome(&result, JobOutcome::Failed { exit_code: 1 });
     let log = result.plain_log();
     assert!(
         log.lines()
@@ -266,12 +243,7 @@ fn a_replaced_deployment_fails_the_job_saying_so() {
 fn an_unknown_container_is_refused_naming_ecs_container_and_nothing_is_deployed() {
     let w = deploy_world();
     let result = w.runner.run(&w.fixture(&job("wbe"))).unwrap();
-    assert_eq!(
-        result.outcome,
-        JobOutcome::Failed { exit_code: 1 },
-        "{}",
-        result.plain_log()
-    );
+    assert_outcome(&result, JobOutcome::Failed { exit_code: 1 });
     assert!(
         result.plain_log().contains(
             "ERROR: ECS_CONTAINER: the task definition api:1 of service api has no container \"wbe\" (it has: envoy, web)"
@@ -293,24 +265,13 @@ fn cancel_stops_waiting_and_shows_where_the_deployment_stands() {
     w.sim
         .post_outcomes(&serde_json::json!({"ecs_service": [{"name_contains": SERVICE, "rollout_seconds": 120}]}))
         .unwrap();
-    let options = JobOptions::default()
-        .on_line(
-            "build_script",
-            "UpdateService started deployment",
-            StopAction::Cancel,
-        )
-        .unwrap();
-    let running = w
-        .runner
-        .start_with(&w.fixture(&job("web")), options)
-        .unwrap();
-    let result = running.finish_within(Duration::from_secs(60)).unwrap();
-    assert_eq!(
-        result.outcome,
-        JobOutcome::Canceled,
-        "{}",
-        result.plain_log()
+    let result = w.run_stopped_at(
+        &w.fixture(&job("web")),
+        "build_script",
+        "UpdateService started deployment",
+        StopAction::Cancel,
     );
+    assert_outcome(&result, JobOutcome::Canceled);
     let log = result.plain_log();
     assert!(
         log.contains("Job cancelled: stopped waiting for deployment ecs-svc/"),
@@ -323,9 +284,5 @@ fn cancel_stops_waiting_and_shows_where_the_deployment_stands() {
         "{log}"
     );
     let build = result.stage("build_script").unwrap();
-    assert!(
-        build.signals.iter().all(|s| s.signal != "SIGKILL"),
-        "{:?}",
-        build.signals
-    );
+    assert!(!build.was_sent("SIGKILL"), "{:?}", build.signals);
 }

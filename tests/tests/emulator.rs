@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use e2e::fake_driver::FakeDriver;
 use e2e::runner::{
-    ExecKind, ExitInfo, JobFixture, JobOptions, JobOutcome, JobResult, Runner, RunnerConfig,
+    ExecKind, ExitInfo, JobFixture, JobOutcome, JobResult, Runner, RunnerConfig, RunningJob,
     StopAction,
 };
 
@@ -33,16 +33,6 @@ fn run_with(config: RunnerConfig, yaml: &str) -> JobResult {
         .expect("job starts")
         .finish_within(WAIT * 2)
         .expect("job finishes")
-}
-
-fn debug(result: &JobResult) -> String {
-    format!(
-        "outcome: {:?}\nstages: {:?}\n--- job log ---\n{}\n--- runner log ---\n{}",
-        result.outcome,
-        result.stage_names(),
-        result.plain_log(),
-        result.runner_log
-    )
 }
 
 const FULL_JOB: &str = r#"
@@ -83,7 +73,7 @@ steps:
 fn successful_job_sends_every_stage_in_the_runner_order() {
     let driver = FakeDriver::new().unwrap();
     let result = run(&driver, FULL_JOB);
-    assert_eq!(result.outcome, JobOutcome::Success, "{}", debug(&result));
+    assert_eq!(result.outcome, JobOutcome::Success, "{}", result.summary());
     assert_eq!(
         result.stage_names(),
         [
@@ -102,7 +92,7 @@ fn successful_job_sends_every_stage_in_the_runner_order() {
             "cleanup",
         ],
         "{}",
-        debug(&result)
+        result.summary()
     );
     // The driver saw the same calls, in the same order.
     let calls = driver.calls();
@@ -171,7 +161,7 @@ fn successful_job_sends_every_stage_in_the_runner_order() {
 fn exec_calls_get_the_protocol_environment_and_files() {
     let driver = FakeDriver::new().unwrap();
     let result = run(&driver, FULL_JOB);
-    assert_eq!(result.outcome, JobOutcome::Success, "{}", debug(&result));
+    assert_eq!(result.outcome, JobOutcome::Success, "{}", result.summary());
     let tmp = result.tmp_dir.to_string_lossy().into_owned();
     let env = driver.env_of("build_script").expect("env of build_script");
     let get = |key: &str| {
@@ -275,7 +265,7 @@ fn exec_calls_get_the_protocol_environment_and_files() {
 fn job_log_has_sections_headers_and_status_lines() {
     let driver = FakeDriver::new().unwrap();
     let result = run(&driver, "name: small\nscript: [echo hi]\n");
-    assert_eq!(result.outcome, JobOutcome::Success, "{}", debug(&result));
+    assert_eq!(result.outcome, JobOutcome::Success, "{}", result.summary());
     for stage in [
         "prepare_executor",
         "prepare_script",
@@ -345,7 +335,7 @@ artifacts: {paths: [out/], when: on_failure}
         result.outcome,
         JobOutcome::Failed { exit_code: 3 },
         "{}",
-        debug(&result)
+        result.summary()
     );
     assert_eq!(
         result.run_stages(),
@@ -360,7 +350,7 @@ artifacts: {paths: [out/], when: on_failure}
             "cleanup_file_variables",
         ],
         "{}",
-        debug(&result)
+        result.summary()
     );
     let build = result.stage("build_script").unwrap();
     assert_eq!(build.exit, ExitInfo::Code(1));
@@ -369,7 +359,12 @@ artifacts: {paths: [out/], when: on_failure}
     assert!(log.contains("after status=failed"), "{log}");
     assert!(!log.contains("unreachable"), "{log}");
     assert!(log.ends_with("ERROR: Job failed: exit code 3"), "{log}");
-    assert_eq!(result.uploaded_files(), ["out/p.txt"], "{}", debug(&result));
+    assert_eq!(
+        result.uploaded_files(),
+        ["out/p.txt"],
+        "{}",
+        result.summary()
+    );
 }
 
 #[test]
@@ -389,7 +384,7 @@ artifacts: {paths: [x], when: always}
         result.outcome,
         JobOutcome::Failed { exit_code: 4 },
         "{}",
-        debug(&result)
+        result.summary()
     );
     assert_eq!(
         result.run_stages(),
@@ -400,7 +395,7 @@ artifacts: {paths: [x], when: always}
             "cleanup_file_variables"
         ],
         "{}",
-        debug(&result)
+        result.summary()
     );
     assert!(result.plain_log().contains("in-hook"));
     assert_eq!(result.stage_names().last(), Some(&"cleanup"));
@@ -421,7 +416,7 @@ hooks:
 script: ["echo ok"]
 "#,
     );
-    assert_eq!(result.outcome, JobOutcome::Success, "{}", debug(&result));
+    assert_eq!(result.outcome, JobOutcome::Success, "{}", result.summary());
     assert_eq!(
         result.run_stages(),
         [
@@ -458,7 +453,7 @@ after_script: ["echo never"]
         result.outcome,
         JobOutcome::Failed { exit_code: 1 },
         "{}",
-        debug(&result)
+        result.summary()
     );
     assert_eq!(
         result.stage_names(),
@@ -483,7 +478,7 @@ fn exit_code_one_reads_build_exit_code_file() {
         result.outcome,
         JobOutcome::Failed { exit_code: 42 },
         "{}",
-        debug(&result)
+        result.summary()
     );
     assert!(result.plain_log().contains("after-ran"));
 }
@@ -496,7 +491,7 @@ fn exit_code_one_without_exit_code_file_is_exit_code_one() {
         result.outcome,
         JobOutcome::Failed { exit_code: 1 },
         "{}",
-        debug(&result)
+        result.summary()
     );
     assert_eq!(result.stage("build_script").unwrap().exit_code_file, None);
 }
@@ -530,7 +525,7 @@ fn exit_code_two_and_unknown_codes_are_system_failures() {
     assert!(
         matches!(&result.outcome, JobOutcome::SystemFailure { message } if message.contains("exit status 2")),
         "{}",
-        debug(&result)
+        result.summary()
     );
     // A failed step of any kind still gets its after_script.
     assert!(result.plain_log().contains("after-ran"));
@@ -541,7 +536,7 @@ fn exit_code_two_and_unknown_codes_are_system_failures() {
         matches!(&result.outcome, JobOutcome::SystemFailure { message }
             if message.contains("unknown Custom executor executable exit code 255")),
         "{}",
-        debug(&result)
+        result.summary()
     );
 }
 
@@ -559,7 +554,7 @@ fn config_output_that_is_not_one_json_object_is_retried_three_times() {
             matches!(&result.outcome, JobOutcome::SystemFailure { message }
                 if message.contains("error while parsing JSON output")),
             "{mode}: {}",
-            debug(&result)
+            result.summary()
         );
         assert_eq!(
             result.stage_names(),
@@ -595,7 +590,7 @@ fn empty_config_output_falls_back_to_the_runner_dirs() {
             message: "the builds_dir is not configured".to_owned()
         },
         "{}",
-        debug(&result)
+        result.summary()
     );
     assert_eq!(result.stage_names(), ["config", "cleanup"]);
     assert!(result.plain_log().contains("Using Custom executor..."));
@@ -604,7 +599,7 @@ fn empty_config_output_falls_back_to_the_runner_dirs() {
     config.builds_dir = Some(driver.root().join("fallback-builds"));
     config.cache_dir = Some(driver.root().join("fallback-cache"));
     let result = run_with(config, yaml);
-    assert_eq!(result.outcome, JobOutcome::Success, "{}", debug(&result));
+    assert_eq!(result.outcome, JobOutcome::Success, "{}", result.summary());
     assert_eq!(
         result.project_dir,
         Some(driver.root().join("fallback-builds/group/project"))
@@ -621,7 +616,7 @@ fn missing_builds_dir_in_config_output_is_not_retried() {
     assert!(
         matches!(result.outcome, JobOutcome::ConfigurationError { .. }),
         "{}",
-        debug(&result)
+        result.summary()
     );
     assert_eq!(result.count(ExecKind::Config), 1);
     assert_eq!(result.count(ExecKind::Cleanup), 1);
@@ -634,7 +629,7 @@ fn config_and_prepare_system_failures_are_retried_until_they_pass() {
         &driver,
         "name: flaky\nvariables: {FAKE_CONFIG_FAILS: '1', FAKE_PREPARE_FAILS: '1'}\nscript: [\"echo ok\"]\n",
     );
-    assert_eq!(result.outcome, JobOutcome::Success, "{}", debug(&result));
+    assert_eq!(result.outcome, JobOutcome::Success, "{}", result.summary());
     let names = result.stage_names();
     assert_eq!(
         &names[..7],
@@ -642,7 +637,7 @@ fn config_and_prepare_system_failures_are_retried_until_they_pass() {
             "config", "cleanup", "config", "prepare", "cleanup", "config", "prepare"
         ],
         "{}",
-        debug(&result)
+        result.summary()
     );
     assert_eq!(names.last(), Some(&"cleanup"));
     // Each attempt had its own temp dir and the job was prepared once in the end.
@@ -660,7 +655,7 @@ fn a_build_failure_in_prepare_is_not_retried() {
         result.outcome,
         JobOutcome::Failed { exit_code: 1 },
         "{}",
-        debug(&result)
+        result.summary()
     );
     assert_eq!(result.stage_names(), ["config", "prepare", "cleanup"]);
     assert!(!result.plain_log().contains("Preparation failed"));
@@ -676,7 +671,7 @@ fn three_failed_preparations_are_a_system_failure() {
     assert!(
         matches!(result.outcome, JobOutcome::SystemFailure { .. }),
         "{}",
-        debug(&result)
+        result.summary()
     );
     assert_eq!(
         result.stage_names(),
@@ -694,15 +689,21 @@ after_script: ['echo "after status=$CI_JOB_STATUS"']
 artifacts: {paths: [nothing], when: on_failure}
 "#;
 
-#[test]
-fn graceful_cancel_terminates_the_step_then_runs_after_script_and_on_failure_stages() {
+/// Runs [`SLEEPER`] against a fake driver, applies `stop` once its script printed `READY`,
+/// and waits for the end.
+fn sleeper_stopped_at_ready(stop: impl FnOnce(&RunningJob)) -> JobResult {
     let driver = FakeDriver::new().unwrap();
     let runner = Runner::new(driver.runner_config()).unwrap();
     let job = runner.start(&fixture(SLEEPER)).unwrap();
     job.wait_for_line("^READY$", WAIT).unwrap();
-    job.cancel();
-    let result = job.finish_within(WAIT).unwrap();
-    assert_eq!(result.outcome, JobOutcome::Canceled, "{}", debug(&result));
+    stop(&job);
+    job.finish_within(WAIT).unwrap()
+}
+
+#[test]
+fn graceful_cancel_terminates_the_step_then_runs_after_script_and_on_failure_stages() {
+    let result = sleeper_stopped_at_ready(RunningJob::cancel);
+    assert_eq!(result.outcome, JobOutcome::Canceled, "{}", result.summary());
     assert_eq!(
         result.run_stages(),
         [
@@ -714,7 +715,7 @@ fn graceful_cancel_terminates_the_step_then_runs_after_script_and_on_failure_sta
             "cleanup_file_variables"
         ],
         "{}",
-        debug(&result)
+        result.summary()
     );
     let build = result.stage("build_script").unwrap();
     let sent: Vec<&str> = build.signals.iter().map(|s| s.signal).collect();
@@ -733,13 +734,8 @@ fn graceful_cancel_terminates_the_step_then_runs_after_script_and_on_failure_sta
 
 #[test]
 fn abort_skips_every_later_run_stage_but_cleanup_runs() {
-    let driver = FakeDriver::new().unwrap();
-    let runner = Runner::new(driver.runner_config()).unwrap();
-    let job = runner.start(&fixture(SLEEPER)).unwrap();
-    job.wait_for_line("^READY$", WAIT).unwrap();
-    job.abort();
-    let result = job.finish_within(WAIT).unwrap();
-    assert_eq!(result.outcome, JobOutcome::Canceled, "{}", debug(&result));
+    let result = sleeper_stopped_at_ready(RunningJob::abort);
+    assert_eq!(result.outcome, JobOutcome::Canceled, "{}", result.summary());
     assert_eq!(
         result.stage_names(),
         [
@@ -756,20 +752,19 @@ fn abort_skips_every_later_run_stage_but_cleanup_runs() {
 #[test]
 fn cancel_before_the_script_behaves_like_abort() {
     let driver = FakeDriver::new().unwrap();
-    let runner = Runner::new(driver.runner_config()).unwrap();
-    let options = JobOptions::default()
-        .on_line("get_sources", "^HOOK-READY$", StopAction::Cancel)
-        .unwrap();
-    let job = runner
-        .start_with(
+    let result = Runner::new(driver.runner_config())
+        .unwrap()
+        .run_stopped_at(
             &fixture(
                 "name: c\nhooks: {pre_get_sources_script: ['echo HOOK-READY', 'sleep 60']}\nscript: [echo never]\nafter_script: [echo never-after]\n",
             ),
-            options,
+            "get_sources",
+            "^HOOK-READY$",
+            StopAction::Cancel,
+            WAIT,
         )
         .unwrap();
-    let result = job.finish_within(WAIT).unwrap();
-    assert_eq!(result.outcome, JobOutcome::Canceled, "{}", debug(&result));
+    assert_eq!(result.outcome, JobOutcome::Canceled, "{}", result.summary());
     assert_eq!(
         result.stage_names(),
         [
@@ -787,20 +782,19 @@ fn sigterm_is_escalated_to_sigkill_after_the_graceful_timeout() {
     let driver = FakeDriver::new().unwrap();
     let mut config = driver.runner_config();
     config.graceful_kill_timeout = Duration::from_secs(1);
-    let runner = Runner::new(config).unwrap();
-    let options = JobOptions::default()
-        .on_line("build_script", "^READY$", StopAction::Cancel)
-        .unwrap();
-    let job = runner
-        .start_with(
+    let result = Runner::new(config)
+        .unwrap()
+        .run_stopped_at(
             &fixture(
                 "name: deaf\nvariables: {FAKE_IGNORE_TERM_STAGE: build_script}\nscript: ['echo READY', 'sleep 60']\nafter_script: ['echo after-ran']\n",
             ),
-            options,
+            "build_script",
+            "^READY$",
+            StopAction::Cancel,
+            WAIT,
         )
         .unwrap();
-    let result = job.finish_within(WAIT).unwrap();
-    assert_eq!(result.outcome, JobOutcome::Canceled, "{}", debug(&result));
+    assert_eq!(result.outcome, JobOutcome::Canceled, "{}", result.summary());
     let build = result.stage("build_script").unwrap();
     let sent: Vec<&str> = build.signals.iter().map(|s| s.signal).collect();
     assert_eq!(sent, ["SIGTERM", "SIGKILL"], "{build:?}");
@@ -819,16 +813,20 @@ fn sigterm_is_escalated_to_sigkill_after_the_graceful_timeout() {
 #[test]
 fn killing_the_executor_group_skips_the_rest_and_still_cleans_up() {
     let driver = FakeDriver::new().unwrap();
-    let runner = Runner::new(driver.runner_config()).unwrap();
-    let options = JobOptions::default()
-        .on_line("build_script", "^READY$", StopAction::KillExecutor)
+    let result = Runner::new(driver.runner_config())
+        .unwrap()
+        .run_stopped_at(
+            &fixture(SLEEPER),
+            "build_script",
+            "^READY$",
+            StopAction::KillExecutor,
+            WAIT,
+        )
         .unwrap();
-    let job = runner.start_with(&fixture(SLEEPER), options).unwrap();
-    let result = job.finish_within(WAIT).unwrap();
     assert!(
         matches!(result.outcome, JobOutcome::SystemFailure { .. }),
         "{}",
-        debug(&result)
+        result.summary()
     );
     let build = result.stage("build_script").unwrap();
     assert_eq!(build.exit, ExitInfo::Signal(9));
@@ -847,7 +845,7 @@ fn job_timeout_stops_the_step_and_reports_timed_out() {
         &driver,
         "name: slow\ntimeout: 3\nscript: ['echo started', 'sleep 60']\nafter_script: [echo never-after]\n",
     );
-    assert_eq!(result.outcome, JobOutcome::TimedOut, "{}", debug(&result));
+    assert_eq!(result.outcome, JobOutcome::TimedOut, "{}", result.summary());
     let build = result.stage("build_script").unwrap();
     assert_eq!(build.signals.first().map(|s| s.signal), Some("SIGTERM"));
     assert!(build.duration < Duration::from_secs(30));
@@ -862,13 +860,13 @@ fn a_failing_cleanup_only_warns() {
         &driver,
         "name: c\nvariables: {FAKE_CLEANUP_FAILS: '1'}\nscript: [echo ok]\n",
     );
-    assert_eq!(result.outcome, JobOutcome::Success, "{}", debug(&result));
+    assert_eq!(result.outcome, JobOutcome::Success, "{}", result.summary());
     assert!(
         result
             .plain_log()
             .contains("WARNING: Cleanup script failed: cleanup: exit status 2"),
         "{}",
-        debug(&result)
+        result.summary()
     );
     assert!(
         result
@@ -884,7 +882,7 @@ fn the_runner_log_is_not_masked_but_the_job_log_is() {
         &driver,
         "name: m\nvariables: {TOKEN: {value: tok-123456789, masked: true}, FAKE_CLEANUP_PRINTS: TOKEN}\nscript: ['echo \"t=$TOKEN\"']\n",
     );
-    assert_eq!(result.outcome, JobOutcome::Success, "{}", debug(&result));
+    assert_eq!(result.outcome, JobOutcome::Success, "{}", result.summary());
     assert!(result.runner_log.contains("TOKEN=tok-123456789"));
     assert!(result.plain_log().contains("t=[MASKED]"));
     assert!(!result.log.contains("tok-123456789"));
@@ -901,7 +899,7 @@ fn an_invalid_dotenv_report_fails_the_upload_like_gitlab() {
         result.outcome,
         JobOutcome::Failed { exit_code: 1 },
         "{}",
-        debug(&result)
+        result.summary()
     );
     assert!(
         result
@@ -938,7 +936,7 @@ fn protocol_variables_override_the_runner_env_and_custom_env_wins() {
         config,
         "name: env\nvariables: {GREETING: hello}\nscript: [echo ok]\n",
     );
-    assert_eq!(result.outcome, JobOutcome::Success, "{}", debug(&result));
+    assert_eq!(result.outcome, JobOutcome::Success, "{}", result.summary());
     let env = driver.env_of("build_script").unwrap();
     let get = |key: &str| env.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
     assert_eq!(get("TMPDIR"), Some(result.tmp_dir.to_str().unwrap()));

@@ -8,13 +8,11 @@
     reason = "an integration test reports failure by panicking"
 )]
 
-mod support;
-
 use std::time::Duration;
 
 use aws_sdk_ecs::types::DesiredStatus;
-use e2e::runner::{JobOptions, JobOutcome, StopAction};
-use support::{POLICY, World};
+use e2e::harness::{POLICY, World, assert_outcome, assert_system_failure, line_index};
+use e2e::runner::{JobOutcome, StopAction};
 
 const IMAGE: &str = "public.ecr.aws/docker/library/alpine:3.20";
 const CLUSTER: &str = "ci";
@@ -59,11 +57,8 @@ memory = 512
         groups = list(&net.security_groups),
         helper = helper.display().to_string(),
     );
-    std::fs::write(
-        &w.config_path,
-        support::executor_config(w.dir.path(), &fargate),
-    )
-    .expect("config rewritten");
+    w.write_config(&w.config_text(&fargate))
+        .expect("config rewritten");
     w.rt.block_on(w.ecs.create_cluster().cluster_name(CLUSTER).send())
         .expect("cluster");
     w.rt.block_on(w.logs.create_log_group().log_group_name(LOG_GROUP).send())
@@ -72,8 +67,14 @@ memory = 512
 }
 
 fn job(script: &str, extra: &str) -> String {
+    job_with_vars("", script, extra)
+}
+
+/// [`job`] with `vars` (indented `KEY: value` lines, each after a newline) added to its
+/// variables.
+fn job_with_vars(vars: &str, script: &str, extra: &str) -> String {
     format!(
-        "name: fargate-job\nimage: {IMAGE}\nvariables:\n  SAGEMAKER_ACTION: fargate\nscript:\n{script}\nsource:\n  README.md: \"app repo\\n\"\n{extra}"
+        "name: fargate-job\nimage: {IMAGE}\nvariables:\n  SAGEMAKER_ACTION: fargate{vars}\nscript:\n{script}\nsource:\n  README.md: \"app repo\\n\"\n{extra}"
     )
 }
 
@@ -110,13 +111,10 @@ fn a_fargate_job_streams_its_lines_live_and_returns_its_artifacts_and_outputs() 
         gate = gate.display(),
         len = SECRET.len(),
     );
-    let yaml = job(
+    let yaml = job_with_vars(
+        &format!("\n  DEPLOY_TOKEN: {{value: {SECRET}, masked: true}}"),
         &script,
         "artifacts:\n  paths: [result.txt]\n  reports: {dotenv: sagemaker.env}\n",
-    )
-    .replace(
-        "SAGEMAKER_ACTION: fargate",
-        &format!("SAGEMAKER_ACTION: fargate\n  DEPLOY_TOKEN: {{value: {SECRET}, masked: true}}"),
     );
     let fixture = w.fixture(&yaml);
     let running = w.runner.start(&fixture).expect("job starts");
@@ -133,16 +131,11 @@ fn a_fargate_job_streams_its_lines_live_and_returns_its_artifacts_and_outputs() 
     let result = running
         .finish_within(Duration::from_secs(120))
         .expect("job ends");
-    assert_eq!(
-        result.outcome,
-        JobOutcome::Success,
-        "{}",
-        result.plain_log()
-    );
+    assert_outcome(&result, JobOutcome::Success);
 
     let log = result.plain_log();
     let lines: Vec<&str> = log.lines().collect();
-    let pos = |needle: &str| support::line_index(&log, needle);
+    let pos = |needle: &str| line_index(&log, needle);
     assert!(pos("tick-1") < pos("tick-2"));
     assert!(
         lines
@@ -168,13 +161,7 @@ fn a_fargate_job_streams_its_lines_live_and_returns_its_artifacts_and_outputs() 
         "the artifact came back through S3: {uploaded:?}"
     );
     let dotenv = result.dotenv().expect("dotenv report uploaded");
-    let get = |k: &str| {
-        dotenv
-            .iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default()
-    };
+    let get = |k: &str| result.dotenv_value(k).unwrap_or_default();
     let task = task_of(&w, result.id).expect("the task exists");
     assert_eq!(
         get("SAGEMAKER_ECS_TASK_ARN"),
@@ -257,12 +244,7 @@ fn a_failing_script_is_a_build_failure_with_its_exit_code() {
         "artifacts:\n  paths: [partial.txt]\n  when: on_failure\n",
     ));
     let result = w.runner.run(&fixture).expect("job runs");
-    assert_eq!(
-        result.outcome,
-        JobOutcome::Failed { exit_code: 3 },
-        "{}",
-        result.plain_log()
-    );
+    assert_outcome(&result, JobOutcome::Failed { exit_code: 3 });
     let log = result.plain_log();
     assert!(
         log.contains("the job's script exited with status 3 in the job container"),
@@ -288,12 +270,7 @@ fn an_oom_killed_job_container_is_a_build_failure_that_says_oom() {
         .runner
         .run(&w.fixture(&job("  - echo allocating\n  - sleep 60", "")))
         .expect("job runs");
-    assert_eq!(
-        result.outcome,
-        JobOutcome::Failed { exit_code: 137 },
-        "{}",
-        result.plain_log()
-    );
+    assert_outcome(&result, JobOutcome::Failed { exit_code: 137 });
     let log = result.plain_log();
     assert!(
         log.contains("the job container ran out of memory (OOM) with 512 MiB (FARGATE_MEMORY"),
@@ -309,27 +286,18 @@ fn a_second_job_of_the_same_shape_reuses_the_task_definition() {
             .runner
             .run(&w.fixture(&job("  - echo hello", "")))
             .expect("job runs");
-        assert_eq!(
-            result.outcome,
-            JobOutcome::Success,
-            "{}",
-            result.plain_log()
-        );
+        assert_outcome(&result, JobOutcome::Success);
     }
     assert_eq!(w.count("ECS.RegisterTaskDefinition"), 1, "{:?}", w.calls());
     assert_eq!(w.count("ECS.RunTask"), 2, "{:?}", w.calls());
     // A different size is a different task definition.
-    let bigger = w.fixture(&job("  - echo hello", "").replace(
-        "SAGEMAKER_ACTION: fargate",
-        "SAGEMAKER_ACTION: fargate\n  FARGATE_MEMORY: \"1024\"",
+    let bigger = w.fixture(&job_with_vars(
+        "\n  FARGATE_MEMORY: \"1024\"",
+        "  - echo hello",
+        "",
     ));
     let result = w.runner.run(&bigger).expect("job runs");
-    assert_eq!(
-        result.outcome,
-        JobOutcome::Success,
-        "{}",
-        result.plain_log()
-    );
+    assert_outcome(&result, JobOutcome::Success);
     assert_eq!(w.count("ECS.RegisterTaskDefinition"), 2, "{:?}", w.calls());
 }
 
@@ -337,24 +305,17 @@ fn a_second_job_of_the_same_shape_reuses_the_task_definition() {
 fn sigterm_stops_the_task_and_the_executor_exits_promptly() {
     let w = fargate_world();
     let fixture = w.fixture(&job("  - echo READY-TO-CANCEL\n  - sleep 300", ""));
-    let options = JobOptions::default()
-        .on_line("build_script", "^READY-TO-CANCEL$", StopAction::Cancel)
-        .expect("trigger");
-    let running = w.runner.start_with(&fixture, options).expect("job starts");
-    let id = running.id();
-    let result = running
-        .finish_within(Duration::from_secs(120))
-        .expect("job ends");
-    assert_eq!(
-        result.outcome,
-        JobOutcome::Canceled,
-        "{}",
-        result.plain_log()
+    let result = w.run_stopped_at(
+        &fixture,
+        "build_script",
+        "^READY-TO-CANCEL$",
+        StopAction::Cancel,
     );
+    assert_outcome(&result, JobOutcome::Canceled);
     assert_eq!(w.count("ECS.StopTask"), 1, "{:?}", w.calls());
     let build = result.stage("build_script").expect("build_script ran");
     assert!(
-        build.signals.iter().all(|s| s.signal != "SIGKILL"),
+        !build.was_sent("SIGKILL"),
         "no SIGKILL needed: {:?}",
         build.signals
     );
@@ -369,7 +330,7 @@ fn sigterm_stops_the_task_and_the_executor_exits_promptly() {
         build.duration,
         sigterm_at
     );
-    let task = task_of(&w, id).expect("the task exists");
+    let task = task_of(&w, result.id).expect("the task exists");
     assert_eq!(task.last_status(), Some("STOPPED"));
     assert!(
         task.stopped_reason()
@@ -387,25 +348,20 @@ fn sigterm_stops_the_task_and_the_executor_exits_promptly() {
         log.contains("[sagemaker-executor] SIGTERM received: stopping the script"),
         "the job's last lines after StopTask are shown:\n{log}"
     );
-    let procs = w.sim.processes().expect("processes");
-    assert!(
-        procs["processes"].as_array().is_some_and(|p| p.is_empty()),
-        "no container process left: {procs}"
-    );
+    let procs = w.container_processes();
+    assert!(procs.is_empty(), "no container process left: {procs:?}");
 }
 
 #[test]
 fn sigkill_then_cleanup_stops_the_task_recorded_in_the_state_file() {
     let w = fargate_world();
     let fixture = w.fixture(&job("  - echo READY-TO-KILL\n  - sleep 300", ""));
-    let options = JobOptions::default()
-        .on_line("build_script", "^READY-TO-KILL$", StopAction::KillExecutor)
-        .expect("trigger");
-    let running = w.runner.start_with(&fixture, options).expect("job starts");
-    let id = running.id();
-    let result = running
-        .finish_within(Duration::from_secs(120))
-        .expect("job ends");
+    let result = w.run_stopped_at(
+        &fixture,
+        "build_script",
+        "^READY-TO-KILL$",
+        StopAction::KillExecutor,
+    );
     assert!(
         result
             .runner_log
@@ -414,13 +370,14 @@ fn sigkill_then_cleanup_stops_the_task_recorded_in_the_state_file() {
         result.runner_log
     );
     w.eventually("the task to stop", Duration::from_secs(30), || {
-        task_of(&w, id)
+        task_of(&w, result.id)
             .and_then(|t| t.last_status().map(str::to_owned))
             .as_deref()
             == Some("STOPPED")
     });
     assert!(
-        w.keys(&format!("sagemaker-executor/1/{id}/")).is_empty(),
+        w.keys(&format!("sagemaker-executor/1/{}/", result.id))
+            .is_empty(),
         "staged objects are gone"
     );
 }
@@ -437,18 +394,9 @@ fn no_capacity_is_a_system_failure_that_says_why() {
         .runner
         .run(&w.fixture(&job("  - echo never", "")))
         .expect("job runs");
-    assert!(
-        matches!(result.outcome, JobOutcome::SystemFailure { .. }),
-        "{:?}\n{}",
-        result.outcome,
-        result.plain_log()
-    );
-    assert!(
-        result
-            .plain_log()
-            .contains("ECS could not start the Fargate task: Capacity is unavailable"),
-        "{}",
-        result.plain_log()
+    assert_system_failure(
+        &result,
+        "ECS could not start the Fargate task: Capacity is unavailable",
     );
 }
 
@@ -459,19 +407,7 @@ fn without_a_task_role_the_job_is_refused_before_anything_is_created() {
         .runner
         .run(&w.fixture(&job("  - echo never", "")))
         .unwrap();
-    assert!(
-        matches!(result.outcome, JobOutcome::SystemFailure { .. }),
-        "{:?}\n{}",
-        result.outcome,
-        result.plain_log()
-    );
-    assert!(
-        result
-            .plain_log()
-            .contains("a fargate job needs a task role"),
-        "{}",
-        result.plain_log()
-    );
+    assert_system_failure(&result, "a fargate job needs a task role");
     let calls = w.calls();
     assert!(
         !calls
@@ -508,10 +444,7 @@ fn a_bad_image_is_the_jobs_fault_but_aws_failing_to_start_or_reclaiming_the_task
         w.sim
             .post_outcomes(&serde_json::json!({ "ecs_task": [outcome] }))
             .unwrap();
-        let yaml = job("  - echo started\n  - sleep 60", "").replace(
-            "SAGEMAKER_ACTION: fargate",
-            &format!("SAGEMAKER_ACTION: fargate{vars}"),
-        );
+        let yaml = job_with_vars(vars, "  - echo started\n  - sleep 60", "");
         let result = w.runner.run(&w.fixture(&yaml)).unwrap();
         let log = result.plain_log();
         if system {
@@ -542,12 +475,7 @@ fn re_running_the_script_stage_attaches_to_the_task_it_started() {
     let result = runner
         .run(&w.fixture(&job("  - echo first-run > out.txt", "")))
         .unwrap();
-    assert_eq!(
-        result.outcome,
-        JobOutcome::Success,
-        "{}",
-        result.plain_log()
-    );
+    assert_outcome(&result, JobOutcome::Success);
     assert_eq!(w.count("ECS.RunTask"), 1);
 
     let record = result.stage("build_script").unwrap().clone();

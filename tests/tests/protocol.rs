@@ -13,10 +13,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use e2e::executor::ExecutorSetup;
+use e2e::harness::ExecutorSetup;
 use e2e::runner::{
-    ExecKind, ExitInfo, JobFixture, JobOptions, JobOutcome, JobResult, Runner, RunnerConfig,
-    StopAction, Stream,
+    ExecKind, ExitInfo, JobFixture, JobOutcome, JobResult, Runner, RunnerConfig, StopAction, Stream,
 };
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -36,16 +35,6 @@ fn run_job(config: RunnerConfig, job: &JobFixture) -> JobResult {
         .unwrap()
         .finish_within(WAIT)
         .expect("job finishes")
-}
-
-fn debug(result: &JobResult) -> String {
-    format!(
-        "outcome: {:?}\nstages: {:?}\n--- job log ---\n{}\n--- runner log ---\n{}",
-        result.outcome,
-        result.stage_names(),
-        result.plain_log(),
-        result.runner_log
-    )
 }
 
 /// Job-log lines printed by one call (as sent: `prepare`, `build_script`, ...) on `stream`.
@@ -77,7 +66,7 @@ fn register_job_runs_every_local_stage_and_fails_only_at_build_script() {
         result.outcome,
         JobOutcome::Failed { exit_code: 1 },
         "{}",
-        debug(&result)
+        result.summary()
     );
     assert_eq!(
         result.stage_names(),
@@ -96,11 +85,11 @@ fn register_job_runs_every_local_stage_and_fails_only_at_build_script() {
             "cleanup",
         ],
         "{}",
-        debug(&result)
+        result.summary()
     );
     for record in &result.stages {
         if record.name != "build_script" {
-            assert!(record.succeeded(), "{record:?}\n{}", debug(&result));
+            assert!(record.succeeded(), "{record:?}\n{}", result.summary());
         }
     }
     // build_script: a build failure (exit 1) with BUILD_EXIT_CODE_FILE = 1 and a clear ERROR
@@ -120,8 +109,8 @@ fn register_job_runs_every_local_stage_and_fails_only_at_build_script() {
         .collect();
     assert_eq!(errors.len(), 1, "{build_lines:?}");
     assert!(
-        errors[0].contains("register"),
-        "the error should name the action as written (`register`): {}",
+        errors[0].contains("SAGEMAKER_APPROVAL_METRICS_FILE: reports/eval.json: no such file"),
+        "the error should name the setting and the file: {}",
         errors[0]
     );
 
@@ -172,7 +161,7 @@ fn local_stages_do_not_see_aws_credentials() {
     let job = fixture(
         r#"
 name: creds
-variables: {SAGEMAKER_ACTION: register}
+variables: {SAGEMAKER_ACTION: register, SAGEMAKER_MODEL_PACKAGE_GROUP: ml-churn, SAGEMAKER_MODEL_DATA: s3://ci-staging/model.tar.gz, SAGEMAKER_INFERENCE_IMAGE: 123456789012.dkr.ecr.us-east-1.amazonaws.com/ml/serve:1, SAGEMAKER_APPROVAL_GATES: accuracy>=0.8, SAGEMAKER_APPROVAL_METRICS_FILE: reports/eval.json}
 script: [echo x]
 after_script:
   - 'echo "key=${AWS_ACCESS_KEY_ID:-unset} secret=${AWS_SECRET_ACCESS_KEY:-unset}"'
@@ -183,7 +172,7 @@ after_script:
     assert!(
         log.contains("key=unset secret=unset"),
         "AWS credentials leaked into a local stage:\n{}",
-        debug(&result)
+        result.summary()
     );
     assert!(
         !result
@@ -198,7 +187,7 @@ fn a_local_stage_exit_code_reaches_the_job_through_build_exit_code_file() {
     let job = fixture(
         r#"
 name: hook-exit
-variables: {SAGEMAKER_ACTION: register}
+variables: {SAGEMAKER_ACTION: register, SAGEMAKER_MODEL_PACKAGE_GROUP: ml-churn, SAGEMAKER_MODEL_DATA: s3://ci-staging/model.tar.gz, SAGEMAKER_INFERENCE_IMAGE: 123456789012.dkr.ecr.us-east-1.amazonaws.com/ml/serve:1, SAGEMAKER_APPROVAL_GATES: accuracy>=0.8, SAGEMAKER_APPROVAL_METRICS_FILE: reports/eval.json}
 hooks: {pre_get_sources_script: ["echo before-exit", "exit 3"]}
 script: [echo never]
 after_script: [echo never-after]
@@ -209,7 +198,7 @@ after_script: [echo never-after]
         result.outcome,
         JobOutcome::Failed { exit_code: 3 },
         "{}",
-        debug(&result)
+        result.summary()
     );
     let get_sources = result.stage("get_sources").unwrap();
     assert_eq!(
@@ -229,7 +218,7 @@ after_script: [echo never-after]
             "cleanup"
         ],
         "{}",
-        debug(&result)
+        result.summary()
     );
     assert!(result.plain_log().contains("before-exit"));
     assert!(!exec.builds_root.join(result.id.to_string()).exists());
@@ -238,7 +227,9 @@ after_script: [echo never-after]
 #[test]
 fn config_prints_exactly_one_json_object_and_is_repeatable() {
     let exec = setup();
-    let mut job = fixture("name: cfg\nvariables: {SAGEMAKER_ACTION: register}\nscript: [echo x]\n");
+    let mut job = fixture(
+        "name: cfg\nvariables: {SAGEMAKER_ACTION: register, SAGEMAKER_MODEL_PACKAGE_GROUP: ml-churn, SAGEMAKER_MODEL_DATA: s3://ci-staging/model.tar.gz, SAGEMAKER_INFERENCE_IMAGE: 123456789012.dkr.ecr.us-east-1.amazonaws.com/ml/serve:1, SAGEMAKER_APPROVAL_GATES: accuracy>=0.8, SAGEMAKER_APPROVAL_METRICS_FILE: reports/eval.json}\nscript: [echo x]\n",
+    );
     // The same job id twice: config must give the same answer (retries re-run it).
     job.id = Some(7_000_001);
     let first = run_job(exec.runner_config(), &job);
@@ -253,7 +244,7 @@ fn config_prints_exactly_one_json_object_and_is_repeatable() {
             trimmed.starts_with('{') && trimmed.ends_with('}'),
             "{stdout:?}"
         );
-        assert_eq!(result.count(ExecKind::Config), 1, "{}", debug(result));
+        assert_eq!(result.count(ExecKind::Config), 1, "{}", result.summary());
     }
     assert_eq!(first.config_stdout, second.config_stdout);
     assert_eq!(
@@ -282,17 +273,17 @@ script: [python train.py]
     assert!(
         matches!(result.outcome, JobOutcome::Failed { .. }),
         "{}",
-        debug(&result)
+        result.summary()
     );
     // A build failure is not retried; cleanup still runs.
     assert_eq!(
         result.stage_names(),
         ["config", "prepare", "cleanup"],
         "{}",
-        debug(&result)
+        result.summary()
     );
     let prepare = result.stage("prepare").unwrap();
-    assert_eq!(prepare.exit, ExitInfo::Code(1), "{}", debug(&result));
+    assert_eq!(prepare.exit, ExitInfo::Code(1), "{}", result.summary());
     let stderr = lines_of(&result, "prepare", Stream::Stderr);
     let errors: Vec<&String> = stderr.iter().filter(|l| l.starts_with("ERROR:")).collect();
     assert_eq!(errors.len(), 1, "exactly one ERROR line: {stderr:#?}");
@@ -309,17 +300,22 @@ script: [python train.py]
 #[test]
 fn a_disallowed_action_is_rejected_naming_sagemaker_action() {
     let exec = setup();
-    exec.write_config(&exec.minimal_config("").replace(
+    let every_action = exec.minimal_config("");
+    let only_train = every_action.replace(
         r#"allowed_actions = ["train", "fargate", "register", "deploy", "undeploy", "ecs-deploy"]"#,
         r#"allowed_actions = ["train"]"#,
-    ))
-    .unwrap();
+    );
+    assert_ne!(
+        only_train, every_action,
+        "the template's allowed_actions line moved"
+    );
+    exec.write_config(&only_train).unwrap();
     let job = fixture("name: no-deploy\nvariables: {SAGEMAKER_ACTION: deploy}\nscript: [x]\n");
     let result = run_job(exec.runner_config(), &job);
     assert!(
         matches!(result.outcome, JobOutcome::Failed { .. }),
         "{}",
-        debug(&result)
+        result.summary()
     );
     assert_eq!(result.stage_names(), ["config", "prepare", "cleanup"]);
     let stderr = lines_of(&result, "prepare", Stream::Stderr);
@@ -336,12 +332,12 @@ fn assert_prep_retried_as_system_failure(result: &JobResult) {
     assert!(
         matches!(result.outcome, JobOutcome::SystemFailure { .. }),
         "{}",
-        debug(result)
+        result.summary()
     );
-    assert_eq!(result.count(ExecKind::Config), 3, "{}", debug(result));
-    assert_eq!(result.count(ExecKind::Cleanup), 3, "{}", debug(result));
-    assert_eq!(result.count(ExecKind::Prepare), 0, "{}", debug(result));
-    assert_eq!(result.count(ExecKind::Run), 0, "{}", debug(result));
+    assert_eq!(result.count(ExecKind::Config), 3, "{}", result.summary());
+    assert_eq!(result.count(ExecKind::Cleanup), 3, "{}", result.summary());
+    assert_eq!(result.count(ExecKind::Prepare), 0, "{}", result.summary());
+    assert_eq!(result.count(ExecKind::Run), 0, "{}", result.summary());
     // Cleanup after each failed attempt, not only at the end.
     let kinds: Vec<ExecKind> = result.stages.iter().map(|s| s.kind).collect();
     assert_eq!(
@@ -367,7 +363,7 @@ fn assert_prep_retried_as_system_failure(result: &JobResult) {
             record.exit,
             ExitInfo::Code(2),
             "an unusable executor config is a system failure (exit 2): {}",
-            debug(result)
+            result.summary()
         );
     }
 }
@@ -377,7 +373,9 @@ fn an_invalid_executor_config_is_a_retried_system_failure() {
     let exec = setup();
     exec.write_config(&exec.minimal_config("\n[policy.unknown_section]\nx = 1\n"))
         .unwrap();
-    let job = fixture("name: bad-config\nvariables: {SAGEMAKER_ACTION: register}\nscript: [x]\n");
+    let job = fixture(
+        "name: bad-config\nvariables: {SAGEMAKER_ACTION: register, SAGEMAKER_MODEL_PACKAGE_GROUP: ml-churn, SAGEMAKER_MODEL_DATA: s3://ci-staging/model.tar.gz, SAGEMAKER_INFERENCE_IMAGE: 123456789012.dkr.ecr.us-east-1.amazonaws.com/ml/serve:1, SAGEMAKER_APPROVAL_GATES: accuracy>=0.8, SAGEMAKER_APPROVAL_METRICS_FILE: reports/eval.json}\nscript: [x]\n",
+    );
     let result = run_job(exec.runner_config(), &job);
     assert_prep_retried_as_system_failure(&result);
 }
@@ -386,7 +384,9 @@ fn an_invalid_executor_config_is_a_retried_system_failure() {
 fn an_unreadable_executor_config_is_a_retried_system_failure() {
     let exec = setup();
     std::fs::remove_file(&exec.config_path).unwrap();
-    let job = fixture("name: no-config\nvariables: {SAGEMAKER_ACTION: register}\nscript: [x]\n");
+    let job = fixture(
+        "name: no-config\nvariables: {SAGEMAKER_ACTION: register, SAGEMAKER_MODEL_PACKAGE_GROUP: ml-churn, SAGEMAKER_MODEL_DATA: s3://ci-staging/model.tar.gz, SAGEMAKER_INFERENCE_IMAGE: 123456789012.dkr.ecr.us-east-1.amazonaws.com/ml/serve:1, SAGEMAKER_APPROVAL_GATES: accuracy>=0.8, SAGEMAKER_APPROVAL_METRICS_FILE: reports/eval.json}\nscript: [x]\n",
+    );
     let result = run_job(exec.runner_config(), &job);
     assert_prep_retried_as_system_failure(&result);
 }
@@ -394,14 +394,16 @@ fn an_unreadable_executor_config_is_a_retried_system_failure() {
 #[test]
 fn cleanup_is_idempotent_and_safe_without_prepare() {
     let exec = setup();
-    let job = fixture("name: twice\nvariables: {SAGEMAKER_ACTION: register}\nscript: [x]\n");
+    let job = fixture(
+        "name: twice\nvariables: {SAGEMAKER_ACTION: register, SAGEMAKER_MODEL_PACKAGE_GROUP: ml-churn, SAGEMAKER_MODEL_DATA: s3://ci-staging/model.tar.gz, SAGEMAKER_INFERENCE_IMAGE: 123456789012.dkr.ecr.us-east-1.amazonaws.com/ml/serve:1, SAGEMAKER_APPROVAL_GATES: accuracy>=0.8, SAGEMAKER_APPROVAL_METRICS_FILE: reports/eval.json}\nscript: [x]\n",
+    );
     let result = run_job(exec.runner_config(), &job);
     let cleanup = result
         .stages
         .iter()
         .rfind(|s| s.kind == ExecKind::Cleanup)
         .unwrap();
-    assert!(cleanup.succeeded(), "{}", debug(&result));
+    assert!(cleanup.succeeded(), "{}", result.summary());
     // Again, after the job's own cleanup already removed everything (a fresh temp dir with
     // the same response.json, as a runner retrying cleanup would provide).
     let dir = tempfile::tempdir().unwrap();
@@ -459,7 +461,7 @@ fn sigterm_job(pid_file: &Path, hook: &str) -> JobFixture {
     fixture(&format!(
         r#"
 name: term
-variables: {{SAGEMAKER_ACTION: register, PID_FILE: "{}"}}
+variables: {{SAGEMAKER_ACTION: register, SAGEMAKER_MODEL_PACKAGE_GROUP: ml-churn, SAGEMAKER_MODEL_DATA: s3://ci-staging/model.tar.gz, SAGEMAKER_INFERENCE_IMAGE: 123456789012.dkr.ecr.us-east-1.amazonaws.com/ml/serve:1, SAGEMAKER_APPROVAL_GATES: accuracy>=0.8, SAGEMAKER_APPROVAL_METRICS_FILE: reports/eval.json, PID_FILE: "{}"}}
 hooks:
   pre_get_sources_script:
     - {hook}
@@ -470,28 +472,45 @@ after_script: [echo never-after]
     ))
 }
 
-#[test]
-fn sigterm_during_a_local_stage_stops_it_promptly_and_leaves_nothing_behind() {
-    let exec = setup();
+/// Runs a [`sigterm_job`] whose `hook` starts `sleep <sleep_arg>` in the background, writes
+/// its pid to `$PID_FILE` and prints `READY`, and cancels the job at that line, with a long
+/// graceful timeout so that only the executor's own handling can explain a prompt exit.
+/// Returns the result, the sleep's pid and whether it survived; a surviving sleep is killed,
+/// so as not to be left behind for the other tests.
+fn cancel_at_ready(exec: &ExecutorSetup, hook: &str, sleep_arg: &str) -> (JobResult, u32, bool) {
     let mut config = exec.runner_config();
-    // Long, so that only the executor's own handling can explain a prompt exit.
     config.graceful_kill_timeout = Duration::from_secs(60);
     let scratch = tempfile::tempdir().unwrap();
     let pid_file = scratch.path().join("sleep.pid");
-    let job = sigterm_job(
-        &pid_file,
-        r#"'sleep 271 & echo $! > "$PID_FILE"; echo READY; wait'"#,
-    );
-    let runner = Runner::new(config).unwrap();
-    let options = JobOptions::default()
-        .on_line("get_sources", "^READY$", StopAction::Cancel)
-        .unwrap();
-    let result = runner
-        .start_with(&job, options)
+    let job = sigterm_job(&pid_file, hook);
+    let result = Runner::new(config)
         .unwrap()
-        .finish_within(WAIT)
+        .run_stopped_at(&job, "get_sources", "^READY$", StopAction::Cancel, WAIT)
         .unwrap();
-    assert_eq!(result.outcome, JobOutcome::Canceled, "{}", debug(&result));
+    let pid: u32 = std::fs::read_to_string(&pid_file)
+        .unwrap_or_else(|e| panic!("the hook wrote no pid file ({e}):\n{}", result.summary()))
+        .trim()
+        .parse()
+        .unwrap();
+    let survived = sleep_alive(pid, sleep_arg);
+    if survived {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap()),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    (result, pid, survived)
+}
+
+#[test]
+fn sigterm_during_a_local_stage_stops_it_promptly_and_leaves_nothing_behind() {
+    let exec = setup();
+    let (result, pid, survived) = cancel_at_ready(
+        &exec,
+        r#"'sleep 271 & echo $! > "$PID_FILE"; echo READY; wait'"#,
+        "271",
+    );
+    assert_eq!(result.outcome, JobOutcome::Canceled, "{}", result.summary());
     let get_sources = result.stage("get_sources").unwrap();
     let signals: Vec<&str> = get_sources.signals.iter().map(|s| s.signal).collect();
     assert_eq!(
@@ -505,19 +524,6 @@ fn sigterm_during_a_local_stage_stops_it_promptly_and_leaves_nothing_behind() {
         "exited {exit_after:?} after SIGTERM"
     );
     assert!(!get_sources.output_left_open, "{}", result.runner_log);
-    let pid: u32 = std::fs::read_to_string(&pid_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let survived = sleep_alive(pid, "271");
-    if survived {
-        // Do not leave it behind for the other tests.
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap()),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
     assert!(!survived, "sleep {pid} survived");
     assert_eq!(
         result.stage_names(),
@@ -529,7 +535,7 @@ fn sigterm_during_a_local_stage_stops_it_promptly_and_leaves_nothing_behind() {
             "cleanup"
         ],
         "{}",
-        debug(&result)
+        result.summary()
     );
     assert!(!exec.builds_root.join(result.id.to_string()).exists());
 }
@@ -537,39 +543,14 @@ fn sigterm_during_a_local_stage_stops_it_promptly_and_leaves_nothing_behind() {
 #[test]
 fn sigterm_with_a_stage_that_ignores_it_still_ends_the_stage_without_leftovers() {
     let exec = setup();
-    let mut config = exec.runner_config();
-    config.graceful_kill_timeout = Duration::from_secs(60);
-    let scratch = tempfile::tempdir().unwrap();
-    let pid_file = scratch.path().join("sleep.pid");
     // `trap '' TERM` is inherited by the sleep: only SIGKILL ends either of them.
-    let job = sigterm_job(
-        &pid_file,
+    let (result, pid, survived) = cancel_at_ready(
+        &exec,
         r#"'trap "" TERM; sleep 272 & echo $! > "$PID_FILE"; echo READY; wait'"#,
+        "272",
     );
-    let runner = Runner::new(config).unwrap();
-    let options = JobOptions::default()
-        .on_line("get_sources", "^READY$", StopAction::Cancel)
-        .unwrap();
-    let result = runner
-        .start_with(&job, options)
-        .unwrap()
-        .finish_within(WAIT)
-        .unwrap();
-    assert_eq!(result.outcome, JobOutcome::Canceled, "{}", debug(&result));
+    assert_eq!(result.outcome, JobOutcome::Canceled, "{}", result.summary());
     let get_sources = result.stage("get_sources").unwrap();
-    let pid: u32 = std::fs::read_to_string(&pid_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let survived = sleep_alive(pid, "272");
-    if survived {
-        // Do not leave it behind for the other tests.
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap()),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
     assert!(
         !survived && !get_sources.output_left_open,
         "the stage's sleep {pid} outlived the executor (output left open: {}, exit {:?}, \
@@ -595,7 +576,7 @@ fn a_stale_build_exit_code_file_is_never_reused() {
     let job = fixture(
         r#"
 name: stale
-variables: {SAGEMAKER_ACTION: register, GET_SOURCES_ATTEMPTS: "2"}
+variables: {SAGEMAKER_ACTION: register, SAGEMAKER_MODEL_PACKAGE_GROUP: ml-churn, SAGEMAKER_MODEL_DATA: s3://ci-staging/model.tar.gz, SAGEMAKER_INFERENCE_IMAGE: 123456789012.dkr.ecr.us-east-1.amazonaws.com/ml/serve:1, SAGEMAKER_APPROVAL_GATES: accuracy>=0.8, SAGEMAKER_APPROVAL_METRICS_FILE: reports/eval.json, GET_SOURCES_ATTEMPTS: "2"}
 hooks:
   pre_get_sources_script:
     - mkdir -p "$CI_BUILDS_DIR"
@@ -609,9 +590,9 @@ script: [echo x]
         .iter()
         .filter(|s| s.name == "get_sources")
         .collect();
-    assert_eq!(attempts.len(), 2, "{}", debug(&result));
+    assert_eq!(attempts.len(), 2, "{}", result.summary());
     assert_eq!(attempts[0].exit_code_file.as_deref(), Some("7"));
-    assert!(attempts[1].succeeded(), "{}", debug(&result));
+    assert!(attempts[1].succeeded(), "{}", result.summary());
     assert_ne!(
         attempts[1].exit_code_file.as_deref(),
         Some("7"),
@@ -621,7 +602,7 @@ script: [echo x]
         result.outcome,
         JobOutcome::Failed { exit_code: 1 },
         "{}",
-        debug(&result)
+        result.summary()
     );
 }
 
@@ -633,13 +614,18 @@ fn masked_variables_never_reach_the_runner_log() {
 name: masked
 variables:
   SAGEMAKER_ACTION: register
+  SAGEMAKER_MODEL_PACKAGE_GROUP: ml-churn
+  SAGEMAKER_MODEL_DATA: s3://ci-staging/model.tar.gz
+  SAGEMAKER_INFERENCE_IMAGE: 123456789012.dkr.ecr.us-east-1.amazonaws.com/ml/serve:1
+  SAGEMAKER_APPROVAL_GATES: accuracy>=0.8
+  SAGEMAKER_APPROVAL_METRICS_FILE: reports/eval.json
   API_TOKEN: {{value: "{SECRET}", masked: true}}
   CREDS: {{value: "{SECRET}-file", file: true, masked: true}}
 script: [echo x]
 "#
     ));
     let result = run_job(exec.runner_config(), &job);
-    assert_eq!(result.count(ExecKind::Cleanup), 1, "{}", debug(&result));
+    assert_eq!(result.count(ExecKind::Cleanup), 1, "{}", result.summary());
     assert!(
         !result.runner_log.contains(SECRET),
         "cleanup output (unmasked runner log) contains a masked value:\n{}",
@@ -752,12 +738,12 @@ fn a_second_sigterm_makes_the_executor_exit_at_once() {
     assert!(
         gone,
         "executor still running 3 s after the second SIGTERM\n{}",
-        debug(&result)
+        result.summary()
     );
     assert!(
         !matches!(result.outcome, JobOutcome::Success),
         "{}",
-        debug(&result)
+        result.summary()
     );
     assert_eq!(result.stage_names().last(), Some(&"cleanup"));
 }

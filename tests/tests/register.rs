@@ -14,12 +14,10 @@ use support::{ECR_IMAGE, POLICY, World};
 
 const GROUP: &str = "ml-churn";
 
-/// The test policy plus a register section: groups `ml-*`, and `auto` allowed on unprotected
-/// refs (so a branch job can show that it still stays pending there).
+/// The test policy: groups `ml-*`, and `auto` allowed on unprotected refs (so a branch job can
+/// show that it still stays pending there).
 fn world() -> World {
-    World::new(&format!(
-        "{POLICY}[policy.register]\ngroups = [\"ml-*\"]\nunprotected_approvals = [\"pending\", \"auto\"]\n"
-    ))
+    World::new(POLICY)
 }
 
 /// Runs a train job whose script writes a model and prints metrics; returns its dotenv.

@@ -7,12 +7,12 @@
     reason = "an integration test reports failure by panicking"
 )]
 
-mod support;
-
 use std::time::Duration;
 
-use e2e::runner::{JobOptions, JobOutcome, StopAction};
-use support::{ECR_IMAGE, POLICY, World, training_job_name};
+use e2e::harness::{
+    ECR_IMAGE, POLICY, World, assert_outcome, assert_system_failure, line_index, training_job_name,
+};
+use e2e::runner::{JobOutcome, StopAction};
 
 fn job(script: &str, extra: &str) -> String {
     format!(
@@ -28,15 +28,10 @@ fn a_training_job_streams_its_lines_and_returns_model_artifacts_and_outputs() {
         "variables: {SAGEMAKER_METRIC_loss: \"loss=([0-9.]+)\"}\nartifacts:\n  paths: [result.txt]\n  reports: {dotenv: sagemaker.env}\n",
     ));
     let result = w.runner.run(&fixture).expect("job runs");
-    assert_eq!(
-        result.outcome,
-        JobOutcome::Success,
-        "{}",
-        result.plain_log()
-    );
+    assert_outcome(&result, JobOutcome::Success);
     let log = result.plain_log();
     let lines: Vec<&str> = log.lines().collect();
-    let pos = |needle: &str| support::line_index(&log, needle);
+    let pos = |needle: &str| line_index(&log, needle);
     assert!(
         pos("epoch=1 loss=0.8") < pos("epoch=2 loss=0.7")
             && pos("epoch=2 loss=0.7") < pos("epoch=3 loss=0.6")
@@ -71,15 +66,11 @@ fn a_training_job_streams_its_lines_and_returns_model_artifacts_and_outputs() {
         "artifact came back: {uploaded:?}"
     );
     let dotenv = result.dotenv().expect("dotenv report uploaded");
-    let get = |k: &str| {
-        dotenv
-            .iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.clone())
-    };
+    let get = |k: &str| result.dotenv_value(k);
     assert_eq!(
         get("SAGEMAKER_TRAINING_JOB_NAME").as_deref(),
-        Some(name.as_str())
+        Some(name.as_str()),
+        "{dotenv:?}"
     );
     assert_eq!(
         get("SAGEMAKER_MODEL_DATA"),
@@ -101,12 +92,7 @@ fn a_failing_script_is_a_build_failure_with_its_exit_code_and_on_failure_stages_
         "after_script:\n  - echo after-script-ran\nartifacts:\n  paths: [partial.txt]\n  when: on_failure\n",
     ));
     let result = w.runner.run(&fixture).expect("job runs");
-    assert_eq!(
-        result.outcome,
-        JobOutcome::Failed { exit_code: 3 },
-        "{}",
-        result.plain_log()
-    );
+    assert_outcome(&result, JobOutcome::Failed { exit_code: 3 });
     let stages = result.run_stages();
     assert!(
         stages.contains(&"after_script") && stages.contains(&"upload_artifacts_on_failure"),
@@ -136,19 +122,7 @@ fn a_capacity_error_is_a_system_failure() {
         .runner
         .run(&w.fixture(&job("  - echo never", "")))
         .expect("job runs");
-    assert!(
-        matches!(result.outcome, JobOutcome::SystemFailure { .. }),
-        "{:?}\n{}",
-        result.outcome,
-        result.plain_log()
-    );
-    assert!(
-        result
-            .plain_log()
-            .contains("no capacity for the training job: CapacityError"),
-        "{}",
-        result.plain_log()
-    );
+    assert_system_failure(&result, "no capacity for the training job: CapacityError");
 }
 
 #[test]
@@ -168,12 +142,7 @@ fn throttling_on_describe_and_logs_is_absorbed_and_every_line_appears_once() {
             "",
         )))
         .expect("job runs");
-    assert_eq!(
-        result.outcome,
-        JobOutcome::Success,
-        "{}",
-        result.plain_log()
-    );
+    assert_outcome(&result, JobOutcome::Success);
     let log = result.plain_log();
     for i in 1..=40 {
         let needle = format!("line-{i}");
@@ -195,26 +164,19 @@ fn throttling_on_describe_and_logs_is_absorbed_and_every_line_appears_once() {
 fn sigterm_mid_training_stops_the_training_job() {
     let w = World::new(POLICY);
     let fixture = w.fixture(&job("  - echo READY-TO-CANCEL\n  - sleep 300", ""));
-    let options = JobOptions::default()
-        .on_line("build_script", "READY-TO-CANCEL", StopAction::Cancel)
-        .expect("trigger");
-    let running = w.runner.start_with(&fixture, options).expect("job starts");
-    let id = running.id();
-    let result = running
-        .finish_within(Duration::from_secs(120))
-        .expect("job ends");
-    assert_eq!(
-        result.outcome,
-        JobOutcome::Canceled,
-        "{}",
-        result.plain_log()
+    let result = w.run_stopped_at(
+        &fixture,
+        "build_script",
+        "READY-TO-CANCEL",
+        StopAction::Cancel,
     );
+    assert_outcome(&result, JobOutcome::Canceled);
     assert_eq!(w.count("SageMaker.StopTrainingJob"), 1, "{:?}", w.calls());
-    let name = training_job_name(1, id);
+    let name = training_job_name(1, result.id);
     assert_eq!(w.training_status(&name), "Stopped");
     let build = result.stage("build_script").expect("build_script ran");
     assert!(
-        build.signals.iter().all(|s| s.signal != "SIGKILL"),
+        !build.was_sent("SIGKILL"),
         "the executor exited within the grace period, without SIGKILL: {:?}",
         build.signals
     );
@@ -225,25 +187,20 @@ fn sigterm_mid_training_stops_the_training_job() {
         "{}",
         result.plain_log()
     );
-    let procs = w.sim.processes().expect("processes");
-    assert!(
-        procs["processes"].as_array().is_some_and(|p| p.is_empty()),
-        "no container process left: {procs}"
-    );
+    let procs = w.container_processes();
+    assert!(procs.is_empty(), "no container process left: {procs:?}");
 }
 
 #[test]
 fn sigkill_then_cleanup_stops_the_training_job_and_deletes_staged_objects() {
     let w = World::new(POLICY);
     let fixture = w.fixture(&job("  - echo READY-TO-KILL\n  - sleep 300", ""));
-    let options = JobOptions::default()
-        .on_line("build_script", "READY-TO-KILL", StopAction::KillExecutor)
-        .expect("trigger");
-    let running = w.runner.start_with(&fixture, options).expect("job starts");
-    let id = running.id();
-    let result = running
-        .finish_within(Duration::from_secs(120))
-        .expect("job ends");
+    let result = w.run_stopped_at(
+        &fixture,
+        "build_script",
+        "READY-TO-KILL",
+        StopAction::KillExecutor,
+    );
     assert!(
         result.stage_names().contains(&"cleanup"),
         "{:?}",
@@ -254,12 +211,13 @@ fn sigkill_then_cleanup_stops_the_training_job_and_deletes_staged_objects() {
         "{}",
         result.runner_log
     );
-    let name = training_job_name(1, id);
+    let name = training_job_name(1, result.id);
     w.eventually("the training job to stop", Duration::from_secs(30), || {
         w.training_status(&name) == "Stopped"
     });
     assert!(
-        w.keys(&format!("sagemaker-executor/1/{id}/")).is_empty(),
+        w.keys(&format!("sagemaker-executor/1/{}/", result.id))
+            .is_empty(),
         "staged objects are gone"
     );
 }
@@ -272,12 +230,7 @@ fn two_instances_prefix_each_hosts_lines() {
         "variables: {SAGEMAKER_INSTANCE_COUNT: \"2\"}\n",
     ));
     let result = w.runner.run(&fixture).expect("job runs");
-    assert_eq!(
-        result.outcome,
-        JobOutcome::Success,
-        "{}",
-        result.plain_log()
-    );
+    assert_outcome(&result, JobOutcome::Success);
     let log = result.plain_log();
     for host in ["algo-1", "algo-2"] {
         assert!(
@@ -357,12 +310,7 @@ fn re_running_the_script_stage_attaches_to_the_existing_training_job() {
     let w = World::new(POLICY);
     let fixture = w.fixture(&job("  - echo first-run > out.txt", ""));
     let result = w.runner.run(&fixture).expect("job runs");
-    assert_eq!(
-        result.outcome,
-        JobOutcome::Success,
-        "{}",
-        result.plain_log()
-    );
+    assert_outcome(&result, JobOutcome::Success);
     assert_eq!(w.count("SageMaker.CreateTrainingJob"), 1);
 
     // The runner runs a stage again in the same job (e.g. after a lost connection): same job
@@ -410,12 +358,7 @@ fn a_spec_file_in_the_repository_is_applied_and_a_typo_in_it_names_the_key() {
         "name: spec\nimage: {ECR_IMAGE}\nvariables: {{SAGEMAKER_SPEC: ml/train.yml}}\nscript: [\"echo \\\"on $SM_CURRENT_HOST\\\"\"]\nsource:\n  ml/train.yml: \"train:\\n  instance_count: 2\\n\"\n"
     ));
     let result = w.runner.run(&good).expect("job runs");
-    assert_eq!(
-        result.outcome,
-        JobOutcome::Success,
-        "{}",
-        result.plain_log()
-    );
+    assert_outcome(&result, JobOutcome::Success);
     assert!(
         result.plain_log().contains("[algo-2] on algo-2"),
         "{}",
@@ -427,12 +370,7 @@ fn a_spec_file_in_the_repository_is_applied_and_a_typo_in_it_names_the_key() {
     ));
     let creates_before = w.count("SageMaker.CreateTrainingJob");
     let result = w.runner.run(&typo).expect("job runs");
-    assert_eq!(
-        result.outcome,
-        JobOutcome::Failed { exit_code: 1 },
-        "{}",
-        result.plain_log()
-    );
+    assert_outcome(&result, JobOutcome::Failed { exit_code: 1 });
     assert!(
         result.plain_log().contains(
             "SAGEMAKER_SPEC: ml/train.yml: train: unknown field `instance_cont`, expected one of"
@@ -455,12 +393,7 @@ fn reaching_the_max_runtime_is_a_build_failure_naming_the_limit() {
         "variables: {SAGEMAKER_MAX_RUNTIME: \"3s\"}\n",
     ));
     let result = w.runner.run(&fixture).expect("job runs");
-    assert_eq!(
-        result.outcome,
-        JobOutcome::Failed { exit_code: 1 },
-        "{}",
-        result.plain_log()
-    );
+    assert_outcome(&result, JobOutcome::Failed { exit_code: 1 });
     assert!(
         result
             .plain_log()

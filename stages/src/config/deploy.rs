@@ -46,3 +46,40 @@ pub(super) fn validate(c: &mut Checker<'_>, raw: RawDeployPolicy) -> DeployPolic
         unapproved_to_candidates: raw.unapproved_to_candidates.unwrap_or(false),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::{ConfigError, load_str};
+
+    const BASE: &str = "region = \"us-east-1\"\n[paths]\nbuilds_root = \"/b\"\ncache_root = \"/c\"\n[staging]\nbucket = \"ci-staging\"\n";
+
+    #[test]
+    fn left_out_limits_are_closed_and_typos_are_refused() {
+        let cfg = load_str(BASE, Path::new("t.toml")).expect("loads");
+        let d = &cfg.policy.deploy;
+        assert!(d.endpoints.is_empty() && d.instance_types.is_empty());
+        assert!(
+            d.stable_endpoints.allows("anything"),
+            "every endpoint is stable"
+        );
+        assert_eq!(d.max_instance_count, 1);
+        assert!(!d.allow_serverless && !d.unapproved_to_candidates);
+
+        let text = format!(
+            "{BASE}[policy.deploy]\nendpoints = [\"churn-*\"]\nstable_endpoint = [\"*-stable\"]\nmax_instance_count = 0\ninstance_types = [\"ml.[\"]\n"
+        );
+        let Err(ConfigError::Invalid { problems, .. }) = load_str(&text, Path::new("t.toml"))
+        else {
+            panic!("refused");
+        };
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert!(keys.contains(&"policy.deploy.stable_endpoint"), "{keys:?}");
+        assert!(
+            keys.contains(&"policy.deploy.max_instance_count"),
+            "{keys:?}"
+        );
+        assert!(keys.contains(&"policy.deploy.instance_types"), "{keys:?}");
+    }
+}

@@ -317,12 +317,14 @@ pub fn deployment_config(d: &DeploySettings) -> DeploymentConfig {
 }
 
 /// One model or endpoint config this executor created for an endpoint.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Owned {
     /// Its name.
     pub name: String,
     /// Its ARN.
     pub arn: String,
+    /// When it was created.
+    pub created: Option<aws_smithy_types::DateTime>,
 }
 
 /// Whether the resource `arn` carries [`ENDPOINT_TAG`] = `endpoint` and this executor's
@@ -371,6 +373,7 @@ pub async fn owned_configs(ctx: &StageCtx<'_>, endpoint: &str) -> Result<Vec<Own
                 found.push(Owned {
                     name: name.to_owned(),
                     arn: arn.to_owned(),
+                    created: c.creation_time().copied(),
                 });
             }
         }
@@ -404,6 +407,7 @@ pub async fn owned_models(ctx: &StageCtx<'_>, endpoint: &str) -> Result<Vec<Owne
                 found.push(Owned {
                     name: name.to_owned(),
                     arn: arn.to_owned(),
+                    created: m.creation_time().copied(),
                 });
             }
         }
@@ -417,11 +421,96 @@ pub async fn owned_models(ctx: &StageCtx<'_>, endpoint: &str) -> Result<Vec<Owne
     Ok(owned)
 }
 
+/// The configs of `owned` a successful deployment may delete: those created before the
+/// previous one, except the current and the previous (kept for a rollback). Configs created
+/// after ours may belong to a deployment still starting, so they stay too.
+pub fn earlier<'a>(owned: &'a [Owned], current: &str, previous: Option<&str>) -> Vec<&'a Owned> {
+    let created = |name: &str| {
+        owned
+            .iter()
+            .find(|o| o.name == name)
+            .and_then(|o| o.created)
+    };
+    let Some(cutoff) = previous.and_then(created).or_else(|| created(current)) else {
+        return Vec::new();
+    };
+    owned
+        .iter()
+        .filter(|o| o.name != current && Some(o.name.as_str()) != previous)
+        .filter(|o| o.created.is_some_and(|c| c.as_nanos() < cutoff.as_nanos()))
+        .collect()
+}
+
+/// After a successful deployment: deletes the configs (and their models) of deployments
+/// before the previous one, so a long-lived endpoint does not collect one of each per deploy.
+/// Returns the names deleted; failures only warn (undeploy deletes what is left).
+pub async fn prune_earlier(
+    ctx: &StageCtx<'_>,
+    endpoint: &str,
+    current: &str,
+    previous: Option<&str>,
+) -> Vec<String> {
+    let owned = match owned_configs(ctx, endpoint).await {
+        Ok(o) => o,
+        Err(e) => {
+            ctx.log.warn(&format!(
+                "cannot list earlier endpoint configs to prune: {e}"
+            ));
+            return Vec::new();
+        }
+    };
+    let mut pruned = Vec::new();
+    for o in earlier(&owned, current, previous) {
+        let mut deleted = false;
+        // The config first: it names the model of the same name.
+        for kind in [
+            crate::state::ResourceKind::EndpointConfig,
+            crate::state::ResourceKind::Model,
+        ] {
+            let r = crate::state::Resource::intended(kind, &o.name, Some(endpoint), ctx.stage);
+            match crate::resources::release(&ctx.aws, &r, "pruned").await {
+                Ok(crate::resources::Released::Stopping(_)) => deleted = true,
+                Ok(_) => {}
+                Err(e) => ctx.log.warn(&format!(
+                    "cannot prune {} {}: {e}",
+                    crate::resources::kind_name(kind),
+                    o.name
+                )),
+            }
+        }
+        if deleted {
+            pruned.push(o.name.clone());
+        }
+    }
+    pruned
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn only_configs_before_the_previous_one_are_pruned() {
+        let at = |secs, name: &str| Owned {
+            name: name.into(),
+            arn: format!("arn:{name}"),
+            created: Some(aws_smithy_types::DateTime::from_secs(secs)),
+        };
+        let owned = [
+            at(1, "e-1"),
+            at(2, "e-2"),
+            at(3, "e-3"),
+            at(4, "e-4"),
+            at(5, "e-5"),
+        ];
+        let names = |v: Vec<&Owned>| v.iter().map(|o| o.name.clone()).collect::<Vec<_>>();
+        // e-4 is ours, e-3 the previous, e-5 someone else's deployment starting.
+        assert_eq!(names(earlier(&owned, "e-4", Some("e-3"))), ["e-1", "e-2"]);
+        assert_eq!(names(earlier(&owned, "e-1", None)), Vec::<String>::new());
+        assert!(earlier(&owned, "unknown", Some("gone")).is_empty());
+    }
 
     #[test]
     fn deploy_names_are_per_job_and_valid() {

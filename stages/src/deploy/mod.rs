@@ -32,7 +32,7 @@ use crate::logs::feed::{LogFeed, NoLines};
 use crate::outputs::Outputs;
 use crate::project_files::ProjectFileError;
 use crate::settings::{Capacity, DeploySettings, ModelSource};
-use crate::state::{Resource, ResourceKind, StateError};
+use crate::state::{Phase, Resource, ResourceKind, StateError};
 use crate::watch::{self, Cadence, Followed, WatchError};
 use endpoint::PackageError;
 use rollout::{EndpointWatch, Verdict, summarize};
@@ -320,152 +320,24 @@ pub async fn run(ctx: &StageCtx<'_>, d: &DeploySettings) -> Result<Outputs, Depl
         ));
     }
 
-    let current = endpoint::describe(ctx, &d.endpoint)
-        .await
-        .map_err(DeployError::Describe)?;
-    let previous = match &current {
-        None => None,
-        Some(ep) => match ep.endpoint_status() {
-            Some(EndpointStatus::InService) => ep.endpoint_config_name().map(str::to_owned),
-            Some(
-                s @ (EndpointStatus::Creating
-                | EndpointStatus::Updating
-                | EndpointStatus::SystemUpdating
-                | EndpointStatus::RollingBack
-                | EndpointStatus::Deleting),
-            ) => {
-                return Err(DeployError::Busy {
-                    endpoint: d.endpoint.clone(),
-                    status: s.as_str().to_owned(),
-                });
-            }
-            other => {
-                return Err(DeployError::Unusable {
-                    endpoint: d.endpoint.clone(),
-                    status: other.map(|s| s.as_str()).unwrap_or("unknown").to_owned(),
-                    reason: ep.failure_reason().map(str::to_owned),
-                });
-            }
-        },
-    };
     let name = endpoint::deploy_name(&d.endpoint, ctx.job.id, ctx.stage);
-    let capacity = match &d.capacity {
-        Capacity::Instances {
-            instance_type,
-            count,
-        } => format!("{count} x {instance_type}"),
-        Capacity::Serverless {
-            memory_mb,
-            max_concurrency,
-        } => format!("serverless, {memory_mb} MB, {max_concurrency} concurrent"),
-    };
-    match &previous {
-        None => log.line(&format!(
-            "First deployment of {}: CreateEndpoint with config {name} ({capacity})",
-            d.endpoint
-        )),
-        Some(prev) => {
-            log.line(&format!(
-                "Update of {} from config {prev} to {name} ({capacity}): {}{}",
-                d.endpoint,
-                d.strategy,
-                if d.termination_wait.is_zero() {
-                    String::new()
-                } else {
-                    format!(
-                        ", old fleet kept {} after the shift",
-                        humantime::format_duration(d.termination_wait)
-                    )
-                }
+    // A re-run of this stage follows the rollout it started instead of deploying again.
+    let recorded = ctx
+        .state
+        .load()?
+        .of_stage(ResourceKind::Endpoint, ctx.stage)
+        .filter(|r| r.name == d.endpoint && r.phase == Phase::Created)
+        .cloned();
+    let (previous, arn) = match recorded {
+        Some(r) => {
+            log.notice(&format!(
+                "Following the rollout of {} to config {name} started earlier by this stage",
+                d.endpoint
             ));
-            if d.alarms.is_empty() {
-                log.line("No CloudWatch alarms watch the update (SAGEMAKER_ALARMS)");
-            } else {
-                log.line(&format!(
-                    "CloudWatch alarms that roll the update back: {}",
-                    d.alarms.join(", ")
-                ));
-            }
+            (r.scope.clone(), r.handle().to_owned())
         }
-    }
-
-    // The endpoint is recorded first, with the config it served: cleanup then deletes a first
-    // deployment's endpoint before its config and model, and leaves an update to SageMaker.
-    let ep_record = Resource::intended(
-        ResourceKind::Endpoint,
-        &d.endpoint,
-        previous.as_deref(),
-        ctx.stage,
-    );
-    ctx.state.intend(ep_record.clone())?;
-    let created = async {
-        create_recorded(
-            ctx,
-            ResourceKind::Model,
-            &name,
-            &d.endpoint,
-            endpoint::create_model(ctx, d, &name, &package.arn),
-        )
-        .await?;
-        create_recorded(
-            ctx,
-            ResourceKind::EndpointConfig,
-            &name,
-            &d.endpoint,
-            endpoint::create_config(ctx, d, &name),
-        )
-        .await
-    }
-    .await;
-    if let Err(e) = created {
-        let aftermath = rollback::discard(ctx, &d.endpoint, &name).await;
-        let _ = ctx.state.finished(ResourceKind::Endpoint, &d.endpoint);
-        return Err(match e {
-            DeployError::Call { source, .. } => DeployError::Call {
-                source,
-                aftermath: Some(aftermath),
-            },
-            other => other,
-        });
-    }
-    log.line(&format!("Created model and endpoint config {name}"));
-
-    let called = match &previous {
-        None => ctx
-            .aws
-            .sagemaker
-            .create_endpoint()
-            .endpoint_name(&d.endpoint)
-            .endpoint_config_name(&name)
-            .set_tags(Some(endpoint::tags(ctx, &d.endpoint)))
-            .send()
-            .await
-            .map(|o| o.endpoint_arn().unwrap_or_default().to_owned())
-            .map_err(|e| AwsCallError::new("CreateEndpoint", e)),
-        Some(_) => ctx
-            .aws
-            .sagemaker
-            .update_endpoint()
-            .endpoint_name(&d.endpoint)
-            .endpoint_config_name(&name)
-            .deployment_config(endpoint::deployment_config(d))
-            .send()
-            .await
-            .map(|o| o.endpoint_arn().unwrap_or_default().to_owned())
-            .map_err(|e| AwsCallError::new("UpdateEndpoint", e)),
+        None => start(ctx, d, &package.arn, &name).await?,
     };
-    let arn = match called {
-        Ok(arn) => arn,
-        Err(source) => {
-            ctx.state.finished(ResourceKind::Endpoint, &d.endpoint)?;
-            let aftermath = rollback::discard(ctx, &d.endpoint, &name).await;
-            return Err(DeployError::Call {
-                source,
-                aftermath: Some(aftermath),
-            });
-        }
-    };
-    ctx.state.created(&ep_record, &arn)?;
 
     log.section_start(
         "deploying",
@@ -559,7 +431,16 @@ pub async fn run(ctx: &StageCtx<'_>, d: &DeploySettings) -> Result<Outputs, Depl
                         ctx.state.finished(ResourceKind::Endpoint, &d.endpoint)?;
                         format!("{s}; {}", rollback::discard(ctx, &d.endpoint, &name).await)
                     }
-                    Err(s) => s,
+                    Err(s) => {
+                        // The endpoint may serve the new fleet in part: nothing of it is
+                        // deleted, and fixing the endpoint is left to a person.
+                        ctx.state.finished(ResourceKind::Model, &name)?;
+                        ctx.state.finished(ResourceKind::EndpointConfig, &name)?;
+                        ctx.state.finished(ResourceKind::Endpoint, &d.endpoint)?;
+                        format!(
+                            "{s}; model and endpoint config {name} are kept (the endpoint may serve them in part): update it to a config by hand, or tear it down with an undeploy job"
+                        )
+                    }
                 },
                 None => "there was no previous config to return to".to_owned(),
             };
@@ -630,6 +511,13 @@ pub async fn run(ctx: &StageCtx<'_>, d: &DeploySettings) -> Result<Outputs, Depl
         }
     }
 
+    let pruned = endpoint::prune_earlier(ctx, &d.endpoint, &name, previous.as_deref()).await;
+    if !pruned.is_empty() {
+        log.line(&format!(
+            "Deleted the configs and models of earlier deployments (the previous one is kept for a rollback): {}",
+            pruned.join(", ")
+        ));
+    }
     // Serving and tested: nothing here is a leftover any more.
     for kind in [
         ResourceKind::Endpoint,
@@ -659,6 +547,164 @@ pub async fn run(ctx: &StageCtx<'_>, d: &DeploySettings) -> Result<Outputs, Depl
         package.arn, d.endpoint
     ));
     Ok(out)
+}
+
+/// Checks that the endpoint can take a deployment, creates the model and the config, and calls
+/// CreateEndpoint or UpdateEndpoint, each recorded in the state file first. Returns the config
+/// the endpoint served before (none for a first deployment) and the endpoint's ARN.
+async fn start(
+    ctx: &StageCtx<'_>,
+    d: &DeploySettings,
+    package_arn: &str,
+    name: &str,
+) -> Result<(Option<String>, String), DeployError> {
+    let log = &ctx.log;
+    let current = endpoint::describe(ctx, &d.endpoint)
+        .await
+        .map_err(DeployError::Describe)?;
+    let previous = match &current {
+        None => None,
+        Some(ep) => match ep.endpoint_status() {
+            Some(EndpointStatus::InService) => ep.endpoint_config_name().map(str::to_owned),
+            Some(
+                s @ (EndpointStatus::Creating
+                | EndpointStatus::Updating
+                | EndpointStatus::SystemUpdating
+                | EndpointStatus::RollingBack
+                | EndpointStatus::Deleting),
+            ) => {
+                return Err(DeployError::Busy {
+                    endpoint: d.endpoint.clone(),
+                    status: s.as_str().to_owned(),
+                });
+            }
+            other => {
+                return Err(DeployError::Unusable {
+                    endpoint: d.endpoint.clone(),
+                    status: other.map(|s| s.as_str()).unwrap_or("unknown").to_owned(),
+                    reason: ep.failure_reason().map(str::to_owned),
+                });
+            }
+        },
+    };
+    let capacity = match &d.capacity {
+        Capacity::Instances {
+            instance_type,
+            count,
+        } => format!("{count} x {instance_type}"),
+        Capacity::Serverless {
+            memory_mb,
+            max_concurrency,
+        } => format!("serverless, {memory_mb} MB, {max_concurrency} concurrent"),
+    };
+    match &previous {
+        None => log.line(&format!(
+            "First deployment of {}: CreateEndpoint with config {name} ({capacity})",
+            d.endpoint
+        )),
+        Some(prev) => {
+            log.line(&format!(
+                "Update of {} from config {prev} to {name} ({capacity}): {}{}",
+                d.endpoint,
+                d.strategy,
+                if d.termination_wait.is_zero() {
+                    String::new()
+                } else {
+                    format!(
+                        ", old fleet kept {} after the shift",
+                        humantime::format_duration(d.termination_wait)
+                    )
+                }
+            ));
+            if d.alarms.is_empty() {
+                log.line("No CloudWatch alarms watch the update (SAGEMAKER_ALARMS)");
+            } else {
+                log.line(&format!(
+                    "CloudWatch alarms that roll the update back: {}",
+                    d.alarms.join(", ")
+                ));
+            }
+        }
+    }
+
+    // The endpoint is recorded first, with the config it served: cleanup then deletes a first
+    // deployment's endpoint before its config and model, and leaves an update to SageMaker.
+    let ep_record = Resource::intended(
+        ResourceKind::Endpoint,
+        &d.endpoint,
+        previous.as_deref(),
+        ctx.stage,
+    );
+    ctx.state.intend(ep_record.clone())?;
+    let created = async {
+        create_recorded(
+            ctx,
+            ResourceKind::Model,
+            name,
+            &d.endpoint,
+            endpoint::create_model(ctx, d, name, package_arn),
+        )
+        .await?;
+        create_recorded(
+            ctx,
+            ResourceKind::EndpointConfig,
+            name,
+            &d.endpoint,
+            endpoint::create_config(ctx, d, name),
+        )
+        .await
+    }
+    .await;
+    if let Err(e) = created {
+        let aftermath = rollback::discard(ctx, &d.endpoint, name).await;
+        let _ = ctx.state.finished(ResourceKind::Endpoint, &d.endpoint);
+        return Err(match e {
+            DeployError::Call { source, .. } => DeployError::Call {
+                source,
+                aftermath: Some(aftermath),
+            },
+            other => other,
+        });
+    }
+    log.line(&format!("Created model and endpoint config {name}"));
+
+    let called = match &previous {
+        None => ctx
+            .aws
+            .sagemaker
+            .create_endpoint()
+            .endpoint_name(&d.endpoint)
+            .endpoint_config_name(name)
+            .set_tags(Some(endpoint::tags(ctx, &d.endpoint)))
+            .send()
+            .await
+            .map(|o| o.endpoint_arn().unwrap_or_default().to_owned())
+            .map_err(|e| AwsCallError::new("CreateEndpoint", e)),
+        Some(_) => ctx
+            .aws
+            .sagemaker
+            .update_endpoint()
+            .endpoint_name(&d.endpoint)
+            .endpoint_config_name(name)
+            .deployment_config(endpoint::deployment_config(d))
+            .send()
+            .await
+            .map(|o| o.endpoint_arn().unwrap_or_default().to_owned())
+            .map_err(|e| AwsCallError::new("UpdateEndpoint", e)),
+    };
+    let arn = match called {
+        Ok(arn) => arn,
+        Err(source) => {
+            ctx.state.finished(ResourceKind::Endpoint, &d.endpoint)?;
+            let aftermath = rollback::discard(ctx, &d.endpoint, name).await;
+            return Err(DeployError::Call {
+                source,
+                aftermath: Some(aftermath),
+            });
+        }
+    };
+    ctx.state.created(&ep_record, &arn)?;
+    Ok((previous, arn))
 }
 
 /// After the wait was cut short: where the endpoint stands (described once more, briefly: the

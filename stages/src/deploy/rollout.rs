@@ -48,9 +48,11 @@ pub enum Verdict {
 /// been seen in another status since the rollout call (an update that SageMaker has not shown
 /// yet looks like the old config in service).
 pub fn judge(ours: &str, left_in_service: bool, ep: &DescribeEndpointOutput) -> Option<Verdict> {
+    // Without its final period: the reason goes mid-sentence into the job's error line.
     let reason = || {
         ep.failure_reason()
             .unwrap_or("SageMaker gave no reason")
+            .trim_end_matches('.')
             .to_owned()
     };
     match ep.endpoint_status() {

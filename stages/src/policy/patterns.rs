@@ -39,7 +39,11 @@ impl Patterns {
             }
             // `literal_separator` keeps `*` from crossing `/`, so `registry/team-*` cannot match
             // `registry/team-a/../other`; admins write `**` when they mean any depth.
-            let (host, path) = p.split_once('/').map_or((p, None), |(h, r)| (h, Some(r)));
+            // A bare `**` (or `host**`) spans the path too, as it does for plain values.
+            let (host, path) = p.split_once('/').map_or_else(
+                || (p, p.contains("**").then_some("**")),
+                |(h, r)| (h, Some(r)),
+            );
             let image = glob(&host_as_path(host))
                 .and_then(|h| path.map(glob).transpose().map(|path| (h, path)));
             match (glob(p), image) {
@@ -132,6 +136,8 @@ mod tests {
         assert!(!p.allows_image("registry.example.com.evil.io/team-a/x:1"));
         assert!(p.allows_image("registry.example.com/team-a/x:1"));
         assert!(!p.allows_image("registry.example.com/team-a"));
+        let any = Patterns::compile(&["**"]).unwrap();
+        assert!(any.allows_image("public.ecr.aws/docker/library/alpine:3.20"));
     }
 
     #[test]

@@ -589,7 +589,32 @@ fn is_instance_type(t: &str) -> bool {
 
 fn capacity(r: &mut Reader<'_>, cfg: &ExecutorConfig) -> Option<Capacity> {
     let pol = &cfg.policy.deploy;
-    if r.flag("SAGEMAKER_SERVERLESS").unwrap_or(false) {
+    let serverless = r.flag("SAGEMAKER_SERVERLESS").unwrap_or(false);
+    // A setting of the other kind of capacity would be silently ignored: refuse it instead.
+    let (unused, needs): (&[&str], &str) = if serverless {
+        (
+            &[
+                "SAGEMAKER_ENDPOINT_INSTANCE_TYPE",
+                "SAGEMAKER_ENDPOINT_INSTANCE_COUNT",
+            ],
+            "has no effect on a serverless endpoint (SAGEMAKER_SERVERLESS = true)",
+        )
+    } else {
+        (
+            &[
+                "SAGEMAKER_SERVERLESS_MEMORY_MB",
+                "SAGEMAKER_SERVERLESS_MAX_CONCURRENCY",
+            ],
+            "has no effect unless SAGEMAKER_SERVERLESS is true",
+        )
+    };
+    for var in unused {
+        if let Some(s) = r.text(var) {
+            let origin = s.origin.clone();
+            r.reject(&origin, needs);
+        }
+    }
+    if serverless {
         if !pol.allow_serverless {
             let origin = r
                 .text("SAGEMAKER_SERVERLESS")
@@ -1025,6 +1050,207 @@ mod tests {
             "---",
             &[("CI_PROJECT_NAME", "__")]
         ))));
+    }
+
+    fn config(policy: &str) -> ExecutorConfig {
+        let text = format!(
+            r#"
+region = "us-east-1"
+[paths]
+builds_root = "/b"
+cache_root = "/c"
+[staging]
+bucket = "ci-staging"
+[train]
+role_arn = "arn:aws:iam::123456789012:role/SageMakerCI"
+[policy]
+allowed_actions = ["deploy", "undeploy"]
+protected_ref_actions = []
+{policy}
+"#
+        );
+        crate::config::load_str(&text, std::path::Path::new("t.toml")).expect("config loads")
+    }
+
+    const OPEN: &str = "[policy.deploy]\nendpoints = [\"churn-*\"]\nstable_endpoints = [\"*-stable\"]\ninstance_types = [\"ml.m5.*\"]\nmax_instance_count = 2\n";
+    const PKG: &str = "arn:aws:sagemaker:us-east-1:123456789012:model-package/churn/3";
+
+    fn resolve_with(
+        policy: &str,
+        git_ref: &str,
+        protected: bool,
+        vars: &[(&str, &str)],
+    ) -> Result<DeploySettings, Vec<String>> {
+        let mut j = job(git_ref, vars);
+        j.ref_protected = protected;
+        let s = super::super::Settings::collect(&j, None);
+        match super::super::resolve(&j, super::super::JobShape::default(), &config(policy), &s) {
+            Ok(super::super::Plan::Deploy(d)) => Ok(*d),
+            Ok(other) => panic!("not a deploy: {other:?}"),
+            Err(e) => Err(e.iter().map(|r| r.to_string()).collect()),
+        }
+    }
+
+    #[test]
+    fn deploy_settings_resolve_with_defaults_and_the_upstream_package() {
+        let d = resolve_with(
+            OPEN,
+            "feature/x",
+            false,
+            &[
+                ("SAGEMAKER_ACTION", "deploy"),
+                ("CI_MERGE_REQUEST_IID", "5"),
+                ("CI_PROJECT_NAME", "churn"),
+                ("SAGEMAKER_MODEL_PACKAGE_ARN", PKG),
+                ("SAGEMAKER_STRATEGY", "linear:25:1m"),
+                ("SAGEMAKER_ALARMS", "errors, latency"),
+                ("SAGEMAKER_SMOKE_REQUEST", "tests/smoke.json"),
+            ],
+        )
+        .expect("resolves");
+        assert_eq!(d.endpoint, "churn-candidate-mr5");
+        assert!(!d.stable && !d.allow_unapproved);
+        assert_eq!(d.model, ModelSource::Package(PKG.into()));
+        assert_eq!(
+            d.capacity,
+            Capacity::Instances {
+                instance_type: "ml.m5.large".into(),
+                count: 1
+            }
+        );
+        assert_eq!(d.alarms, ["errors", "latency"]);
+        assert_eq!(d.role_arn, "arn:aws:iam::123456789012:role/SageMakerCI");
+        let smoke = d.smoke.expect("smoke");
+        assert_eq!(
+            (smoke.expect_status, smoke.content_type.as_str()),
+            (200, "application/json")
+        );
+    }
+
+    #[test]
+    fn the_policy_refuses_with_one_line_per_setting() {
+        let e = resolve_with(
+            OPEN,
+            "main",
+            false,
+            &[
+                ("SAGEMAKER_ACTION", "deploy"),
+                ("CI_PROJECT_NAME", "churn"),
+                ("SAGEMAKER_MODEL_PACKAGE_GROUP", "churn"),
+            ],
+        )
+        .expect_err("stable from an unprotected ref");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with("SAGEMAKER_ENDPOINT_NAME: endpoint \"churn-stable\" counts as stable"),
+            "{e:?}"
+        );
+        let e = resolve_with(
+            OPEN,
+            "feature/x",
+            false,
+            &[
+                ("SAGEMAKER_ACTION", "deploy"),
+                ("SAGEMAKER_ENDPOINT_NAME", "other-model"),
+                ("SAGEMAKER_MODEL_PACKAGE", PKG),
+                ("SAGEMAKER_ENDPOINT_INSTANCE_TYPE", "ml.p5.48xlarge"),
+                ("SAGEMAKER_ENDPOINT_INSTANCE_COUNT", "3"),
+                ("SAGEMAKER_SERVERLESS_MEMORY_MB", "2048"),
+                ("SAGEMAKER_SMOKE_REQUEST", "../etc/passwd"),
+                ("SAGEMAKER_STRATEGY", "canary:90:1m"),
+            ],
+        )
+        .expect_err("refused");
+        let joined = e.join("\n");
+        for needle in [
+            "SAGEMAKER_ENDPOINT_NAME: endpoint \"other-model\" is not allowed by policy.deploy.endpoints",
+            "SAGEMAKER_ENDPOINT_INSTANCE_TYPE: \"ml.p5.48xlarge\" is not allowed by policy.deploy.instance_types",
+            "SAGEMAKER_ENDPOINT_INSTANCE_COUNT: 3 is over policy.deploy.max_instance_count = 2",
+            "SAGEMAKER_SMOKE_REQUEST: must be a relative path",
+            "SAGEMAKER_SERVERLESS_MEMORY_MB: has no effect unless SAGEMAKER_SERVERLESS is true",
+            "SAGEMAKER_STRATEGY: traffic share \"90\"",
+        ] {
+            assert!(joined.contains(needle), "{needle:?} missing in {joined}");
+        }
+        // Closed by default: no [policy.deploy] allows no endpoint, and serverless is refused.
+        let e = resolve_with(
+            "[policy.deploy]\nendpoints = [\"churn-*\"]\nstable_endpoints = []\n",
+            "feature/x",
+            false,
+            &[
+                ("SAGEMAKER_ACTION", "deploy"),
+                ("SAGEMAKER_ENDPOINT_NAME", "churn-x"),
+                ("SAGEMAKER_MODEL_PACKAGE", PKG),
+                ("SAGEMAKER_SERVERLESS", "true"),
+            ],
+        )
+        .expect_err("serverless");
+        assert!(
+            e[0].contains("policy.deploy.allow_serverless = false"),
+            "{e:?}"
+        );
+        let e = resolve_with(
+            "",
+            "main",
+            true,
+            &[
+                ("SAGEMAKER_ACTION", "deploy"),
+                ("SAGEMAKER_MODEL_PACKAGE", PKG),
+            ],
+        )
+        .expect_err("no endpoints allowed");
+        assert!(
+            e[0].contains("is not allowed by policy.deploy.endpoints []"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn the_spec_file_names_its_keys() {
+        let spec = crate::settings::spec::parse(
+            "deploy:\n  endpoint_name: churn-x\n  strategy: canary:10:nope\n  serverless: {memory_mb: 3000}\n  smoke_test: {request: s.json, expect_status: 204}\n",
+        )
+        .expect("parses");
+        let mut j = job(
+            "feature/x",
+            &[
+                ("SAGEMAKER_ACTION", "deploy"),
+                ("SAGEMAKER_MODEL_PACKAGE", PKG),
+            ],
+        );
+        j.ref_protected = false;
+        let s = super::super::Settings::collect(&j, Some(("ci/spec.yml", &spec)));
+        let cfg = config(
+            "[policy.deploy]\nendpoints = [\"churn-*\"]\nstable_endpoints = []\nallow_serverless = true\n",
+        );
+        let e = super::super::resolve(&j, super::super::JobShape::default(), &cfg, &s)
+            .expect_err("refused");
+        let joined: Vec<String> = e.iter().map(|r| r.to_string()).collect();
+        let joined = joined.join("\n");
+        assert!(
+            joined.contains("ci/spec.yml: deploy.strategy: bake time \"nope\""),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("ci/spec.yml: deploy.serverless.memory_mb: 3000 is not one of"),
+            "{joined}"
+        );
+    }
+
+    #[test]
+    fn undeploy_reads_the_upstream_endpoint_name() {
+        let j = job(
+            "feature/x",
+            &[
+                ("SAGEMAKER_ACTION", "undeploy"),
+                ("SAGEMAKER_ENDPOINT_NAME", "churn-candidate-mr5"),
+            ],
+        );
+        let s = super::super::Settings::collect(&j, None);
+        match super::super::resolve(&j, super::super::JobShape::default(), &config(OPEN), &s) {
+            Ok(super::super::Plan::Undeploy(u)) => assert_eq!(u.endpoint, "churn-candidate-mr5"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

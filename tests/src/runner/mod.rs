@@ -152,6 +152,20 @@ impl Runner {
         self.start(fixture)?.finish()
     }
 
+    /// Runs a job with one trigger: `action` as soon as a job-log line of `stage` matches
+    /// `pattern`; waits at most `timeout` for the end (see [`RunningJob::finish_within`]).
+    pub fn run_stopped_at(
+        &self,
+        fixture: &JobFixture,
+        stage: &str,
+        pattern: &str,
+        action: StopAction,
+        timeout: Duration,
+    ) -> Result<JobResult> {
+        let options = JobOptions::default().on_line(stage, pattern, action)?;
+        self.start_with(fixture, options)?.finish_within(timeout)
+    }
+
     /// Starts a job: builds its repository and dependency archives, then runs the lifecycle
     /// on a new thread.
     pub fn start_with(&self, fixture: &JobFixture, options: JobOptions) -> Result<RunningJob> {

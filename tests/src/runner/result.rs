@@ -138,6 +138,11 @@ impl StageRecord {
         self.failure.is_none()
     }
 
+    /// Whether the runner sent `signal` (`"SIGTERM"`, `"SIGKILL"`) to the call's group.
+    pub fn was_sent(&self, signal: &str) -> bool {
+        self.signals.iter().any(|s| s.signal == signal)
+    }
+
     /// A command that repeats this call (same arguments and protocol environment, stdin from
     /// /dev/null); the caller picks the working directory, since the job's temp dir is gone
     /// once the job ended.
@@ -219,6 +224,18 @@ impl JobResult {
         self.stages.iter().find(|s| s.name == name)
     }
 
+    /// The outcome, the exec calls, the job log and the runner log: what an assertion
+    /// message about the whole job shows.
+    pub fn summary(&self) -> String {
+        format!(
+            "outcome: {:?}\nstages: {:?}\n--- job log ---\n{}\n--- runner log ---\n{}",
+            self.outcome,
+            self.stage_names(),
+            self.plain_log(),
+            self.runner_log
+        )
+    }
+
     /// The job log without colours and section markers, one line per line.
     pub fn plain_log(&self) -> String {
         self.lines
@@ -278,6 +295,14 @@ impl JobResult {
                 })
                 .collect(),
         )
+    }
+
+    /// The value of `key` in the uploaded dotenv report (see [`JobResult::dotenv`]), or
+    /// `None` if there is no such key or no report.
+    pub fn dotenv_value(&self, key: &str) -> Option<String> {
+        self.dotenv()?
+            .into_iter()
+            .find_map(|(k, v)| (k == key).then_some(v))
     }
 }
 

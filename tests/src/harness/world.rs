@@ -1,0 +1,181 @@
+//! One end-to-end test's world against the AWS simulator: an [`ExecutorSetup`] whose builds
+//! root the simulator hides from its containers (so a workspace can only travel through S3),
+//! a runner emulator calling the binary with the simulator's AWS settings, the staging bucket,
+//! and SDK clients pointed at the simulator for assertions.
+
+use std::ops::Deref;
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+
+use super::setup::{BUCKET, ExecutorSetup, REGION};
+use crate::runner::{JobFixture, JobResult, Runner, StopAction};
+use crate::sim::{SimOptions, Simulator};
+
+/// How long a job stopped by a trigger may take to end.
+const STOPPED_JOB_WAIT: Duration = Duration::from_secs(120);
+
+/// One test's world. It dereferences to its [`ExecutorSetup`] (`w.dir`, `w.config_path`,
+/// `w.builds_root`, `w.config_text(..)`, `w.write_config(..)`, ...).
+///
+/// Fields drop in order: the runner and the simulator (which stops its containers) go before
+/// the temp dir they use.
+pub struct World {
+    /// The runner emulator calling the binary with [`Simulator::aws_env`].
+    pub runner: Runner,
+    /// The simulator; its containers do not see the builds root.
+    pub sim: Simulator,
+    /// The runtime the SDK clients run on.
+    pub rt: tokio::runtime::Runtime,
+    /// S3 (path-style), for the staging bucket.
+    pub s3: aws_sdk_s3::Client,
+    /// SageMaker.
+    pub sagemaker: aws_sdk_sagemaker::Client,
+    /// ECS.
+    pub ecs: aws_sdk_ecs::Client,
+    /// CloudWatch Logs.
+    pub logs: aws_sdk_cloudwatchlogs::Client,
+    /// The executor installation: temp dir, roots, config file.
+    pub setup: ExecutorSetup,
+}
+
+impl Deref for World {
+    type Target = ExecutorSetup;
+
+    fn deref(&self) -> &ExecutorSetup {
+        &self.setup
+    }
+}
+
+impl World {
+    /// Starts a simulator, writes the executor config (the template of
+    /// [`ExecutorSetup::config_text`] with `extra` as its tail: tests pass [`POLICY`],
+    /// possibly extended) and creates the staging bucket.
+    ///
+    /// [`POLICY`]: super::POLICY
+    pub fn new(extra: &str) -> World {
+        let setup = ExecutorSetup::unconfigured()
+            .expect("executor setup (run `cargo build --workspace --bins` first)");
+        setup
+            .write_config(&setup.config_text(extra))
+            .expect("config written");
+        let sim = Simulator::start_with(SimOptions {
+            hide: vec![setup.builds_root.clone()],
+            stop_grace: Duration::from_secs(3),
+            ..SimOptions::default()
+        })
+        .expect("simulator starts (run tests/sim/setup.sh first)");
+        let runner = Runner::new(setup.aws_runner_config(sim.aws_env())).expect("runner");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let sdk = rt.block_on(
+            aws_config::defaults(BehaviorVersion::latest())
+                .endpoint_url(sim.endpoint())
+                .region(aws_config::Region::new(REGION))
+                .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                    "testing", "testing", None, None, "tests",
+                ))
+                .load(),
+        );
+        let s3 = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&sdk)
+                .force_path_style(true)
+                .build(),
+        );
+        let world = World {
+            sagemaker: aws_sdk_sagemaker::Client::new(&sdk),
+            ecs: aws_sdk_ecs::Client::new(&sdk),
+            logs: aws_sdk_cloudwatchlogs::Client::new(&sdk),
+            s3,
+            runner,
+            sim,
+            rt,
+            setup,
+        };
+        world
+            .rt
+            .block_on(world.s3.create_bucket().bucket(BUCKET).send())
+            .expect("staging bucket");
+        world
+    }
+
+    /// Parses a fixture written inline, with paths relative to the temp dir.
+    pub fn fixture(&self, yaml: &str) -> JobFixture {
+        JobFixture::from_yaml(yaml, self.root()).expect("fixture parses")
+    }
+
+    /// Runs `fixture` with a trigger that applies `action` when a line of `stage` matches
+    /// `pattern`, and waits for the job to end (see [`Runner::run_stopped_at`]).
+    pub fn run_stopped_at(
+        &self,
+        fixture: &JobFixture,
+        stage: &str,
+        pattern: &str,
+        action: StopAction,
+    ) -> JobResult {
+        self.runner
+            .run_stopped_at(fixture, stage, pattern, action, STOPPED_JOB_WAIT)
+            .expect("job runs and ends")
+    }
+
+    /// Every AWS operation the simulator received, in order.
+    pub fn calls(&self) -> Vec<String> {
+        self.sim.calls().expect("calls")
+    }
+
+    /// How many calls of `op` were made.
+    pub fn count(&self, op: &str) -> usize {
+        self.calls().iter().filter(|c| c.as_str() == op).count()
+    }
+
+    /// Keys under `prefix` in the staging bucket.
+    pub fn keys(&self, prefix: &str) -> Vec<String> {
+        let out = self
+            .rt
+            .block_on(
+                self.s3
+                    .list_objects_v2()
+                    .bucket(BUCKET)
+                    .prefix(prefix)
+                    .send(),
+            )
+            .expect("list");
+        out.contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_owned))
+            .collect()
+    }
+
+    /// The status of a training job.
+    pub fn training_status(&self, name: &str) -> String {
+        let d = self
+            .rt
+            .block_on(
+                self.sagemaker
+                    .describe_training_job()
+                    .training_job_name(name)
+                    .send(),
+            )
+            .expect("describe");
+        d.training_job_status()
+            .map(|s| s.as_str().to_owned())
+            .unwrap_or_default()
+    }
+
+    /// The local processes the simulator still runs for containers.
+    pub fn container_processes(&self) -> Vec<serde_json::Value> {
+        let procs = self.sim.processes().expect("processes");
+        procs["processes"]
+            .as_array()
+            .cloned()
+            .unwrap_or_else(|| panic!("/_sim/processes: no \"processes\" array in {procs}"))
+    }
+
+    /// Waits until `check` holds, or fails after `timeout` with `what`.
+    #[track_caller]
+    pub fn eventually(&self, what: &str, timeout: Duration, check: impl FnMut() -> bool) {
+        super::eventually(what, timeout, check);
+    }
+}
