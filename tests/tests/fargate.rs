@@ -11,59 +11,21 @@
 use std::time::Duration;
 
 use aws_sdk_ecs::types::DesiredStatus;
-use e2e::harness::{POLICY, World, assert_outcome, assert_system_failure, line_index};
+use e2e::harness::{World, assert_outcome, assert_system_failure, line_index};
 use e2e::runner::{JobOutcome, StopAction};
 
 const IMAGE: &str = "public.ecr.aws/docker/library/alpine:3.20";
-const CLUSTER: &str = "ci";
-const LOG_GROUP: &str = "/sagemaker-executor/fargate";
+use e2e::harness::world::CLUSTER;
 /// A masked variable's value: it must reach the script and nothing ECS shows.
 const SECRET: &str = "s3cr3t-t0ken-value-4711";
-const TASK_ROLE: &str = "task_role_arn = \"arn:aws:iam::123456789012:role/ci-task-default\"";
+use e2e::harness::world::TASK_ROLE;
 
-/// A world with a `[fargate]` section wired to the simulator's default network, the helper
-/// command pointing at the binary under test, and the cluster and log group created.
 fn fargate_world() -> World {
-    fargate_world_with(TASK_ROLE)
+    World::fargate(TASK_ROLE)
 }
 
-/// [`fargate_world`] with `task_role` as the `[fargate]` table's extra line.
 fn fargate_world_with(task_role: &str) -> World {
-    let w = World::new(POLICY);
-    let net = w.sim.default_network().expect("default network");
-    let helper = e2e::paths::executor_binary().expect("executor binary built");
-    let list = |v: &[String]| {
-        v.iter()
-            .map(|s| format!("{s:?}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let fargate = format!(
-        r#"{POLICY}
-[fargate]
-cluster = "{CLUSTER}"
-subnets = [{subnets}]
-security_groups = [{groups}]
-execution_role_arn = "arn:aws:iam::123456789012:role/EcsExecution"
-{task_role}
-log_group = "{LOG_GROUP}"
-helper_image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/sagemaker-executor:test"
-helper_command = [{helper:?}]
-stop_grace = "20s"
-cpu = 256
-memory = 512
-"#,
-        subnets = list(&net.subnets),
-        groups = list(&net.security_groups),
-        helper = helper.display().to_string(),
-    );
-    w.write_config(&w.config_text(&fargate))
-        .expect("config rewritten");
-    w.rt.block_on(w.ecs.create_cluster().cluster_name(CLUSTER).send())
-        .expect("cluster");
-    w.rt.block_on(w.logs.create_log_group().log_group_name(LOG_GROUP).send())
-        .expect("log group");
-    w
+    World::fargate(task_role)
 }
 
 fn job(script: &str, extra: &str) -> String {

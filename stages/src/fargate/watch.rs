@@ -1,12 +1,13 @@
 //! What following a Fargate task shows: a GitLab section per phase (provisioning, the fetch
-//! helper, the job's script, the push helper), status changes, and a verdict at STOPPED. The
-//! push section opens with the first `[push]` line, so the script's own lines stay inside the
-//! section named for running it.
+//! helper, the job's script, the push helper), status changes, and a verdict at STOPPED. A
+//! phase's section opens with its container's first line (`[fetch] ...`, the script's own, then
+//! `[push] ...`), not with a status sample: the log reads the same however often DescribeTasks
+//! happened to look, and the script's lines stay inside the section named for running it.
 
 use aws_sdk_ecs::types::Task;
 
 use super::lines::task_id;
-use super::taskdef::{FETCH, JOB};
+use super::taskdef::{FETCH, JOB, PUSH};
 use crate::aws::errors::{AwsCallError, Retry};
 use crate::joblog::JobLog;
 use crate::watch::{Describe, Watched};
@@ -20,8 +21,9 @@ const PHASES: &[(&str, &str, &str)] = &[
         "Downloading the workspace into the task (fetch)",
     ),
     (JOB, "script", "Running the job's script (job)"),
-    ("push", "uploading", "Uploading the workspace (push)"),
+    (PUSH, "uploading", "Uploading the workspace (push)"),
 ];
+const FETCH_PHASE: usize = 1;
 const SCRIPT_PHASE: usize = 2;
 const PUSH_PHASE: usize = 3;
 
@@ -116,37 +118,18 @@ impl Watched for TaskWatch {
         })
     }
 
-    /// Opens the section of the furthest container that started (never the push helper's: its
-    /// first line opens it), then announces a status change (STOPPED is announced by
-    /// [`TaskWatch::close`], after the last lines).
+    /// Announces a status change (STOPPED is announced by [`TaskWatch::close`], after the last
+    /// lines); sections follow the lines, see the module docs.
     fn observe(&mut self, task: &Task) -> bool {
-        let mut changed = false;
-        let furthest = PHASES
-            .iter()
-            .enumerate()
-            .take(PUSH_PHASE)
-            .skip(1)
-            .filter(|(_, (container, _, _))| {
-                task.containers().iter().any(|c| {
-                    c.name() == Some(*container)
-                        && (c.last_status() == Some("RUNNING") || c.exit_code().is_some())
-                })
-            })
-            .map(|(i, _)| i)
-            .max();
-        if let Some(phase) = furthest.filter(|p| *p > self.phase) {
-            self.open(phase);
-            changed = true;
-        }
         let status = task.last_status().map(str::to_owned);
-        if status != self.last_status {
-            changed = true;
-            if let Some(s) = status.as_deref().filter(|s| *s != "STOPPED") {
-                self.log.notice(&format!("Task {s}"));
-            }
-            self.last_status = status;
+        if status == self.last_status {
+            return false;
         }
-        changed
+        if let Some(s) = status.as_deref().filter(|s| *s != "STOPPED") {
+            self.log.notice(&format!("Task {s}"));
+        }
+        self.last_status = status;
+        true
     }
 
     fn judge(&self, task: &Task) -> Option<()> {
@@ -154,15 +137,21 @@ impl Watched for TaskWatch {
     }
 
     fn lines_ready(&self) -> bool {
-        self.phase >= 1
+        true
     }
 
     fn print_lines(&mut self, lines: &[String]) {
         for l in lines {
-            if self.phase < PUSH_PHASE && l.starts_with("[push] ") {
-                self.open(PUSH_PHASE);
-            } else if self.phase < SCRIPT_PHASE && !l.starts_with("[fetch] ") {
-                self.open(SCRIPT_PHASE);
+            let phase = if l.starts_with("[fetch] ") {
+                FETCH_PHASE
+            } else if l.starts_with("[push] ") {
+                PUSH_PHASE
+            } else {
+                SCRIPT_PHASE
+            };
+            // Only forward: a late helper line stays in the section that is open.
+            if phase > self.phase {
+                self.open(phase);
             }
             self.log.line(l);
         }
@@ -210,33 +199,18 @@ mod tests {
     }
 
     #[test]
-    fn sections_follow_the_furthest_started_container_and_never_go_back() {
+    fn sections_follow_the_lines_and_never_go_back() {
         let (mut p, _) = watch();
         assert!(p.observe(&task("PENDING", &[("fetch", "PENDING", None)])));
-        assert_eq!(p.phase, 0);
-        assert!(p.observe(&task(
-            "RUNNING",
-            &[("fetch", "STOPPED", Some(0)), ("job", "RUNNING", None)]
-        )));
-        assert_eq!(
-            p.open,
-            Some("script"),
-            "fetch was skipped over between two describes"
-        );
         assert!(
-            !p.observe(&task(
-                "RUNNING",
-                &[("fetch", "STOPPED", Some(0)), ("job", "RUNNING", None)]
-            )),
+            !p.observe(&task("PENDING", &[("fetch", "RUNNING", None)])),
             "no change"
         );
-        // The push helper running does not move the section: the script's last lines may still
-        // be on their way. Its first line does.
-        p.observe(&task(
-            "RUNNING",
-            &[("job", "STOPPED", Some(0)), ("push", "RUNNING", None)],
-        ));
-        assert_eq!(p.open, Some("script"));
+        assert_eq!(p.open, Some("provisioning"));
+        p.print_lines(&["[fetch] downloading".into()]);
+        assert_eq!(p.open, Some("downloading"));
+        p.print_lines(&["epoch=1".into(), "[fetch] a late helper line".into()]);
+        assert_eq!(p.open, Some("script"), "a late fetch line does not go back");
         p.print_lines(&["last script line".into(), "[push] uploading".into()]);
         assert_eq!(p.open, Some("uploading"));
         p.close(None);

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use aws_config::BehaviorVersion;
 
-use super::setup::{BUCKET, ExecutorSetup, REGION};
+use super::setup::{BUCKET, ExecutorSetup, POLICY, REGION};
 use crate::runner::{JobFixture, JobResult, Runner, StopAction};
 use crate::sim::{SimOptions, Simulator};
 
@@ -177,5 +177,55 @@ impl World {
     #[track_caller]
     pub fn eventually(&self, what: &str, timeout: Duration, check: impl FnMut() -> bool) {
         super::eventually(what, timeout, check);
+    }
+}
+
+/// The Fargate cluster of [`World::fargate`].
+pub const CLUSTER: &str = "ci";
+/// The awslogs group of [`World::fargate`].
+pub const LOG_GROUP: &str = "/sagemaker-executor/fargate";
+/// The `[fargate]` line that gives tasks the default task role.
+pub const TASK_ROLE: &str = "task_role_arn = \"arn:aws:iam::123456789012:role/ci-task-default\"";
+
+impl World {
+    /// A world with a `[fargate]` section wired to the simulator's default network, the helper
+    /// command pointing at the binary under test, `task_role` as an extra `[fargate]` line, and
+    /// the cluster and log group created.
+    pub fn fargate(task_role: &str) -> World {
+        let w = World::new(POLICY);
+        let net = w.sim.default_network().expect("default network");
+        let helper = crate::paths::executor_binary().expect("executor binary built");
+        let list = |v: &[String]| {
+            v.iter()
+                .map(|s| format!("{s:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let fargate = format!(
+            r#"{POLICY}
+[fargate]
+cluster = "{CLUSTER}"
+subnets = [{subnets}]
+security_groups = [{groups}]
+execution_role_arn = "arn:aws:iam::123456789012:role/EcsExecution"
+{task_role}
+log_group = "{LOG_GROUP}"
+helper_image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/sagemaker-executor:test"
+helper_command = [{helper:?}]
+stop_grace = "20s"
+cpu = 256
+memory = 512
+"#,
+            subnets = list(&net.subnets),
+            groups = list(&net.security_groups),
+            helper = helper.display().to_string(),
+        );
+        w.write_config(&w.config_text(&fargate))
+            .expect("config rewritten");
+        w.rt.block_on(w.ecs.create_cluster().cluster_name(CLUSTER).send())
+            .expect("cluster");
+        w.rt.block_on(w.logs.create_log_group().log_group_name(LOG_GROUP).send())
+            .expect("log group");
+        w
     }
 }
