@@ -44,7 +44,7 @@ fn rendered(result: &JobResult) -> String {
         }
     }
     sort_host_runs(&mut out);
-    out.retain(|l| !(l.starts_with("[mm:ss] Task ") && !l.starts_with("[mm:ss] Task STOPPED")));
+    out.retain(|l| !l.starts_with("[mm:ss] Task ") || l.starts_with("[mm:ss] Task STOPPED"));
     out.join("\n")
 }
 
