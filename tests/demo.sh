@@ -36,7 +36,7 @@ export AWS_ENDPOINT_URL="$endpoint" AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-e
     AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo AWS_EC2_METADATA_DISABLED=true
 # AWS resources an admin would have: the staging bucket, the Fargate cluster and log group, and
 # an ECS service for the deployment job. The Fargate network comes from the simulator's VPC.
-network="$(.venv/bin/python - <<'PY'
+network="$(DEMO_PYTHON="$(command -v python3)" DEMO_SERVE="$repo/tests/demo/serve.py" .venv/bin/python - <<'PY'
 import json, os, urllib.request
 import boto3
 boto3.client("s3").create_bucket(Bucket="ml-ci-staging")
@@ -54,6 +54,14 @@ ecs.create_service(
     networkConfiguration={"awsvpcConfiguration": {"subnets": net["subnets"], "securityGroups": net["security_groups"]}},
     deploymentConfiguration={"deploymentCircuitBreaker": {"enable": True, "rollback": True}},
 )
+# The training image also serves (as SageMaker framework images do): the simulator runs the
+# demo's serve.py for it, answering from the model file the train job wrote.
+req = urllib.request.Request(
+    os.environ["AWS_ENDPOINT_URL"] + "/_sim/images", method="POST",
+    data=json.dumps({"images": {"123456789012.dkr.ecr.us-east-1.amazonaws.com/ml/churn-train:2.1": {
+        "entrypoint": [os.environ["DEMO_PYTHON"], os.environ["DEMO_SERVE"]]}}}).encode(),
+    headers={"Content-Type": "application/json"})
+urllib.request.urlopen(req).read()
 print(json.dumps(net["subnets"], separators=(",", ":")), json.dumps(net["security_groups"], separators=(",", ":")))
 PY
 )"

@@ -1,6 +1,7 @@
 //! `runner-emulator`: runs job fixtures through a custom executor the way gitlab-runner
 //! would, printing each job log live, and checks each outcome against the fixture's
-//! `expect:` (default: success). Used by the demo.
+//! `expect:` (default: success). A fixture's `needs: [job]` hands it the dotenv variables of
+//! that earlier job, as GitLab does. Used by the demo.
 //!
 //! ```text
 //! runner-emulator --executor target/debug/sagemaker-executor --executor-config executor.toml \
@@ -81,9 +82,26 @@ fn run(args: Args) -> e2e::Result<bool> {
         .collect::<e2e::Result<Vec<_>>>()?;
     let runner = Runner::new(config)?;
     let mut summary = Vec::new();
+    let mut dotenvs: std::collections::HashMap<String, Vec<(String, String)>> =
+        std::collections::HashMap::new();
     for (path, fixture) in &fixtures {
         println!("\n=== job {} ({}) ===", fixture.name, path.display());
-        let result = runner.run(fixture)?;
+        let mut fixture = fixture.clone();
+        for needed in fixture.needs.clone() {
+            let Some(vars) = dotenvs.get(&needed) else {
+                return Err(e2e::Error::Config(format!(
+                    "{}: needs {needed:?}, which has not run or left no dotenv report",
+                    fixture.name
+                )));
+            };
+            for (k, v) in vars {
+                fixture.set_variable(k, v);
+            }
+        }
+        let result = runner.run(&fixture)?;
+        if let Some(vars) = result.dotenv() {
+            dotenvs.insert(fixture.name.clone(), vars);
+        }
         let expected = fixture.expect.unwrap_or(Expectation::Success);
         let ok = expected.matches(&result.outcome);
         summary.push(format!(

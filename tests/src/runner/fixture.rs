@@ -44,6 +44,10 @@ pub struct JobFixture {
     pub cache: Option<Cache>,
     /// Artifacts of earlier jobs that this job downloads.
     pub dependencies: Vec<Dependency>,
+    /// `needs:`: earlier jobs (by name) whose `artifacts:reports:dotenv` variables this job
+    /// receives, as GitLab passes them. Applied by whoever runs a sequence of jobs (the
+    /// `runner-emulator` binary).
+    pub needs: Vec<String>,
     /// The job timeout (`runner_info.timeout`), default one hour.
     pub timeout: Duration,
     /// `CI_COMMIT_REF_NAME`; also the branch of the fixture repository (default `main`).
@@ -364,6 +368,8 @@ struct RawFixture {
     #[serde(default)]
     dependencies: Vec<RawDependency>,
     #[serde(default)]
+    needs: Vec<String>,
+    #[serde(default)]
     timeout: Option<u64>,
     #[serde(default, rename = "ref")]
     git_ref: Option<String>,
@@ -485,6 +491,7 @@ impl JobFixture {
             artifacts: raw.artifacts,
             cache: raw.cache,
             dependencies,
+            needs: raw.needs,
             timeout: Duration::from_secs(raw.timeout.unwrap_or(3600)),
             git_ref: raw.git_ref.unwrap_or_else(|| "main".to_owned()),
             protected: raw.protected,
