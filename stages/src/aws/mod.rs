@@ -26,6 +26,8 @@ pub struct Aws {
     pub logs: aws_sdk_cloudwatchlogs::Client,
     /// ECS.
     pub ecs: aws_sdk_ecs::Client,
+    /// SageMaker Runtime (InvokeEndpoint).
+    pub runtime: aws_sdk_sagemakerruntime::Client,
     /// The same clients with the SDK's retries off, for calls in wait loops: those back off per
     /// operation themselves, so one throttled call never holds a loop for the SDK's backoff.
     pub polling: Polling,
@@ -122,6 +124,7 @@ impl Aws {
             s3: s3_client(sdk, path_style),
             logs: aws_sdk_cloudwatchlogs::Client::new(sdk),
             ecs: aws_sdk_ecs::Client::new(sdk),
+            runtime: aws_sdk_sagemakerruntime::Client::new(sdk),
             polling: Polling {
                 sagemaker: aws_sdk_sagemaker::Client::new(&once),
                 logs: aws_sdk_cloudwatchlogs::Client::new(&once),

@@ -464,8 +464,7 @@ pub async fn run(ctx: &StageCtx<'_>, d: &DeploySettings) -> Result<Outputs, Depl
 
     if let (Some(t), Some(body)) = (&d.smoke, smoke_body) {
         log.section_start("smoke_test", "Smoke test", false);
-        let runtime = aws_sdk_sagemakerruntime::Client::new(&crate::aws::sdk_config(ctx.cfg).await);
-        let outcome = smoke::run(ctx, &runtime, &d.endpoint, t, body).await;
+        let outcome = smoke::run(ctx, &ctx.aws.runtime, &d.endpoint, t, body).await;
         match &outcome {
             Smoke::Passed(summary) => log.notice(&format!("Smoke test passed: {summary}")),
             Smoke::Failed(reason) => log.error(&format!("Smoke test failed: {reason}")),
