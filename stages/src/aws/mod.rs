@@ -6,6 +6,8 @@
 //! helper containers build their S3 client through the same [`loader`].
 
 pub mod errors;
+#[cfg(test)]
+pub mod mock;
 
 use std::time::Duration;
 

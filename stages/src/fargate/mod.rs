@@ -20,9 +20,6 @@ pub mod submit;
 pub mod taskdef;
 pub mod watch;
 
-#[cfg(test)]
-mod mock;
-
 use std::fmt;
 use std::time::Duration;
 

@@ -309,7 +309,10 @@ mod tests {
                     .task_arns("arn:aws:ecs:us-east-1:1:task/ci/t1")
                     .build()
             });
-        let ecs = super::super::mock::ecs(&[&running, &stopped]);
+        let ecs = crate::aws::mock::ecs(
+            aws_smithy_mocks::RuleMode::Sequential,
+            &[&running, &stopped],
+        );
         let found = find_existing(&ecs, "ci", "gl-7-42").await.expect("listed");
         assert_eq!(found.as_deref(), Some("arn:aws:ecs:us-east-1:1:task/ci/t1"));
 
@@ -317,7 +320,7 @@ mod tests {
             .then_output(|| ListTasksOutput::builder().build());
         let none2 = mock!(aws_sdk_ecs::Client::list_tasks)
             .then_output(|| ListTasksOutput::builder().build());
-        let ecs = super::super::mock::ecs(&[&none, &none2]);
+        let ecs = crate::aws::mock::ecs(aws_smithy_mocks::RuleMode::Sequential, &[&none, &none2]);
         assert_eq!(
             find_existing(&ecs, "ci", "gl-7-42").await.expect("listed"),
             None
@@ -404,7 +407,7 @@ mod tests {
                     )
                     .build()
             });
-        let ecs = super::super::mock::ecs(&[&rule]);
+        let ecs = crate::aws::mock::ecs(aws_smithy_mocks::RuleMode::Sequential, &[&rule]);
         let err = run_task(&ecs, &env, &settings, &job, "td:1", "gl-7-42", &commands)
             .await
             .expect_err("no task");
@@ -429,7 +432,7 @@ mod tests {
                     )
                     .build()
             });
-        let ecs = super::super::mock::ecs(&[&on_demand]);
+        let ecs = crate::aws::mock::ecs(aws_smithy_mocks::RuleMode::Sequential, &[&on_demand]);
         let arn = run_task(&ecs, &env, &settings, &job, "td:1", "gl-7-42", &commands)
             .await
             .expect("started");

@@ -468,7 +468,7 @@ mod tests {
                     .build()
             });
         // No RegisterTaskDefinition rule: registering would fail the test.
-        let ecs = super::super::mock::ecs(&[&describe]);
+        let ecs = crate::aws::mock::ecs(aws_smithy_mocks::RuleMode::Sequential, &[&describe]);
         let arn = ensure(&ecs, &s, &joblog()).await.expect("reused");
         assert!(arn.ends_with(&format!("{family}:3")), "{arn}");
         assert_eq!(describe.num_calls(), 1);
@@ -515,7 +515,10 @@ mod tests {
                     )
                     .build()
             });
-        let ecs = super::super::mock::ecs(&[&describe, &register]);
+        let ecs = crate::aws::mock::ecs(
+            aws_smithy_mocks::RuleMode::Sequential,
+            &[&describe, &register],
+        );
         let arn = ensure(&ecs, &s, &joblog()).await.expect("registered");
         assert!(arn.ends_with("x:1"));
         assert_eq!(register.num_calls(), 1);

@@ -10,8 +10,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_sdk_cloudwatchlogs::Client;
-use aws_sdk_cloudwatchlogs::config::retry::RetryConfig;
-use aws_sdk_cloudwatchlogs::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_cloudwatchlogs::error::ErrorMetadata;
 use aws_sdk_cloudwatchlogs::operation::describe_log_streams::{
     DescribeLogStreamsError, DescribeLogStreamsInput, DescribeLogStreamsOutput,
@@ -21,7 +19,7 @@ use aws_sdk_cloudwatchlogs::operation::get_log_events::{
 };
 use aws_sdk_cloudwatchlogs::types::error::ResourceNotFoundException;
 use aws_sdk_cloudwatchlogs::types::{LogStream, OutputLogEvent};
-use aws_smithy_mocks::{MockResponse, MockResponseInterceptor, Rule, RuleMode, mock};
+use aws_smithy_mocks::{MockResponse, Rule, RuleMode, mock};
 use tokio_util::sync::CancellationToken;
 
 use super::{LogErrorKind, LogLine, LogTailer, PageFollow, StreamNaming, format_line};
@@ -35,19 +33,7 @@ const GROUP: &str = "/aws/sagemaker/TrainingJobs";
 /// A client whose every call is answered by `rules`. SDK retries are off so that one tailer call
 /// is one mocked response, and a throttling error reaches the tailer instead of being retried.
 fn client(mode: RuleMode, rules: &[&Rule]) -> Client {
-    let mut interceptor = MockResponseInterceptor::new().rule_mode(mode);
-    for rule in rules {
-        interceptor = interceptor.with_rule(rule);
-    }
-    let config = aws_sdk_cloudwatchlogs::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("AKIDTEST", "test", None, None, "test"))
-        .retry_config(RetryConfig::disabled())
-        .http_client(aws_smithy_mocks::create_mock_http_client())
-        .interceptor(interceptor)
-        .build();
-    Client::from_conf(config)
+    crate::aws::mock::logs(mode, rules)
 }
 
 fn event(timestamp: i64, message: &str) -> OutputLogEvent {
