@@ -95,5 +95,8 @@ pub enum WorkspaceCommand {
         /// Path-style S3 addressing.
         #[arg(long)]
         path_style: bool,
+        /// Encrypt the upload with this KMS key (SSE-KMS).
+        #[arg(long)]
+        kms_key_id: Option<String>,
     },
 }

@@ -61,7 +61,8 @@ impl fmt::Display for Action {
 /// A name that is not one of [`Action::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown action {0:?} (expected one of train, fargate, register, deploy, undeploy, ecs-deploy)"
+    "unknown action {} (expected one of train, fargate, register, deploy, undeploy, ecs-deploy)",
+    crate::excerpt::quoted(.0)
 )]
 pub struct UnknownAction(pub String);
 

@@ -29,7 +29,7 @@ pub async fn release(
         .filter(|r| r.phase != Phase::Finished)
         .cloned()
         .collect();
-    if unfinished.is_empty() && s.staged.is_empty() {
+    if unfinished.is_empty() && s.staged.is_empty() && s.objects.is_empty() {
         return Ok(());
     }
     let aws = Aws::connect(cfg).await;
@@ -53,6 +53,24 @@ pub async fn release(
             }
         }
         state.finished(r.kind, &r.name)?;
+    }
+    for object in &s.objects {
+        match aws
+            .s3
+            .delete_object()
+            .bucket(&object.bucket)
+            .key(&object.key)
+            .send()
+            .await
+        {
+            Ok(_) => eprintln!("cleanup: deleted s3://{}/{}", object.bucket, object.key),
+            Err(e) => eprintln!(
+                "cleanup: cannot delete s3://{}/{}: {}",
+                object.bucket,
+                object.key,
+                crate::aws::errors::describe(&e)
+            ),
+        }
     }
     for staged in &s.staged {
         let loc = StagingLocation {

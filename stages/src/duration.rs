@@ -8,8 +8,12 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if let Ok(secs) = t.parse::<u64>() {
         return Ok(Duration::from_secs(secs));
     }
-    humantime::parse_duration(t)
-        .map_err(|_| format!("{s:?} is not a duration (use seconds or e.g. \"90m\", \"2h\")"))
+    humantime::parse_duration(t).map_err(|_| {
+        format!(
+            "{} is not a duration (use seconds or e.g. \"90m\", \"2h\")",
+            crate::excerpt::quoted(s)
+        )
+    })
 }
 
 #[cfg(test)]

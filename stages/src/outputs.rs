@@ -98,14 +98,15 @@ pub fn dotenv_key(k: &str) -> String {
         .collect()
 }
 
-/// Renders dotenv lines, dropping values with line breaks and stopping before the size limit.
-/// Returns the text and the keys left out.
+/// Renders dotenv lines, dropping empty keys, values with line breaks and lines past the size
+/// limit. Returns the text and the keys left out.
 pub fn render_dotenv(pairs: &[(String, String)]) -> (String, Vec<String>) {
     let mut out = String::new();
     let mut dropped = Vec::new();
     for (k, v) in pairs {
-        let line = format!("{}={}\n", dotenv_key(k), v.trim());
-        if v.contains(['\n', '\r']) || out.len() + line.len() > DOTENV_LIMIT {
+        let key = dotenv_key(k);
+        let line = format!("{key}={}\n", v.trim());
+        if key.is_empty() || v.contains(['\n', '\r']) || out.len() + line.len() > DOTENV_LIMIT {
             dropped.push(k.clone());
             continue;
         }
@@ -163,9 +164,11 @@ mod tests {
             ("SAGEMAKER_TRAINING_JOB_NAME".into(), "gl-1-2".into()),
             ("bad-key".into(), "x".into()),
             ("MULTI".into(), "a\nb".into()),
+            // A line without a key (`=x`) would make GitLab refuse the whole report.
+            (String::new(), "x".into()),
         ]);
         assert_eq!(text, "SAGEMAKER_TRAINING_JOB_NAME=gl-1-2\nbad_key=x\n");
-        assert_eq!(dropped, vec!["MULTI".to_owned()]);
+        assert_eq!(dropped, vec!["MULTI".to_owned(), String::new()]);
         let many: Vec<_> = (0..500)
             .map(|i| (format!("K{i}"), "v".repeat(20)))
             .collect();

@@ -203,6 +203,26 @@ impl ProjectDir {
         })
     }
 
+    /// Makes sure `rel` is a directory inside the project, creating it (and missing parents,
+    /// inside the project only) if needed: a check made before anything is created in AWS, so a
+    /// planted link at an output directory fails the job first.
+    pub fn ensure_dir(&self, rel: &str) -> Result<(), ProjectFileError> {
+        let path = relative(rel)?;
+        // Opened, not stat'ed: an existing link leading out is refused here, as is a file.
+        match self.dir.open_dir(path) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(classify(rel, e)),
+        }
+        self.dir
+            .create_dir_all(path)
+            .map_err(|e| classify(rel, e))?;
+        self.dir
+            .open_dir(path)
+            .map(drop)
+            .map_err(|e| classify(rel, e))
+    }
+
     /// Writes `data` to `rel`, creating missing parent directories (inside the project only),
     /// through a temporary file renamed over the target: a symlink planted at `rel` is replaced,
     /// never followed.
@@ -427,5 +447,31 @@ mod tests {
             p.write("release", b"x"),
             Err(ProjectFileError::NotAFile { .. })
         ));
+    }
+
+    #[test]
+    fn ensure_dir_refuses_a_planted_link_and_creates_nothing_outside() {
+        let (base, dir, outside) = project();
+        let p = ProjectDir::open(&dir).expect("open");
+        p.ensure_dir("release").expect("created");
+        p.ensure_dir("release").expect("exists");
+        assert!(dir.join("release").is_dir());
+        symlink(base.path(), dir.join("out")).expect("link");
+        symlink("../..", dir.join("up")).expect("link");
+        for bad in ["out", "out/new", "up", "up/new"] {
+            let err = p.ensure_dir(bad).expect_err(bad);
+            assert!(err.is_jobs_fault(), "{bad}: {err}");
+        }
+        assert!(!base.path().join("new").exists());
+        assert!(matches!(
+            p.ensure_dir("../x"),
+            Err(ProjectFileError::NotRelative { .. })
+        ));
+        std::fs::write(dir.join("file"), "x").expect("file");
+        assert!(p.ensure_dir("file").is_err());
+        assert_eq!(
+            std::fs::read_to_string(&outside).expect("outside intact"),
+            "runner host secret"
+        );
     }
 }

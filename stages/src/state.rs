@@ -108,6 +108,16 @@ pub struct Staged {
     pub prefix: String,
 }
 
+/// One object the job produced outside its staging prefix that must not outlive it (SageMaker's
+/// `output.tar.gz`: the returned workspace, file variables included).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobObject {
+    /// Bucket.
+    pub bucket: String,
+    /// Key.
+    pub key: String,
+}
+
 /// The whole file.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobState {
@@ -121,6 +131,9 @@ pub struct JobState {
     /// Created resources.
     #[serde(default)]
     pub resources: Vec<Resource>,
+    /// Objects deleted at cleanup.
+    #[serde(default)]
+    pub objects: Vec<JobObject>,
 }
 
 impl JobState {
@@ -265,6 +278,16 @@ impl StateFile {
                 .filter(|r| r.kind == kind && r.name == name)
             {
                 r.phase = Phase::Finished;
+            }
+        })
+        .map(|_| ())
+    }
+
+    /// Records an object to delete at cleanup (once).
+    pub fn record_object(&self, object: JobObject) -> Result<(), StateError> {
+        self.update(|s| {
+            if !s.objects.contains(&object) {
+                s.objects.push(object);
             }
         })
         .map(|_| ())

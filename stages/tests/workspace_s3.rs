@@ -237,6 +237,7 @@ async fn large_archive_is_multipart_in_order_and_round_trips() {
         part_size: MIN_PART_SIZE,
         max_concurrent_parts: 2,
         compression_level: 1,
+        kms_key_id: None,
     };
 
     let summary = upload_tree(
@@ -377,9 +378,16 @@ async fn cancelled_before_start_makes_no_call() {
         assert_eq!(rule.num_calls(), 0);
     }
 
-    let err = put_bytes(&s3, &location(), "script", b"echo".to_vec(), &cancel)
-        .await
-        .expect_err("cancelled");
+    let err = put_bytes(
+        &s3,
+        &location(),
+        "script",
+        b"echo".to_vec(),
+        &UploadOptions::default(),
+        &cancel,
+    )
+    .await
+    .expect_err("cancelled");
     assert_eq!(err.kind(), WorkspaceErrorKind::Cancelled);
 }
 
@@ -387,7 +395,11 @@ async fn cancelled_before_start_makes_no_call() {
 async fn put_bytes_writes_the_named_key() {
     let put = mock!(Client::put_object)
         .match_requests(|r| {
-            r.key() == Some("ci/7/42/script") && r.body().bytes() == Some(&b"echo hi"[..])
+            r.key() == Some("ci/7/42/script")
+                && r.body().bytes() == Some(&b"echo hi"[..])
+                && r.server_side_encryption()
+                    == Some(&aws_sdk_s3::types::ServerSideEncryption::AwsKms)
+                && r.ssekms_key_id() == Some("alias/ci-staging")
         })
         .then_output(|| PutObjectOutput::builder().build());
     let s3 = client(&[&put]);
@@ -396,6 +408,10 @@ async fn put_bytes_writes_the_named_key() {
         &location(),
         "script",
         b"echo hi".to_vec(),
+        &UploadOptions {
+            kms_key_id: Some("alias/ci-staging".into()),
+            ..UploadOptions::default()
+        },
         &CancellationToken::new(),
     )
     .await

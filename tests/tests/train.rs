@@ -55,9 +55,9 @@ fn a_training_job_streams_its_lines_and_returns_model_artifacts_and_outputs() {
     let name = training_job_name(1, result.id);
     let model_key = format!("sagemaker-executor/output/{name}/output/model.tar.gz");
     assert_eq!(
-        w.keys(&model_key),
+        w.keys(&format!("sagemaker-executor/output/{name}/output/")),
         vec![model_key.clone()],
-        "model.tar.gz in S3"
+        "model.tar.gz stays in S3; output.tar.gz (the workspace, file variables included) is deleted at cleanup"
     );
 
     let uploaded = result.uploaded_files();
@@ -345,9 +345,11 @@ fn re_running_the_script_stage_attaches_to_the_existing_training_job() {
         1,
         "no second training job"
     );
-    assert_eq!(
-        std::fs::read_to_string(project.join("out.txt")).expect("workspace restored again"),
-        "first-run\n"
+    // This replay comes after the job's cleanup, which deleted the returned workspace (it holds
+    // the file variables): the attach says so instead of failing.
+    assert!(
+        stdout.contains("the returned workspace is gone: this job's cleanup deletes it"),
+        "{stdout}"
     );
 }
 

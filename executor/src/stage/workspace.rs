@@ -39,9 +39,10 @@ pub async fn run(op: WorkspaceCommand, cancel: &CancellationToken) -> ExitCode {
             source,
             region,
             path_style,
+            kms_key_id,
         } => {
             let s3 = helper::s3_client(region.clone(), *path_style).await;
-            helper::push(&s3, bucket, key, source, cancel)
+            helper::push(&s3, bucket, key, source, kms_key_id.as_deref(), cancel)
                 .await
                 .map(|m| {
                     format!(

@@ -58,6 +58,9 @@ pub struct Staging {
     pub prefix: String,
     /// Largest returned workspace the executor extracts.
     pub max_return_bytes: u64,
+    /// KMS key (ARN, key id or `alias/...`) that staged objects, training outputs and returned
+    /// workspaces are encrypted with; `None`: the bucket's default encryption.
+    pub kms_key_id: Option<String>,
 }
 
 /// `[aws]`.

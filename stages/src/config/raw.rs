@@ -35,6 +35,7 @@ pub struct RawStaging {
     pub bucket: Option<String>,
     pub prefix: Option<String>,
     pub max_return_bytes: Option<u64>,
+    pub kms_key_id: Option<String>,
 }
 
 /// `[aws]`: how the executor talks to AWS.

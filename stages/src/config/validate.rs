@@ -137,6 +137,18 @@ pub(super) fn validate(
             format!("{b:?} is not a valid S3 bucket name"),
         );
     }
+    let kms_key_id = rs.kms_key_id.filter(|k| {
+        let ok = k.starts_with("alias/")
+            || (k.starts_with("arn:aws") && k.contains(":kms:"))
+            || (k.len() == 36 && k.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-'));
+        if !ok {
+            c.problem(
+                "staging.kms_key_id",
+                format!("{k:?} is not a KMS key ARN, key id or alias/..."),
+            );
+        }
+        ok
+    });
     let prefix = rs.prefix.unwrap_or_else(|| "sagemaker-executor".to_owned());
     let prefix = prefix.trim_matches('/').to_owned();
 
@@ -236,6 +248,7 @@ pub(super) fn validate(
             bucket: bucket?,
             prefix,
             max_return_bytes: rs.max_return_bytes.unwrap_or(20 << 30),
+            kms_key_id,
         },
         aws: AwsSettings {
             assume_role_arn: ra.assume_role_arn,

@@ -272,6 +272,7 @@ pub async fn push(
     bucket: &str,
     key: &str,
     source: &Path,
+    kms_key_id: Option<&str>,
     cancel: &CancellationToken,
 ) -> Result<Moved, HelperError> {
     let size = match tokio::fs::metadata(source).await {
@@ -291,6 +292,7 @@ pub async fn push(
     };
     let opts = UploadOptions {
         part_size: PART_SIZE as usize,
+        kms_key_id: kms_key_id.map(str::to_owned),
         ..UploadOptions::default()
     };
     crate::workspace::upload_file(s3, bucket, key, source, &opts, cancel)
@@ -390,6 +392,7 @@ mod tests {
             "b",
             "k",
             &dir.path().join("none.tar.gz"),
+            None,
             &CancellationToken::new(),
         )
         .await
@@ -450,6 +453,7 @@ mod tests {
             "b",
             "k",
             &file,
+            None,
             &CancellationToken::new(),
         )
         .await

@@ -307,6 +307,7 @@ impl Backend for FargateTask<'_> {
             &self.paths,
             &ctx.cfg.region,
             ctx.cfg.aws.s3_force_path_style,
+            ctx.cfg.staging.kms_key_id.as_deref(),
         );
         let arn =
             submit::run_task(&ctx.aws.ecs, env, f, ctx.job, &td, &self.name, &commands).await?;

@@ -68,6 +68,7 @@ impl Commands {
         paths: &TaskPaths,
         region: &str,
         path_style: bool,
+        kms_key_id: Option<&str>,
     ) -> Commands {
         let text = |p: &Path| p.to_string_lossy().into_owned();
         let mut fetch = vec![
@@ -97,6 +98,10 @@ impl Commands {
         if path_style {
             fetch.push("--path-style".to_owned());
             push.push("--path-style".to_owned());
+        }
+        if let Some(key) = kms_key_id {
+            push.push("--kms-key-id".to_owned());
+            push.push(key.to_owned());
         }
         Commands {
             fetch,
@@ -233,7 +238,15 @@ mod tests {
         let loc = StagingLocation::new("bucket", "pre", 7, 42);
         let paths = TaskPaths::new(Path::new("/srv/builds"), 42);
         assert_eq!(paths.channel, Path::new("/srv/builds/.sme/42"));
-        let c = Commands::new(&loc, &paths, "eu-west-1", true);
+        let c = Commands::new(&loc, &paths, "eu-west-1", true, None);
+        let encrypted = Commands::new(&loc, &paths, "eu-west-1", false, Some("alias/ci"));
+        assert!(
+            encrypted
+                .push
+                .ends_with(&["--kms-key-id".to_owned(), "alias/ci".to_owned()]),
+            "{:?}",
+            encrypted.push
+        );
         assert_eq!(
             c.fetch,
             [
@@ -284,7 +297,7 @@ mod tests {
             "no environment in overrides"
         );
         assert!(
-            !Commands::new(&loc, &paths, "eu-west-1", false)
+            !Commands::new(&loc, &paths, "eu-west-1", false, None)
                 .fetch
                 .contains(&"--path-style".to_owned())
         );
@@ -383,6 +396,7 @@ mod tests {
             &TaskPaths::new(Path::new("/b"), 42),
             "us-east-1",
             false,
+            None,
         );
         let rule = mock!(aws_sdk_ecs::Client::run_task)
             .match_requests(|r| {

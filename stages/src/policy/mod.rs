@@ -104,9 +104,22 @@ pub struct Rejection {
     pub reason: String,
 }
 
+/// Longest setting name shown: a spec file's key (a tag key, a channel name) is the job's text.
+const SHOWN_SETTING_CHARS: usize = 120;
+/// Longest reason shown: reasons quote job values as short excerpts, and an admin's allow-list
+/// is the rest; this is the last bound on one error line.
+const SHOWN_REASON_CHARS: usize = 600;
+
 impl fmt::Display for Rejection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.setting, self.reason)
+        // One line whatever the job wrote: control characters (a newline in a spec key, terminal
+        // escapes) are replaced, and both parts are bounded.
+        write!(
+            f,
+            "{}: {}",
+            crate::excerpt::plain(&self.setting, SHOWN_SETTING_CHARS),
+            crate::excerpt::plain(&self.reason, SHOWN_REASON_CHARS)
+        )
     }
 }
 
@@ -131,7 +144,10 @@ pub(crate) fn check_allowed(
     if !patterns.allows(value) {
         out.push(Rejection::new(
             setting,
-            format!("{value:?} is not allowed by {rule} {patterns}"),
+            format!(
+                "{} is not allowed by {rule} {patterns}",
+                crate::excerpt::quoted(value)
+            ),
         ));
     }
 }

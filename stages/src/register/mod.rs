@@ -156,6 +156,11 @@ pub async fn run(ctx: &StageCtx<'_>, s: &RegisterSettings) -> Result<Outputs, Re
     // Everything the job controls is checked before anything is created.
     let project = ProjectDir::open(ctx.project_dir)
         .map_err(|e| RegisterError::Metrics(MetricsError::Read(e)))?;
+    // The bundle is written after the version exists; a `release` the repository planted as a
+    // link out (or a file) must fail the job before anything is created.
+    project
+        .ensure_dir(bundle::RELEASE_DIR)
+        .map_err(|e| RegisterError::Bundle(BundleError::Write(e)))?;
     let (metrics, source_name) = match &s.metrics_file {
         Some(file) => (
             metrics::from_file(&project, file)?,

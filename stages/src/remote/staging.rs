@@ -86,12 +86,16 @@ pub async fn stage_workspace(
         prefix: loc.prefix.clone(),
     })?;
     let roots = workspace_roots(run.project_dir);
+    let opts = UploadOptions {
+        kms_key_id: run.cfg.staging.kms_key_id.clone(),
+        ..UploadOptions::default()
+    };
     let summary = workspace::upload_tree(
         &aws.s3,
         loc,
         workspace::WORKSPACE_ARCHIVE,
         &roots,
-        &UploadOptions::default(),
+        &opts,
         run.cancel,
     )
     .await?;
@@ -99,12 +103,13 @@ pub async fn stage_workspace(
         path: run.script.to_owned(),
         source,
     })?;
-    workspace::put_bytes(&aws.s3, loc, workspace::SCRIPT, script, run.cancel).await?;
+    workspace::put_bytes(&aws.s3, loc, workspace::SCRIPT, script, &opts, run.cancel).await?;
     workspace::put_bytes(
         &aws.s3,
         loc,
         workspace::BOOTSTRAP,
         workspace::BOOTSTRAP_SH.as_bytes().to_vec(),
+        &opts,
         run.cancel,
     )
     .await?;
@@ -113,6 +118,7 @@ pub async fn stage_workspace(
         loc,
         workspace::MANIFEST,
         manifest.render()?.into_bytes(),
+        &opts,
         run.cancel,
     )
     .await?;

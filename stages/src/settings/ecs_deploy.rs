@@ -33,9 +33,31 @@ pub(super) fn resolve(r: &mut Reader<'_>, cfg: &ExecutorConfig) -> Option<EcsDep
             }
         }
     };
-    let cluster = need(r, "ECS_CLUSTER");
-    let service = need(r, "ECS_SERVICE");
-    let container = need(r, "ECS_CONTAINER");
+    // Names are checked for ECS's shapes before the allow-lists: a glob such as `web-*` would
+    // otherwise pass a name of any length or content on to AWS and into the job log.
+    let named = |r: &mut Reader<'_>, var: &str, kind: &str| -> Option<(String, Origin)> {
+        let (value, origin) = need(r, var)?;
+        if is_ecs_name(&value, kind) {
+            Some((value, origin))
+        } else {
+            r.reject(
+                &origin,
+                format!(
+                    "{} is not an ECS {kind} name (1-255 of [A-Za-z0-9_-]{})",
+                    crate::excerpt::quoted(&value),
+                    if kind == "container" {
+                        ""
+                    } else {
+                        ", or its ARN"
+                    }
+                ),
+            );
+            None
+        }
+    };
+    let cluster = named(r, "ECS_CLUSTER", "cluster");
+    let service = named(r, "ECS_SERVICE", "service");
+    let container = named(r, "ECS_CONTAINER", "container");
     let image = need(r, "ECS_IMAGE");
     if let Some((v, o)) = &cluster {
         check_allowed(
@@ -75,4 +97,73 @@ pub(super) fn resolve(r: &mut Reader<'_>, cfg: &ExecutorConfig) -> Option<EcsDep
         image: image?.0,
         timeout,
     })
+}
+
+/// Whether `value` is an ECS `kind` name (`cluster`, `service`, `container`): 1-255 letters,
+/// digits, `_` and `-`; a cluster or service may also be given as its ARN
+/// (`arn:<partition>:ecs:<region>:<account>:<kind>/[<cluster>/]<name>`).
+fn is_ecs_name(value: &str, kind: &str) -> bool {
+    let plain = |n: &str| {
+        (1..=255).contains(&n.len())
+            && n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    };
+    if plain(value) {
+        return true;
+    }
+    if kind == "container" {
+        return false;
+    }
+    let parts: Vec<&str> = value.splitn(6, ':').collect();
+    match parts.as_slice() {
+        ["arn", partition, "ecs", region, account, resource] => {
+            partition.starts_with("aws")
+                && !region.is_empty()
+                && region
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && account.len() == 12
+                && account.bytes().all(|b| b.is_ascii_digit())
+                && resource
+                    .strip_prefix(kind)
+                    .and_then(|r| r.strip_prefix('/'))
+                    .is_some_and(|names| {
+                        let names: Vec<&str> = names.split('/').collect();
+                        (1..=2).contains(&names.len()) && names.iter().all(|n| plain(n))
+                    })
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_ecs_name;
+
+    #[test]
+    fn ecs_names_and_arns() {
+        assert!(is_ecs_name("web-a_1", "service"));
+        assert!(is_ecs_name(
+            "arn:aws:ecs:us-east-1:123456789012:service/ci/web-a",
+            "service"
+        ));
+        assert!(is_ecs_name(
+            "arn:aws:ecs:us-east-1:123456789012:cluster/ci",
+            "cluster"
+        ));
+        for bad in [
+            "",
+            "web a",
+            "web-a/../admin",
+            "web\nERROR",
+            &"s".repeat(256),
+            "arn:aws:ecs:us-east-1:123456789012:cluster/ci",
+        ] {
+            assert!(!is_ecs_name(bad, "service"), "{bad:?}");
+        }
+        assert!(!is_ecs_name(
+            "arn:aws:ecs:us-east-1:123456789012:container/x",
+            "container"
+        ));
+    }
 }

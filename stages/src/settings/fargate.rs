@@ -143,7 +143,13 @@ pub(super) fn resolve(
             "X86_64" | "AMD64" => Architecture::X86_64,
             "ARM64" | "AARCH64" => Architecture::Arm64,
             _ => {
-                r.reject(&s.origin, format!("{:?} is not X86_64 or ARM64", s.value));
+                r.reject(
+                    &s.origin,
+                    format!(
+                        "{} is not X86_64 or ARM64",
+                        crate::excerpt::quoted(&s.value)
+                    ),
+                );
                 Architecture::X86_64
             }
         },

@@ -212,7 +212,14 @@ impl<'a> Reader<'a> {
                 None
             }
             Err(_) => {
-                self.reject(&s.origin, format!("{:?} is not a whole number", s.value));
+                self.reject(
+                    &s.origin,
+                    format!(
+                        "{} is not a whole number from {min} to {}",
+                        crate::excerpt::quoted(&s.value),
+                        u32::MAX
+                    ),
+                );
                 None
             }
         }
@@ -224,7 +231,10 @@ impl<'a> Reader<'a> {
             "true" | "1" | "yes" => Some(true),
             "false" | "0" | "no" => Some(false),
             _ => {
-                self.reject(&s.origin, format!("{:?} is not true or false", s.value));
+                self.reject(
+                    &s.origin,
+                    format!("{} is not true or false", crate::excerpt::quoted(&s.value)),
+                );
                 None
             }
         }
@@ -239,7 +249,13 @@ impl<'a> Reader<'a> {
         rule: &str,
     ) -> Option<String> {
         if !crate::names::is_role_arn(&s.value) {
-            self.reject(&s.origin, format!("{:?} is not an IAM role ARN", s.value));
+            self.reject(
+                &s.origin,
+                format!(
+                    "{} is not an IAM role ARN",
+                    crate::excerpt::quoted(&s.value)
+                ),
+            );
             return None;
         }
         crate::policy::check_allowed(

@@ -399,3 +399,122 @@ fn docker_hub_short_names_match_a_policy_written_with_full_names() {
     let err = settings("docker.io/library/../evil:1").expect_err("dot dot");
     assert!(err[0].to_string().contains("`..` path segment"), "{err:?}");
 }
+
+#[test]
+fn channels_and_checkpoints_may_not_read_the_staging_area() {
+    for uri in [
+        "s3://ci-staging/sagemaker-executor/7/41/",
+        "s3://ci-staging/sagemaker-executor",
+        "s3://ci-staging/",
+        "s3://ci-staging/sage",
+    ] {
+        let e = rejected(&[("SAGEMAKER_INPUT_TRAIN", uri)], Some(ECR));
+        assert!(
+            e.iter().any(|l| l.starts_with("SAGEMAKER_INPUT_TRAIN: ")
+                && l.contains("overlaps the staging area s3://ci-staging/sagemaker-executor/")),
+            "{uri}: {e:?}"
+        );
+    }
+    // Elsewhere in the staging bucket, and in another allowed bucket, channels are fine.
+    let Ok(Plan::Train(t)) = plan(
+        &[
+            ("SAGEMAKER_INPUT_TRAIN", "s3://ci-staging/datasets/a/"),
+            ("SAGEMAKER_INPUT_TEST", "s3://ml-data-x/sagemaker-executor/"),
+        ],
+        Some(ECR),
+    ) else {
+        panic!("other prefixes are allowed");
+    };
+    assert_eq!(t.inputs.len(), 2);
+    // Checkpoints: another project's area is refused, the job's own project's is not.
+    let spot = [("SAGEMAKER_SPOT", "true")];
+    let e = rejected(
+        &[
+            spot[0],
+            (
+                "SAGEMAKER_CHECKPOINT_S3_URI",
+                "s3://ci-staging/sagemaker-executor/checkpoints/8/main",
+            ),
+        ],
+        Some(ECR),
+    );
+    assert!(e[0].contains("overlaps the staging area"), "{e:?}");
+    assert!(
+        plan(
+            &[
+                spot[0],
+                (
+                    "SAGEMAKER_CHECKPOINT_S3_URI",
+                    "s3://ci-staging/sagemaker-executor/checkpoints/7/other-branch",
+                ),
+            ],
+            Some(ECR),
+        )
+        .is_ok()
+    );
+    assert!(plan(&spot, Some(ECR)).is_ok(), "the default checkpoint URI");
+}
+
+#[test]
+fn hostile_names_tags_and_metrics_are_refused_with_short_lines() {
+    let long = "x".repeat(10_000);
+    let cases: &[(&str, &str, &str)] = &[
+        ("SAGEMAKER_TAG_Managed-By", "me", "reserved"),
+        ("SAGEMAKER_TAG_GITLAB:job-id", "1", "reserved"),
+        ("SAGEMAKER_TAG_team", &long, "a tag value is at most 256"),
+        ("SAGEMAKER_TAG_a#b", "x", "a tag key must be"),
+        ("SAGEMAKER_METRIC_loss", "loss=[0-9.]+", "capture group"),
+        (
+            "SAGEMAKER_METRIC_loss",
+            &long,
+            "longer than SageMaker's 500",
+        ),
+        ("SAGEMAKER_INSTANCE_COUNT", &long, "is not a whole number"),
+        ("SAGEMAKER_MAX_RUNTIME", &long, "is not a duration"),
+        ("SAGEMAKER_ROLE_ARN", &long, "is not an IAM role ARN"),
+        ("SAGEMAKER_INSTANCE_TYPE", &long, "not a SageMaker training"),
+        ("SAGEMAKER_INPUT_TRAIN", &long, "is not an s3:// URI"),
+        ("SAGEMAKER_ACTION", &long, "unknown action"),
+    ];
+    for (var, value, needle) in cases {
+        let e = rejected(&[(var, value)], Some(ECR));
+        assert!(e.iter().any(|l| l.contains(needle)), "{var}: {e:?}");
+        assert!(
+            e.iter().all(|l| l.len() < 400 && !l.contains(&long[..100])),
+            "{var}: {e:?}"
+        );
+    }
+    // A huge runtime with spot on is refused, and does not overflow the default max wait.
+    let e = rejected(
+        &[
+            ("SAGEMAKER_SPOT", "true"),
+            ("SAGEMAKER_MAX_RUNTIME", "18446744073709551615"),
+        ],
+        Some(ECR),
+    );
+    assert!(e[0].contains("is over policy.train.max_runtime"), "{e:?}");
+}
+
+#[test]
+fn spec_keys_cannot_name_dot_channels_or_break_the_error_line() {
+    let spec = spec::parse(
+        "train:\n  inputs:\n    \"..\": s3://ci-staging/d/\n    \"\": s3://ci-staging/d/\n  tags:\n    \"a\\nERROR: forged\": x\n",
+    )
+    .expect("spec parses");
+    let j = job(&[], Some(ECR));
+    let s = Settings::collect(&j, Some(("spec.yaml", &spec)));
+    let e: Vec<String> = resolve(&j, JobShape::default(), &config(""), &s)
+        .expect_err("refused")
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(e.len(), 3, "{e:?}");
+    assert!(e.iter().all(|l| !l.contains('\n')), "{e:?}");
+    assert!(
+        e.iter()
+            .filter(|l| l.contains("not a usable channel name"))
+            .count()
+            == 2,
+        "{e:?}"
+    );
+}

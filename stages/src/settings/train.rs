@@ -7,11 +7,18 @@ use std::time::Duration;
 use super::{Origin, Reader};
 use crate::config::ExecutorConfig;
 use crate::job::Job;
-use crate::names::{is_ecr_image, is_known_instance_type, s3_bucket};
+use crate::names::{is_ecr_image, is_known_instance_type, s3_bucket, split_s3_uri};
 use crate::policy::{check_allowed, check_image, check_max};
 
 /// The input channel that carries the workspace; users cannot name a channel this.
 pub const WORKSPACE_CHANNEL: &str = "sm-workspace";
+
+/// SageMaker's limits on a metric definition's name and regex.
+const MAX_METRIC_NAME: usize = 255;
+const MAX_METRIC_REGEX: usize = 500;
+/// AWS's limits on a tag key and value.
+const MAX_TAG_KEY: usize = 128;
+const MAX_TAG_VALUE: usize = 256;
 
 /// Managed spot settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,7 +77,10 @@ pub(super) fn resolve(
         Some(img) if !is_ecr_image(&img) => {
             r.reject(
                 &Origin::Variable("image".into()),
-                format!("{img:?} is not an ECR image (<account>.dkr.ecr.<region>.amazonaws.com/<repo>:<tag>); SageMaker training pulls only from ECR"),
+                format!(
+                    "{} is not an ECR image (<account>.dkr.ecr.<region>.amazonaws.com/<repo>:<tag>); SageMaker training pulls only from ECR",
+                    crate::excerpt::quoted(&img)
+                ),
             );
             None
         }
@@ -102,8 +112,8 @@ pub(super) fn resolve(
             r.reject(
                 &s.origin,
                 format!(
-                    "{:?} is not a SageMaker training instance type (e.g. ml.m5.xlarge)",
-                    s.value
+                    "{} is not a SageMaker training instance type (e.g. ml.m5.xlarge)",
+                    crate::excerpt::quoted(&s.value)
                 ),
             );
             None
@@ -190,10 +200,13 @@ pub(super) fn resolve(
                 }
                 w
             }
-            None => max_runtime * 2,
+            // Saturating: a huge max runtime is refused above, but must not overflow here.
+            None => max_runtime.saturating_mul(2),
         };
         let checkpoint_s3_uri = match r.text("SAGEMAKER_CHECKPOINT_S3_URI") {
-            Some(s) => bucket_checked(r, &s.origin, &s.value, cfg).unwrap_or_default(),
+            Some(s) => bucket_checked(r, &s.origin, &s.value, cfg)
+                .filter(|uri| !reads_staging(r, &s.origin, uri, cfg, Some(job.project_id)))
+                .unwrap_or_default(),
             // Checkpoints survive the job by design (a retried job resumes), so the default is
             // per project and ref, not per job.
             None => format!(
@@ -223,22 +236,42 @@ pub(super) fn resolve(
     let settings = r.settings;
     for (name, s) in settings.with_prefix("SAGEMAKER_INPUT_") {
         let channel = name.to_ascii_lowercase();
-        if channel == WORKSPACE_CHANNEL
-            || !channel
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-            || channel.len() > 64
-        {
-            r.reject(&s.origin, format!("{channel:?} is not a usable channel name ([A-Za-z0-9._-], at most 64, not {WORKSPACE_CHANNEL:?})"));
+        if !is_channel_name(&channel) {
+            r.reject(
+                &s.origin,
+                format!(
+                    "{} is not a usable channel name (1-64 of [A-Za-z0-9._-], not `.`, `..` or {WORKSPACE_CHANNEL:?})",
+                    crate::excerpt::quoted(&channel)
+                ),
+            );
             continue;
         }
-        if let Some(uri) = bucket_checked(r, &s.origin, &s.value, cfg) {
+        if let Some(uri) = bucket_checked(r, &s.origin, &s.value, cfg)
+            && !reads_staging(r, &s.origin, &uri, cfg, None)
+        {
             inputs.insert(channel, uri);
         }
     }
 
     let mut metrics = BTreeMap::new();
     for (name, s) in settings.with_prefix("SAGEMAKER_METRIC_") {
+        if name.is_empty()
+            || name.chars().count() > MAX_METRIC_NAME
+            || name.chars().any(char::is_control)
+        {
+            r.reject(
+                &s.origin,
+                format!("a metric name must be 1-{MAX_METRIC_NAME} printable characters"),
+            );
+            continue;
+        }
+        if s.value.chars().count() > MAX_METRIC_REGEX {
+            r.reject(
+                &s.origin,
+                format!("the regex is longer than SageMaker's {MAX_METRIC_REGEX} characters"),
+            );
+            continue;
+        }
         match regex::Regex::new(&s.value) {
             Ok(re) if re.captures_len() >= 2 => {
                 metrics.insert(name.to_owned(), s.value.clone());
@@ -289,13 +322,27 @@ pub(super) fn resolve(
 
     let mut tags = BTreeMap::new();
     for (k, s) in settings.with_prefix("SAGEMAKER_TAG_") {
-        if k.to_ascii_lowercase().starts_with("aws:")
-            || k.starts_with("gitlab:")
-            || k == "managed-by"
-        {
+        let lower = k.to_ascii_lowercase();
+        // Compared without case: AWS keeps `Managed-By` apart from `managed-by`, but a person
+        // reading the tags (and a case-insensitive cost report) does not.
+        if lower.starts_with("aws:") || lower.starts_with("gitlab:") || lower == "managed-by" {
             r.reject(
                 &s.origin,
-                "tag keys aws:*, gitlab:* and managed-by are reserved",
+                "tag keys aws:*, gitlab:* and managed-by are reserved (compared without case)",
+            );
+            continue;
+        }
+        if !is_tag_key(k) {
+            r.reject(
+                &s.origin,
+                format!("a tag key must be 1-{MAX_TAG_KEY} letters, digits, spaces or _.:/=+-@"),
+            );
+            continue;
+        }
+        if s.value.chars().count() > MAX_TAG_VALUE {
+            r.reject(
+                &s.origin,
+                format!("a tag value is at most {MAX_TAG_VALUE} characters"),
             );
             continue;
         }
@@ -332,18 +379,85 @@ fn bucket_checked(
     cfg: &ExecutorConfig,
 ) -> Option<String> {
     let Some(bucket) = s3_bucket(uri.trim()) else {
-        r.reject(origin, format!("{uri:?} is not an s3:// URI"));
+        r.reject(
+            origin,
+            format!("{} is not an s3:// URI", crate::excerpt::quoted(uri)),
+        );
         return None;
     };
     let pol = &cfg.policy.train.buckets;
     if !pol.allows(bucket) {
         r.reject(
             origin,
-            format!("bucket {bucket:?} is not allowed by policy.train.buckets {pol}"),
+            format!(
+                "bucket {} is not allowed by policy.train.buckets {pol}",
+                crate::excerpt::quoted(bucket)
+            ),
         );
         return None;
     }
     Some(uri.trim().to_owned())
+}
+
+/// Refuses (and returns true for) an `s3://` URI whose keys overlap the executor's staging
+/// prefix: a channel or checkpoint there would read other jobs' staged workspaces, scripts and
+/// returned outputs. SageMaker reads a URI as a key prefix, so `s3://<bucket>/` and
+/// `s3://<bucket>/sage` overlap `sagemaker-executor/` too. `own_checkpoints` allows the
+/// project's own checkpoint area (`<prefix>/checkpoints/<project id>/`), the spot default.
+fn reads_staging(
+    r: &mut Reader<'_>,
+    origin: &Origin,
+    uri: &str,
+    cfg: &ExecutorConfig,
+    own_checkpoints: Option<u64>,
+) -> bool {
+    let Some((bucket, key)) = split_s3_uri(uri) else {
+        return false;
+    };
+    if bucket != cfg.staging.bucket {
+        return false;
+    }
+    let staging = format!("{}/", cfg.staging.prefix);
+    if let Some(project) = own_checkpoints {
+        let own = format!("{staging}checkpoints/{project}/");
+        if key.starts_with(&own) {
+            return false;
+        }
+    }
+    let overlaps =
+        cfg.staging.prefix.is_empty() || key.starts_with(&staging) || staging.starts_with(key);
+    if overlaps {
+        r.reject(
+            origin,
+            format!(
+                "{} overlaps the staging area s3://{bucket}/{staging} (staging.prefix), which holds other jobs' workspaces",
+                crate::excerpt::quoted(uri)
+            ),
+        );
+    }
+    overlaps
+}
+
+/// SageMaker's channel names: 1-64 of `[A-Za-z0-9._-]`; `.` and `..` would name a directory
+/// above `/opt/ml/input/data/<channel>`, and the workspace channel is the executor's.
+fn is_channel_name(channel: &str) -> bool {
+    !channel.is_empty()
+        && channel.len() <= 64
+        && channel != "."
+        && channel != ".."
+        && channel != WORKSPACE_CHANNEL
+        && channel
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
+/// AWS tag keys: 1-128 Unicode letters, digits, spaces and `_.:/=+-@`.
+fn is_tag_key(key: &str) -> bool {
+    let n = key.chars().count();
+    (1..=MAX_TAG_KEY).contains(&n)
+        && key
+            .chars()
+            .all(|c| c.is_alphanumeric() || " _.:/=+-@".contains(c))
 }
 
 fn fmt(d: Duration) -> String {

@@ -47,6 +47,9 @@ pub enum TrainError {
     /// Looking for the job of an earlier attempt failed.
     #[error("{0}")]
     Describe(#[source] AwsCallError),
+    /// The state file could not be written.
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
 }
 
 impl Classify for TrainError {
@@ -54,13 +57,15 @@ impl Classify for TrainError {
         match self {
             // SageMaker validates the job's own settings (image, role, channels) here.
             TrainError::Create(e) if e.code() == Some("ValidationException") => FailureKind::Build,
-            TrainError::Create(_) | TrainError::Describe(_) => FailureKind::System,
+            TrainError::Create(_) | TrainError::Describe(_) | TrainError::State(_) => {
+                FailureKind::System
+            }
         }
     }
 
     fn script_exit_code(&self) -> Option<i32> {
         match self {
-            TrainError::Create(_) | TrainError::Describe(_) => None,
+            TrainError::Create(_) | TrainError::Describe(_) | TrainError::State(_) => None,
         }
     }
 }
@@ -69,6 +74,9 @@ impl Classify for TrainError {
 struct Training<'s> {
     settings: &'s TrainSettings,
     name: String,
+    /// Whether this attempt attached to a job an earlier attempt started: its returned
+    /// workspace may already be gone (cleanup deletes it), which is then no error.
+    attached: std::cell::Cell<bool>,
 }
 
 /// Runs the stage as a training job.
@@ -79,11 +87,20 @@ pub async fn run(ctx: &StageCtx<'_>, t: &TrainSettings) -> Result<Outputs, Error
     let backend = Training {
         settings: t,
         name: ctx.resource_name(),
+        attached: std::cell::Cell::new(false),
     };
     remote::run(ctx, &backend, "training job").await
 }
 
 impl Training<'_> {
+    /// Where SageMaker puts the returned workspace.
+    fn output_archive(&self) -> String {
+        format!(
+            "{}/{}/output/output.tar.gz",
+            self.settings.output_path, self.name
+        )
+    }
+
     fn limits(&self) -> Limits {
         Limits {
             max_runtime: self.settings.max_runtime,
@@ -121,13 +138,16 @@ impl Backend for Training<'_> {
             .send()
             .await
         {
-            Ok(d) => Ok(Some(Attached {
-                id: self.name.clone(),
-                message: format!(
-                    "Attaching to existing training job {} ({})",
-                    self.name,
-                    d.training_job_status().map(|s| s.as_str()).unwrap_or("?")
-                ),
+            Ok(d) => Ok(Some({
+                self.attached.set(true);
+                Attached {
+                    id: self.name.clone(),
+                    message: format!(
+                        "Attaching to existing training job {} ({})",
+                        self.name,
+                        d.training_job_status().map(|s| s.as_str()).unwrap_or("?")
+                    ),
+                }
             })),
             Err(e) if matches!(code(&e), Some("ValidationException" | "ResourceNotFound")) => {
                 Ok(None)
@@ -150,6 +170,16 @@ impl Backend for Training<'_> {
 
     async fn submit(&self, ctx: &StageCtx<'_>) -> Result<String, TrainError> {
         let t = self.settings;
+        // SageMaker returns the workspace (file variables included) in output.tar.gz next to
+        // the model; it must not outlive the job, whatever becomes of the executor.
+        if let Some((bucket, key)) = split_s3_uri(&self.output_archive()) {
+            ctx.state
+                .record_object(crate::state::JobObject {
+                    bucket: bucket.to_owned(),
+                    key: key.to_owned(),
+                })
+                .map_err(TrainError::State)?;
+        }
         ctx.log.notice(&format!(
             "Creating training job {} on {} x {}",
             self.name, t.instance_count, t.instance_type
@@ -223,10 +253,7 @@ impl Backend for Training<'_> {
         d: &DescribeTrainingJobOutput,
         completed: bool,
     ) -> Result<Outputs, Error> {
-        let output = format!(
-            "{}/{}/output/output.tar.gz",
-            self.settings.output_path, self.name
-        );
+        let output = self.output_archive();
         if let Some((bucket, key)) = split_s3_uri(&output) {
             let limits = ExtractLimits {
                 max_bytes: ctx.cfg.staging.max_return_bytes,
@@ -241,10 +268,15 @@ impl Backend for Training<'_> {
                 ctx.cancel,
             )
             .await;
+            let missing = if self.attached.get() {
+                "the returned workspace is gone: this job's cleanup deletes it (it holds the file variables); nothing new to restore"
+            } else {
+                "the training job returned no workspace (SageMaker uploads it only when the container got that far); on-failure artifacts have nothing new"
+            };
             remote::report_restore(
                 restored,
-                completed,
-                "the training job returned no workspace (SageMaker uploads it only when the container got that far); on-failure artifacts have nothing new",
+                completed && !self.attached.get(),
+                missing,
                 &ctx.log,
             )
             .map_err(RemoteError::Restore)?;

@@ -32,6 +32,11 @@ fn s3_channel(channel: &str, uri: &str) -> Channel {
         .build()
 }
 
+/// Whether CreateTrainingJob's error `code` says a job of that name exists already.
+fn name_taken(code: Option<&str>) -> bool {
+    code == Some("ResourceInUse")
+}
+
 /// Builds and sends CreateTrainingJob for `name`.
 pub async fn create(
     run: &StageCtx<'_>,
@@ -92,6 +97,7 @@ pub async fn create(
         .output_data_config(
             OutputDataConfig::builder()
                 .s3_output_path(&t.output_path)
+                .set_kms_key_id(run.cfg.staging.kms_key_id.clone())
                 .build(),
         )
         .resource_config(resources.build())
@@ -107,18 +113,10 @@ pub async fn create(
     }
     match req.send().await {
         Ok(out) => Ok(out.training_job_arn().unwrap_or_default().to_owned()),
-        // A retried call whose first attempt reached SageMaker: the job is ours (the name is this
-        // stage's), so attach to it instead of failing.
-        Err(e)
-            if crate::aws::errors::code(&e) == Some("ValidationException")
-                && e.as_service_error()
-                    .and_then(|se| {
-                        aws_smithy_types::error::metadata::ProvideErrorMetadata::message(se)
-                    })
-                    .is_some_and(|m| {
-                        m.contains("must be unique") || m.contains("already exists")
-                    }) =>
-        {
+        // A retried call whose first attempt reached SageMaker (its answer was lost): the job is
+        // ours (the name is this stage's), so attach to it instead of failing. SageMaker answers
+        // a duplicate training job name with `ResourceInUse`.
+        Err(e) if name_taken(crate::aws::errors::code(&e)) => {
             let d = sm
                 .describe_training_job()
                 .training_job_name(name)
@@ -131,5 +129,20 @@ pub async fn create(
             "CreateTrainingJob",
             e,
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::name_taken;
+
+    #[test]
+    fn only_resource_in_use_means_the_name_is_taken() {
+        // What SageMaker answers a duplicate name with (a retried create whose answer was lost).
+        assert!(name_taken(Some("ResourceInUse")));
+        // A malformed request is not an existing job.
+        assert!(!name_taken(Some("ValidationException")));
+        assert!(!name_taken(Some("ResourceLimitExceeded")));
+        assert!(!name_taken(None));
     }
 }

@@ -15,7 +15,9 @@ use std::path::PathBuf;
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{
+    ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, ServerSideEncryption,
+};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
@@ -50,6 +52,9 @@ pub struct UploadOptions {
     /// `tar czf`). Level 1 is a different, greedy mode: fastest on binaries but nearly twice
     /// the bytes on sources.
     pub compression_level: u32,
+    /// A KMS key (ARN or alias) to encrypt the objects with (SSE-KMS); `None`: the bucket's
+    /// default encryption.
+    pub kms_key_id: Option<String>,
 }
 
 impl Default for UploadOptions {
@@ -58,6 +63,7 @@ impl Default for UploadOptions {
             part_size: 8 * 1024 * 1024,
             max_concurrent_parts: 4,
             compression_level: 2,
+            kms_key_id: None,
         }
     }
 }
@@ -88,6 +94,7 @@ pub async fn upload_tree(
         s3,
         bucket: &loc.bucket,
         key: loc.key(name),
+        kms_key_id: opts.kms_key_id.as_deref(),
     };
     run_upload(&target, opts, cancel, move |writer| {
         pack_tree_to(&roots, writer, level)
@@ -114,6 +121,7 @@ pub async fn upload_file(
         s3,
         bucket,
         key: key.to_owned(),
+        kms_key_id: opts.kms_key_id.as_deref(),
     };
     let path = source.to_owned();
     run_upload(&target, opts, cancel, move |writer| {
@@ -191,6 +199,7 @@ pub async fn put_bytes(
     loc: &StagingLocation,
     name: &str,
     bytes: Vec<u8>,
+    opts: &UploadOptions,
     cancel: &CancellationToken,
 ) -> Result<(), WorkspaceError> {
     loc.check()?;
@@ -198,6 +207,7 @@ pub async fn put_bytes(
         s3,
         bucket: &loc.bucket,
         key: loc.key(name),
+        kms_key_id: opts.kms_key_id.as_deref(),
     };
     target
         .put(Bytes::from(bytes), None, cancel, "uploading a staged file")
@@ -209,6 +219,7 @@ struct Target<'a> {
     s3: &'a Client,
     bucket: &'a str,
     key: String,
+    kms_key_id: Option<&'a str>,
 }
 
 /// What must be undone if the upload fails.
@@ -323,6 +334,8 @@ impl Target<'_> {
             .key(&self.key)
             .set_content_type(content_type.map(str::to_owned))
             .content_length(i64::try_from(body.len()).unwrap_or(i64::MAX))
+            .set_server_side_encryption(self.kms_key_id.map(|_| ServerSideEncryption::AwsKms))
+            .set_ssekms_key_id(self.kms_key_id.map(str::to_owned))
             .body(ByteStream::from(body))
             .send();
         cancel
@@ -344,6 +357,8 @@ impl Target<'_> {
             .bucket(self.bucket)
             .key(&self.key)
             .content_type(ARCHIVE_CONTENT_TYPE)
+            .set_server_side_encryption(self.kms_key_id.map(|_| ServerSideEncryption::AwsKms))
+            .set_ssekms_key_id(self.kms_key_id.map(str::to_owned))
             // Explicit, so every part carries a CRC32 that CompleteMultipartUpload can check.
             .checksum_algorithm(ChecksumAlgorithm::Crc32)
             .send();
