@@ -186,6 +186,26 @@ pub fn image_problem(image: &str) -> Option<&'static str> {
     None
 }
 
+/// The AWS partition of `region`: `aws-us-gov` for GovCloud, `aws-cn` for China, else `aws`.
+pub fn partition(region: &str) -> &'static str {
+    if region.starts_with("us-gov-") {
+        "aws-us-gov"
+    } else if region.starts_with("cn-") {
+        "aws-cn"
+    } else {
+        "aws"
+    }
+}
+
+/// The AWS console's origin for `region` (GovCloud and China have consoles of their own).
+pub fn console_origin(region: &str) -> String {
+    match partition(region) {
+        "aws-us-gov" => "https://console.amazonaws-us-gov.com".to_owned(),
+        "aws-cn" => "https://console.amazonaws.cn".to_owned(),
+        _ => format!("https://{region}.console.aws.amazon.com"),
+    }
+}
+
 /// Whether `s` looks like `s3://bucket[/key]`.
 pub fn is_s3_uri(s: &str) -> bool {
     s3_bucket(s).is_some()
@@ -258,6 +278,33 @@ mod tests {
         assert!(!is_ecr_image("docker.io/library/python:3.12"));
         assert!(!is_ecr_image(
             "123456789012.dkr.ecr.us-east-1.amazonaws.com.evil.io/x"
+        ));
+    }
+
+    #[test]
+    fn every_partition_has_its_console() {
+        assert_eq!(partition("eu-west-1"), "aws");
+        assert_eq!(partition("us-gov-west-1"), "aws-us-gov");
+        assert_eq!(partition("cn-north-1"), "aws-cn");
+        assert_eq!(
+            console_origin("eu-west-1"),
+            "https://eu-west-1.console.aws.amazon.com"
+        );
+        assert_eq!(
+            console_origin("us-gov-east-1"),
+            "https://console.amazonaws-us-gov.com"
+        );
+        assert_eq!(
+            console_origin("cn-northwest-1"),
+            "https://console.amazonaws.cn"
+        );
+        assert!(is_role_arn("arn:aws-us-gov:iam::123456789012:role/x"));
+        assert!(is_role_arn("arn:aws-cn:iam::123456789012:role/x"));
+        assert!(is_ecr_image(
+            "123456789012.dkr.ecr.cn-north-1.amazonaws.com.cn/ml/x:1"
+        ));
+        assert!(is_ecr_image(
+            "123456789012.dkr.ecr.us-gov-west-1.amazonaws.com/ml/x:1"
         ));
     }
 

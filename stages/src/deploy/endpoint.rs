@@ -59,7 +59,8 @@ pub fn tags(ctx: &StageCtx<'_>, endpoint: &str) -> Vec<Tag> {
 /// The SageMaker console page of an endpoint.
 pub fn console_url(region: &str, endpoint: &str) -> String {
     format!(
-        "https://{region}.console.aws.amazon.com/sagemaker/home?region={region}#/endpoints/{endpoint}"
+        "{}/sagemaker/home?region={region}#/endpoints/{endpoint}",
+        crate::names::console_origin(region)
     )
 }
 

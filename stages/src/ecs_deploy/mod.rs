@@ -604,7 +604,8 @@ pub fn console_url(region: &str, cluster: &str, service: &str) -> String {
     let cluster = cluster.rsplit('/').next().unwrap_or(cluster);
     let service = service.rsplit('/').next().unwrap_or(service);
     format!(
-        "https://{region}.console.aws.amazon.com/ecs/v2/clusters/{cluster}/services/{service}/deployments?region={region}"
+        "{}/ecs/v2/clusters/{cluster}/services/{service}/deployments?region={region}",
+        crate::names::console_origin(region)
     )
 }
 

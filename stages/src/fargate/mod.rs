@@ -453,7 +453,8 @@ pub fn console_url(region: &str, cluster: &str, task_arn: &str) -> String {
     // The console wants the cluster's name, which is the last segment of an ARN too.
     let cluster = cluster.rsplit('/').next().unwrap_or(cluster);
     format!(
-        "https://{region}.console.aws.amazon.com/ecs/v2/clusters/{cluster}/tasks/{}/configuration?region={region}",
+        "{}/ecs/v2/clusters/{cluster}/tasks/{}/configuration?region={region}",
+        crate::names::console_origin(region),
         task_id(task_arn)
     )
 }

@@ -138,7 +138,8 @@ impl RegisterError {
 /// The SageMaker console page of a version.
 pub fn console_url(region: &str, group: &str, version: i32) -> String {
     format!(
-        "https://{region}.console.aws.amazon.com/sagemaker/home?region={region}#/model-registry/model-package-groups/{group}/versions/{version}"
+        "{}/sagemaker/home?region={region}#/model-registry/model-package-groups/{group}/versions/{version}",
+        crate::names::console_origin(region)
     )
 }
 

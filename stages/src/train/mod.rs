@@ -355,5 +355,8 @@ fn report_times(d: &DescribeTrainingJobOutput, log: &JobLog) {
 
 /// The SageMaker console page of a training job.
 pub fn console_url(region: &str, name: &str) -> String {
-    format!("https://{region}.console.aws.amazon.com/sagemaker/home?region={region}#/jobs/{name}")
+    format!(
+        "{}/sagemaker/home?region={region}#/jobs/{name}",
+        crate::names::console_origin(region)
+    )
 }
