@@ -358,3 +358,53 @@ fn bad_register_settings_are_refused_and_create_nothing() {
     }
     assert_eq!(creates(&w), before, "nothing created");
 }
+
+#[test]
+fn the_model_archive_can_travel_in_the_bundle_under_the_runners_cap() {
+    let w = world();
+    let upstream = train(&w, "0.91", "0.8");
+    let result = run(
+        &w,
+        &register_job(
+            &upstream,
+            &format!(
+                "  SAGEMAKER_MODEL_PACKAGE_GROUP: {GROUP}\n  SAGEMAKER_BUNDLE_MODEL: \"true\"\n"
+            ),
+            "",
+        ),
+    );
+    let log = result.plain_log();
+    assert_eq!(result.outcome, JobOutcome::Success, "{log}");
+    let bundle = get(&result.dotenv().unwrap(), "SAGEMAKER_RELEASE_BUNDLE")
+        .unwrap()
+        .to_owned();
+    let copied = std::fs::read(
+        result
+            .uploaded_artifacts_dir
+            .join("archive")
+            .join(format!("{bundle}/model.tar.gz")),
+    )
+    .expect("model archive in the bundle");
+    let model = get(&upstream, "SAGEMAKER_MODEL_DATA").unwrap();
+    let (bucket, key) = model
+        .strip_prefix("s3://")
+        .unwrap()
+        .split_once('/')
+        .unwrap();
+    let original =
+        w.rt.block_on(w.s3.get_object().bucket(bucket).key(key).send())
+            .unwrap();
+    let original = w.rt.block_on(original.body.collect()).unwrap().into_bytes();
+    assert_eq!(
+        copied,
+        original.to_vec(),
+        "the same bytes as the registered model"
+    );
+    assert!(
+        log.contains(&format!(
+            "Copied the model archive ({} bytes)",
+            original.len()
+        )),
+        "{log}"
+    );
+}

@@ -36,6 +36,7 @@ allow_hooks = true
 [policy.register]
 groups = ["ml-*"]
 unprotected_approvals = ["pending", "auto"]
+max_bundle_bytes = 1048576
 
 [policy.train]
 instance_types = ["ml.m5.*"]
