@@ -172,6 +172,13 @@ impl JobLog {
         self.emit(Event::Line(text));
     }
 
+    /// Plain lines, in order.
+    pub fn lines(&self, lines: &[String]) {
+        for l in lines {
+            self.line(l);
+        }
+    }
+
     /// A green status line with the elapsed time.
     pub fn notice(&self, text: &str) {
         self.emit(Event::Notice(text));

@@ -142,7 +142,7 @@ impl LineSource for TaskLogs {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use aws_sdk_ecs::types::Container;
 
     use super::*;

@@ -164,27 +164,9 @@ impl Watched for TaskWatch {
 
 #[cfg(test)]
 mod tests {
-    use aws_sdk_ecs::types::Container;
-
     use super::*;
 
-    fn task(status: &str, containers: &[(&str, &str, Option<i32>)]) -> Task {
-        Task::builder()
-            .last_status(status)
-            .set_containers(Some(
-                containers
-                    .iter()
-                    .map(|(n, s, code)| {
-                        Container::builder()
-                            .name(*n)
-                            .last_status(*s)
-                            .set_exit_code(*code)
-                            .build()
-                    })
-                    .collect(),
-            ))
-            .build()
-    }
+    use super::super::lines::tests::task;
 
     fn watch() -> (TaskWatch, std::sync::Arc<std::sync::Mutex<String>>) {
         let conf = aws_sdk_ecs::Config::builder()

@@ -375,7 +375,7 @@ fn other_tools_ecs_and_fargate_variables_pass_untouched() {
 #[test]
 fn docker_hub_short_names_match_a_policy_written_with_full_names() {
     let mut cfg = config(
-        "[fargate]\ncluster = \"ci\"\nsubnets = [\"subnet-1\"]\nsecurity_groups = [\"sg-1\"]\nexecution_role_arn = \"arn:aws:iam::123456789012:role/Exec\"\ntask_role_arn = \"arn:aws:iam::123456789012:role/Task\"\nhelper_image = \"h\"\n",
+        "[fargate]\ncluster = \"ci\"\nsubnets = [\"subnet-0123456789abcdef0\"]\nsecurity_groups = [\"sg-0123456789abcdef0\"]\nexecution_role_arn = \"arn:aws:iam::123456789012:role/Exec\"\ntask_role_arn = \"arn:aws:iam::123456789012:role/Task\"\nhelper_image = \"h\"\n",
     );
     cfg.policy.fargate.images =
         crate::policy::Patterns::compile(&["docker.io/library/python:*"]).expect("patterns");

@@ -135,9 +135,7 @@ impl Watched for TrainWatch {
     }
 
     fn print_lines(&mut self, lines: &[String]) {
-        for l in lines {
-            self.log.line(l);
-        }
+        self.log.lines(lines);
     }
 
     fn warn(&mut self, text: &str) {
