@@ -38,6 +38,10 @@ pub enum Command {
     Cleanup,
     /// Admin: check the config file and print every problem, or "ok".
     Validate,
+    /// Admin: check the config against the AWS account it points at, read-only (credentials,
+    /// region, staging bucket, roles, Fargate network, cluster, log group, helper image): one
+    /// line per check with what to fix; exit 0 only when none fails.
+    Doctor,
     /// Admin: print the JSON Schema of the job spec file (`SAGEMAKER_SPEC`).
     SpecSchema,
     /// Admin: stop and delete what finished or vanished jobs left behind (training jobs, Fargate

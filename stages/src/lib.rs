@@ -8,6 +8,7 @@ pub mod cleanup;
 pub mod config;
 pub mod ctx;
 pub mod deploy;
+pub mod doctor;
 pub mod duration;
 pub mod ecs_deploy;
 pub mod excerpt;

@@ -206,6 +206,128 @@ pub fn console_origin(region: &str) -> String {
     }
 }
 
+/// Geographic areas of region names in the partitions [`partition`] knows (`us-gov` before
+/// `us`, so GovCloud is matched whole).
+const REGION_AREAS: &[&str] = &[
+    "us-gov", "us", "eu", "ap", "sa", "ca", "me", "af", "il", "mx", "cn",
+];
+/// The directions region names use.
+const REGION_DIRECTIONS: &[&str] = &[
+    "north",
+    "south",
+    "east",
+    "west",
+    "central",
+    "northeast",
+    "northwest",
+    "southeast",
+    "southwest",
+];
+
+/// Why `region` is not an AWS region name, if it is not: `<area>-<direction>-<digit>` with a
+/// known area and direction (`us-east-1`, `us-gov-west-1`, `cn-north-1`, `ap-southeast-4`).
+/// The shape, not a list of today's regions, so a region opened after this release still loads;
+/// `doctor` then checks that the region answers.
+pub fn region_problem(region: &str) -> Option<&'static str> {
+    let rest = REGION_AREAS
+        .iter()
+        .find_map(|area| region.strip_prefix(area).and_then(|r| r.strip_prefix('-')));
+    let shaped = rest
+        .and_then(|r| r.rsplit_once('-'))
+        .is_some_and(|(direction, number)| {
+            REGION_DIRECTIONS.contains(&direction)
+                && number.len() == 1
+                && number.bytes().all(|b| (b'1'..=b'9').contains(&b))
+        });
+    (!shaped).then_some(
+        "is not an AWS region name (like us-east-1, eu-west-1, us-gov-west-1, cn-north-1)",
+    )
+}
+
+/// The partition an ARN names (`arn:<partition>:...`).
+pub fn arn_partition(arn: &str) -> Option<&str> {
+    arn.strip_prefix("arn:")?.split(':').next()
+}
+
+/// The kinds of EC2 ids the `[fargate]` network names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ec2IdKind {
+    /// `subnet-...`.
+    Subnet,
+    /// `sg-...`.
+    SecurityGroup,
+}
+
+impl Ec2IdKind {
+    fn prefix(self) -> &'static str {
+        match self {
+            Ec2IdKind::Subnet => "subnet",
+            Ec2IdKind::SecurityGroup => "sg",
+        }
+    }
+
+    fn noun(self) -> &'static str {
+        match self {
+            Ec2IdKind::Subnet => "subnet id",
+            Ec2IdKind::SecurityGroup => "security group id",
+        }
+    }
+}
+
+/// Why `id` is not an EC2 id of `kind` (`subnet-`/`sg-` and 8 or 17 lowercase hex digits), if
+/// it is not; names the kind of id it is instead when it has another kind's prefix (a VPC id
+/// given as a subnet is the usual mistake).
+pub fn ec2_id_problem(id: &str, kind: Ec2IdKind) -> Option<String> {
+    let hex = |s: &str| {
+        (s.len() == 8 || s.len() == 17)
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let suffix = |prefix: &str| id.strip_prefix(prefix).and_then(|r| r.strip_prefix('-'));
+    if suffix(kind.prefix()).is_some_and(hex) {
+        return None;
+    }
+    let other = [
+        ("vpc", "a VPC id"),
+        ("subnet", "a subnet id"),
+        ("sg", "a security group id"),
+    ]
+    .into_iter()
+    .find(|(prefix, _)| *prefix != kind.prefix() && suffix(prefix).is_some());
+    Some(match other {
+        Some((_, what)) => format!(
+            "{id:?} is {what}, not a {}: list the {} ids ({}-...)",
+            kind.noun(),
+            kind.noun().trim_end_matches(" id"),
+            kind.prefix()
+        ),
+        None => format!(
+            "{id:?} is not a {} ({}- and 8 or 17 lowercase hex digits)",
+            kind.noun(),
+            kind.prefix()
+        ),
+    })
+}
+
+/// Fargate's CPU sizes (units), for messages.
+pub const FARGATE_CPUS: &[u32] = &[256, 512, 1024, 2048, 4096, 8192, 16384];
+
+/// Whether `memory` MiB is one of Fargate's memory sizes for `cpu` units (an unknown CPU size
+/// fits nothing).
+pub fn fargate_memory_fits(cpu: u32, memory: u32) -> bool {
+    let (lo, hi, step) = match cpu {
+        256 => return [512, 1024, 2048].contains(&memory),
+        512 => (1024, 4096, 1024),
+        1024 => (2048, 8192, 1024),
+        2048 => (4096, 16384, 1024),
+        4096 => (8192, 30720, 1024),
+        8192 => (16384, 61440, 4096),
+        16384 => (32768, 122880, 8192),
+        _ => return false,
+    };
+    (lo..=hi).contains(&memory) && (memory - lo).is_multiple_of(step)
+}
+
 /// Whether `s` looks like `s3://bucket[/key]`.
 pub fn is_s3_uri(s: &str) -> bool {
     s3_bucket(s).is_some()
@@ -361,5 +483,87 @@ mod tests {
         assert_eq!(resource_name(7, 42, "step_release"), "gl-7-42-release");
         let long = resource_name(u64::MAX, u64::MAX, &format!("step_{}", "x".repeat(80)));
         assert!(long.len() <= 63 && !long.ends_with('-'));
+    }
+
+    #[test]
+    fn region_names() {
+        for ok in [
+            "us-east-1",
+            "eu-west-1",
+            "us-gov-west-1",
+            "cn-north-1",
+            "cn-northwest-1",
+            "ap-southeast-4",
+            "il-central-1",
+            "mx-central-1",
+        ] {
+            assert_eq!(region_problem(ok), None, "{ok}");
+        }
+        for bad in [
+            "us-east-9x",
+            "useast1",
+            "us-east-0",
+            "US-EAST-1",
+            "us-east-1 ",
+            "eu-middle-1",
+            "xx-east-1",
+            "us-gov-1",
+            "",
+        ] {
+            assert!(region_problem(bad).is_some(), "{bad:?}");
+        }
+        assert_eq!(
+            arn_partition("arn:aws-cn:iam::123456789012:role/x"),
+            Some("aws-cn")
+        );
+        assert_eq!(arn_partition("role/x"), None);
+    }
+
+    #[test]
+    fn ec2_ids() {
+        assert_eq!(ec2_id_problem("subnet-0123abcd", Ec2IdKind::Subnet), None);
+        assert_eq!(
+            ec2_id_problem("subnet-0123456789abcdef0", Ec2IdKind::Subnet),
+            None
+        );
+        assert_eq!(
+            ec2_id_problem("sg-0123456789abcdef0", Ec2IdKind::SecurityGroup),
+            None
+        );
+        let vpc = ec2_id_problem("vpc-0123456789abcdef0", Ec2IdKind::Subnet).unwrap_or_default();
+        assert!(vpc.contains("is a VPC id, not a subnet id"), "{vpc}");
+        let sub = ec2_id_problem("subnet-0123abcd", Ec2IdKind::SecurityGroup).unwrap_or_default();
+        assert!(
+            sub.contains("is a subnet id, not a security group id"),
+            "{sub}"
+        );
+        for bad in [
+            "subnet-1",
+            "subnet-0123ABCD",
+            "subnet-0123abcdx",
+            "default",
+            "sg-",
+        ] {
+            assert!(
+                ec2_id_problem(bad, Ec2IdKind::Subnet).is_some()
+                    && ec2_id_problem(bad, Ec2IdKind::SecurityGroup).is_some(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn fargate_sizes() {
+        assert!(fargate_memory_fits(256, 512));
+        assert!(!fargate_memory_fits(256, 4096));
+        assert!(fargate_memory_fits(1024, 3072));
+        assert!(!fargate_memory_fits(1024, 3000));
+        assert!(fargate_memory_fits(16384, 122880));
+        assert!(!fargate_memory_fits(300, 1024));
+        assert!(
+            FARGATE_CPUS
+                .iter()
+                .all(|&cpu| (512..=122880).any(|m| fargate_memory_fits(cpu, m)))
+        );
     }
 }

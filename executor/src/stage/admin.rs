@@ -1,4 +1,5 @@
-//! Admin subcommands: `validate` (every config problem, or "ok"), `spec-schema` and `gc`.
+//! Admin subcommands: `validate` (every config problem, or "ok"), `doctor` (the config against
+//! its AWS account, read-only), `spec-schema` and `gc`.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -23,6 +24,31 @@ pub fn validate(config: &Path) -> ExitCode {
             println!("{e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+pub async fn doctor(config: &Path) -> ExitCode {
+    // The AWS checks need a valid config; `validate` lists its problems.
+    let cfg = match stages::config::load_file(config) {
+        Ok(cfg) => {
+            println!("ok   config: {} is valid", config.display());
+            cfg
+        }
+        Err(e) => {
+            println!("FAIL config: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let checks = stages::doctor::run(&cfg, &mut |c| println!("{c}")).await;
+    let failed = checks
+        .iter()
+        .filter(|c| c.status == stages::doctor::Status::Fail)
+        .count();
+    if stages::doctor::passed(&checks) {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("{failed} check(s) failed");
+        ExitCode::FAILURE
     }
 }
 

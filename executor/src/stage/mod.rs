@@ -37,6 +37,7 @@ pub async fn dispatch(cli: Cli, codes: ExitCodes) -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Validate => admin::validate(&cli.config),
+        Command::Doctor => admin::doctor(&cli.config).await,
         Command::SpecSchema => admin::spec_schema(),
         Command::Gc {
             dry_run,

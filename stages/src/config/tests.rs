@@ -170,7 +170,7 @@ fn default_runtime_over_the_policy_cap_is_refused() {
 
 #[test]
 fn fargate_helper_command_defaults_to_the_binary_name_and_refuses_empty_lists() {
-    let network = "[fargate]\ncluster = \"ci\"\nsubnets = [\"subnet-1\"]\nsecurity_groups = [\"sg-1\"]\nexecution_role_arn = \"arn:aws:iam::123456789012:role/Exec\"\nhelper_image = \"helper:1\"\n";
+    let network = "[fargate]\ncluster = \"ci\"\nsubnets = [\"subnet-0123456789abcdef0\"]\nsecurity_groups = [\"sg-0123abcd\"]\nexecution_role_arn = \"arn:aws:iam::123456789012:role/Exec\"\nhelper_image = \"helper:1\"\n";
     let cfg = load_str(&format!("{MINIMAL}\n{network}"), Path::new("t.toml")).expect("valid");
     let fargate = cfg.fargate.expect("fargate section");
     assert_eq!(
@@ -193,4 +193,223 @@ fn fargate_helper_command_defaults_to_the_binary_name_and_refuses_empty_lists() 
             "{bad}: {joined}"
         );
     }
+}
+
+/// A `[fargate]` table that passes every rule; tests replace one line of it.
+const FARGATE: &str = r#"
+[fargate]
+cluster = "ci"
+subnets = ["subnet-0123456789abcdef0", "subnet-0123abcd"]
+security_groups = ["sg-0123456789abcdef0"]
+execution_role_arn = "arn:aws:iam::123456789012:role/Exec"
+task_role_arn = "arn:aws:iam::123456789012:role/Task"
+helper_image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/helper:1"
+cpu = 1024
+memory = 2048
+"#;
+
+/// The problems of [`MINIMAL`] plus [`FARGATE`] with `from` replaced by `to`, joined.
+fn fargate_problems(from: &str, to: &str) -> String {
+    assert!(FARGATE.contains(from), "{from}");
+    problems(&format!("{MINIMAL}{}", FARGATE.replace(from, to))).join("\n")
+}
+
+#[test]
+fn a_complete_fargate_table_loads() {
+    let cfg = load(&format!("{MINIMAL}{FARGATE}")).expect("valid");
+    let f = cfg.fargate.expect("fargate");
+    assert_eq!(f.subnets.len(), 2);
+    assert_eq!(f.stop_grace, Duration::from_secs(45));
+}
+
+#[test]
+fn region_names_are_checked() {
+    for bad in ["us-east-9x", "useast1", "US-EAST-1", "eu-middle-1"] {
+        let joined = problems(&MINIMAL.replace("us-east-1", bad)).join("\n");
+        assert!(
+            joined.contains(&format!("region: {bad:?} is not an AWS region name")),
+            "{joined}"
+        );
+    }
+    for ok in ["eu-west-1", "us-gov-west-1", "cn-north-1", "ap-southeast-4"] {
+        load(&MINIMAL.replace("us-east-1", ok)).expect(ok);
+    }
+}
+
+#[test]
+fn subnets_and_security_groups_need_their_id_shapes() {
+    let joined = fargate_problems("\"subnet-0123abcd\"", "\"vpc-0123456789abcdef0\"");
+    assert!(
+        joined.contains(
+            "fargate.subnets: \"vpc-0123456789abcdef0\" is a VPC id, not a subnet id: list the subnet ids (subnet-...)"
+        ),
+        "{joined}"
+    );
+    let joined = fargate_problems("\"subnet-0123abcd\"", "\"subnet-1\"");
+    assert!(
+        joined.contains("fargate.subnets: \"subnet-1\" is not a subnet id (subnet- and 8 or 17 lowercase hex digits)"),
+        "{joined}"
+    );
+    let joined = fargate_problems("\"subnet-0123abcd\"", "\"subnet-0123456789abcdef0\"");
+    assert!(
+        joined.contains("fargate.subnets: \"subnet-0123456789abcdef0\" is listed twice"),
+        "{joined}"
+    );
+    let joined = fargate_problems(
+        "[\"sg-0123456789abcdef0\"]",
+        "[\"default\", \"subnet-0123abcd\"]",
+    );
+    assert!(
+        joined.contains("fargate.security_groups: \"default\" is not a security group id"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains(
+            "fargate.security_groups: \"subnet-0123abcd\" is a subnet id, not a security group id"
+        ),
+        "{joined}"
+    );
+    let six = (0..6)
+        .map(|i| format!("\"sg-0000000{i}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let joined = fargate_problems("[\"sg-0123456789abcdef0\"]", &format!("[{six}]"));
+    assert!(
+        joined.contains("fargate.security_groups: 6 ids listed; a Fargate task takes at most 5"),
+        "{joined}"
+    );
+}
+
+#[test]
+fn fargate_cpu_and_memory_must_be_a_fargate_size_within_the_policy() {
+    let joined = fargate_problems("memory = 2048", "memory = 1000");
+    assert!(
+        joined.contains(
+            "fargate.memory: 1000 MiB is not a valid Fargate memory size for 1024 CPU units"
+        ),
+        "{joined}"
+    );
+    let joined = fargate_problems("cpu = 1024", "cpu = 1000");
+    assert!(
+        joined.contains("fargate.cpu: 1000 is not a Fargate CPU size"),
+        "{joined}"
+    );
+    let joined = problems(&format!(
+        "{MINIMAL}{FARGATE}[policy.fargate]\nmax_cpu = 512\nmax_memory = 1024\n"
+    ))
+    .join("\n");
+    assert!(
+        joined.contains("fargate.cpu: default 1024 is over policy.fargate.max_cpu 512"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("fargate.memory: default 2048 is over policy.fargate.max_memory 1024"),
+        "{joined}"
+    );
+}
+
+#[test]
+fn helper_image_must_be_a_usable_reference() {
+    for (bad, why) in [
+        ("\"\"", "fargate.helper_image: is required"),
+        ("\"  \"", "fargate.helper_image: is required"),
+        ("\"a//b:1\"", "has an empty, `.` or `..` path segment"),
+        ("\"helper 1\"", "contains whitespace or control characters"),
+    ] {
+        let joined = fargate_problems(
+            "\"123456789012.dkr.ecr.us-east-1.amazonaws.com/helper:1\"",
+            bad,
+        );
+        assert!(joined.contains(why), "{bad}: {joined}");
+    }
+}
+
+#[test]
+fn role_arns_must_be_roles_in_the_regions_partition() {
+    let joined = fargate_problems("role/Task\"", "user/Task\"");
+    assert!(
+        joined.contains(
+            "fargate.task_role_arn: \"arn:aws:iam::123456789012:user/Task\" is not an IAM role ARN"
+        ),
+        "{joined}"
+    );
+    let text = format!("{MINIMAL}{FARGATE}[aws]\nassume_role_arn = \"arn:aws:iam::123456789012:role/Exec\"\n[train]\nrole_arn = \"arn:aws:iam::123456789012:role/T\"\n")
+        .replace("us-east-1\"\n[paths]", "cn-north-1\"\n[paths]");
+    let joined = problems(&text).join("\n");
+    for key in [
+        "train.role_arn",
+        "fargate.execution_role_arn",
+        "fargate.task_role_arn",
+        "aws.assume_role_arn",
+    ] {
+        assert!(
+            joined.contains(&format!("{key}: \"arn:aws:iam::")),
+            "{key}: {joined}"
+        );
+    }
+    assert!(
+        joined.contains("is in partition aws, but region cn-north-1 is in aws-cn: roles must be arn:aws-cn:iam::..."),
+        "{joined}"
+    );
+    // The same ARNs in the China partition load.
+    load(&text.replace("arn:aws:iam::", "arn:aws-cn:iam::")).expect("aws-cn roles");
+}
+
+#[test]
+fn train_defaults_are_checked_against_sagemaker_and_the_policy() {
+    let text = format!(
+        "{MINIMAL}[train]\nimage = \"python:3.12\"\ninstance_count = 3\nvolume_size_gb = 500\nstop_grace = \"0s\"\nlog_interval = \"0s\"\n[policy.train]\nmax_runtime = \"30days\"\n"
+    );
+    let joined = problems(&text).join("\n");
+    for needle in [
+        "train.image: \"python:3.12\" is not an ECR image",
+        "train.instance_count: default 3 is over policy.train.max_instance_count 1",
+        "train.volume_size_gb: default 500 is over policy.train.max_volume_size_gb 100",
+        "train.stop_grace: 0s must be between 1s and 30m",
+        "train.log_interval: intervals must be at least 1s",
+        "policy.train.max_runtime: 30days is over SageMaker's limit of 28 days",
+    ] {
+        assert!(joined.contains(needle), "missing {needle:?} in:\n{joined}");
+    }
+    let joined = problems(&format!("{MINIMAL}[train]\nstop_grace = \"2h\"\n")).join("\n");
+    assert!(
+        joined.contains("train.stop_grace: 2h must be between 1s and 30m"),
+        "{joined}"
+    );
+    let joined = fargate_problems("memory = 2048", "memory = 2048\nstop_grace = \"0s\"");
+    assert!(
+        joined.contains("fargate.stop_grace: 0s must be between 1s and 30m"),
+        "{joined}"
+    );
+}
+
+#[test]
+fn cluster_and_log_group_names_are_checked() {
+    let joined = fargate_problems(
+        "cluster = \"ci\"",
+        "cluster = \"ci cluster\"\nlog_group = \"/a b\"",
+    );
+    assert!(
+        joined.contains("fargate.cluster: \"ci cluster\" is not an ECS cluster name"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("fargate.log_group: \"/a b\" is not a CloudWatch Logs group name"),
+        "{joined}"
+    );
+}
+
+#[test]
+fn the_shipped_example_configs_validate() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    load_file(&root.join("runner-setup/sagemaker-executor.toml")).expect("runner-setup example");
+    // The demo's placeholders are what tests/demo.sh fills in; the simulator's default VPC has
+    // real-shaped ids like these.
+    let demo = std::fs::read_to_string(root.join("tests/demo/executor.toml"))
+        .expect("demo config")
+        .replace("@ROOT@", "/srv/demo")
+        .replace("@SUBNETS@", "[\"subnet-0123abcd\"]")
+        .replace("@GROUPS@", "[\"sg-0123abcd\"]")
+        .replace("@HELPER@", "/usr/local/bin/sagemaker-executor");
+    load(&demo).expect("demo config");
 }

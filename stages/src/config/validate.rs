@@ -10,7 +10,10 @@ use super::{
 };
 use crate::action::Action;
 use crate::duration::parse_duration;
-use crate::names::{is_known_instance_type, is_role_arn, is_s3_uri};
+use crate::names::{
+    Ec2IdKind, FARGATE_CPUS, arn_partition, ec2_id_problem, fargate_memory_fits, image_problem,
+    is_ecr_image, is_known_instance_type, is_role_arn, is_s3_uri, partition, region_problem,
+};
 use crate::policy::{EcsDeployPolicy, FargatePolicy, Patterns, Policy, TrainPolicy};
 
 /// Collects problems while building the validated config.
@@ -91,6 +94,49 @@ impl Checker<'_> {
         }
     }
 
+    /// An IAM role ARN in the partition of `region` (when the region itself is valid).
+    pub(super) fn role_arn(&mut self, key: &str, arn: &str, region: Option<&str>) {
+        if !is_role_arn(arn) {
+            self.problem(key, format!("{arn:?} is not an IAM role ARN"));
+            return;
+        }
+        let Some(region) = region.filter(|r| region_problem(r).is_none()) else {
+            return;
+        };
+        let want = partition(region);
+        let got = arn_partition(arn).unwrap_or_default();
+        if got != want {
+            self.problem(
+                key,
+                format!(
+                    "{arn:?} is in partition {got}, but region {region} is in {want}: roles must be arn:{want}:iam::..."
+                ),
+            );
+        }
+    }
+
+    /// A usable image reference.
+    pub(super) fn image(&mut self, key: &str, image: &str) {
+        if let Some(why) = image_problem(image.trim()) {
+            self.problem(key, format!("{image:?} {why}"));
+        }
+    }
+
+    /// A cancel wait of at least a second (zero gives up at once, leaving the stop unseen) and
+    /// at most 30 minutes (a cancelled job holds its runner slot that long, and the runner's
+    /// `graceful_kill_timeout` must be longer still).
+    pub(super) fn stop_grace(&mut self, key: &str, grace: Duration) {
+        if grace < Duration::from_secs(1) || grace > Duration::from_secs(30 * 60) {
+            self.problem(
+                key,
+                format!(
+                    "{} must be between 1s and 30m (and below gitlab-runner's graceful_kill_timeout)",
+                    humantime::format_duration(grace)
+                ),
+            );
+        }
+    }
+
     pub(super) fn positive(&mut self, key: &str, v: Option<u32>, default: u32) -> u32 {
         match v {
             Some(0) => {
@@ -111,6 +157,11 @@ pub(super) fn validate(
     let mut c = Checker { problems };
 
     let region = c.required("region", raw.region.filter(|r| !r.trim().is_empty()));
+    if let Some(r) = &region
+        && let Some(why) = region_problem(r)
+    {
+        c.problem("region", format!("{r:?} {why}"));
+    }
     let default_action = match raw.default_action {
         None => Action::Train,
         Some(s) => s.parse().unwrap_or_else(|e: crate::action::UnknownAction| {
@@ -153,21 +204,26 @@ pub(super) fn validate(
     let prefix = prefix.trim_matches('/').to_owned();
 
     let ra = raw.aws.unwrap_or_default();
-    if let Some(arn) = &ra.assume_role_arn
-        && !is_role_arn(arn)
-    {
-        c.problem(
-            "aws.assume_role_arn",
-            format!("{arn:?} is not an IAM role ARN"),
-        );
+    if let Some(arn) = &ra.assume_role_arn {
+        c.role_arn("aws.assume_role_arn", arn, region.as_deref());
     }
     let max_attempts = c.positive("aws.max_attempts", ra.max_attempts, 10);
 
     let rt = raw.train.unwrap_or_default();
-    if let Some(arn) = &rt.role_arn
-        && !is_role_arn(arn)
-    {
-        c.problem("train.role_arn", format!("{arn:?} is not an IAM role ARN"));
+    if let Some(arn) = &rt.role_arn {
+        c.role_arn("train.role_arn", arn, region.as_deref());
+    }
+    if let Some(image) = &rt.image {
+        c.image("train.image", image);
+        // Jobs without `image:` get this one, and SageMaker training pulls only from ECR.
+        if image_problem(image.trim()).is_none() && !is_ecr_image(image) {
+            c.problem(
+                "train.image",
+                format!(
+                    "{image:?} is not an ECR image (<account>.dkr.ecr.<region>.amazonaws.com/<repo>:<tag>); SageMaker training pulls only from ECR"
+                ),
+            );
+        }
     }
     let instance_type = rt.instance_type.unwrap_or_else(|| "ml.m5.large".to_owned());
     if !is_known_instance_type(&instance_type) {
@@ -211,11 +267,22 @@ pub(super) fn validate(
             Duration::from_secs(5),
         ),
     };
-    if train.describe_interval.is_zero() || train.log_interval.is_zero() {
-        c.problem("train.describe_interval", "intervals must be at least 1s");
+    for (key, interval) in [
+        ("train.describe_interval", train.describe_interval),
+        ("train.log_interval", train.log_interval),
+    ] {
+        if interval < Duration::from_secs(1) {
+            c.problem(key, "intervals must be at least 1s");
+        }
+    }
+    c.stop_grace("train.stop_grace", train.stop_grace);
+    if train.max_runtime < Duration::from_secs(1) {
+        c.problem("train.max_runtime", "must be at least 1s");
     }
 
-    let fargate = raw.fargate.and_then(|f| fargate_env(&mut c, f));
+    let fargate = raw
+        .fargate
+        .and_then(|f| fargate_env(&mut c, f, region.as_deref()));
 
     let policy = policy(
         &mut c,
@@ -225,6 +292,54 @@ pub(super) fn validate(
         fargate.as_ref(),
     );
 
+    if policy.train.max_runtime > SAGEMAKER_MAX_RUNTIME {
+        c.problem(
+            "policy.train.max_runtime",
+            format!(
+                "{} is over SageMaker's limit of 28 days (MaxRuntimeInSeconds)",
+                humantime::format_duration(policy.train.max_runtime)
+            ),
+        );
+    }
+    // Defaults over the policy's caps would refuse every job that leaves them out.
+    if train.instance_count > policy.train.max_instance_count {
+        c.problem(
+            "train.instance_count",
+            format!(
+                "default {} is over policy.train.max_instance_count {}",
+                train.instance_count, policy.train.max_instance_count
+            ),
+        );
+    }
+    if train.volume_size_gb > policy.train.max_volume_size_gb {
+        c.problem(
+            "train.volume_size_gb",
+            format!(
+                "default {} is over policy.train.max_volume_size_gb {}",
+                train.volume_size_gb, policy.train.max_volume_size_gb
+            ),
+        );
+    }
+    if let Some(f) = &fargate {
+        if f.cpu > policy.fargate.max_cpu {
+            c.problem(
+                "fargate.cpu",
+                format!(
+                    "default {} is over policy.fargate.max_cpu {}",
+                    f.cpu, policy.fargate.max_cpu
+                ),
+            );
+        }
+        if f.memory > policy.fargate.max_memory {
+            c.problem(
+                "fargate.memory",
+                format!(
+                    "default {} is over policy.fargate.max_memory {}",
+                    f.memory, policy.fargate.max_memory
+                ),
+            );
+        }
+    }
     if train.max_runtime > policy.train.max_runtime {
         c.problem(
             "train.max_runtime",
@@ -261,15 +376,99 @@ pub(super) fn validate(
     })
 }
 
-fn fargate_env(c: &mut Checker<'_>, f: RawFargate) -> Option<FargateEnv> {
+/// SageMaker's cap on `MaxRuntimeInSeconds`.
+const SAGEMAKER_MAX_RUNTIME: Duration = Duration::from_secs(28 * 24 * 3600);
+
+/// awsvpc's caps: RunTask takes at most 16 subnets and 5 security groups.
+const MAX_SUBNETS: usize = 16;
+const MAX_SECURITY_GROUPS: usize = 5;
+
+/// Checks a list of EC2 ids of one kind: shape, duplicates and awsvpc's cap.
+fn ec2_ids(c: &mut Checker<'_>, key: &str, ids: &[String], kind: Ec2IdKind, max: usize) {
+    for (i, id) in ids.iter().enumerate() {
+        if let Some(why) = ec2_id_problem(id, kind) {
+            c.problem(key, why);
+        } else if ids[..i].contains(id) {
+            c.problem(key, format!("{id:?} is listed twice"));
+        }
+    }
+    if ids.len() > max {
+        c.problem(
+            key,
+            format!(
+                "{} ids listed; a Fargate task takes at most {max}",
+                ids.len()
+            ),
+        );
+    }
+}
+
+fn fargate_env(c: &mut Checker<'_>, f: RawFargate, region: Option<&str>) -> Option<FargateEnv> {
     let cluster = c.required("fargate.cluster", f.cluster);
+    if let Some(cl) = &cluster
+        && !is_cluster(cl)
+    {
+        c.problem(
+            "fargate.cluster",
+            format!("{cl:?} is not an ECS cluster name (1-255 of [A-Za-z0-9_-]) or cluster ARN"),
+        );
+    }
     let subnets = c.required("fargate.subnets", f.subnets.filter(|s| !s.is_empty()));
+    if let Some(ids) = &subnets {
+        ec2_ids(c, "fargate.subnets", ids, Ec2IdKind::Subnet, MAX_SUBNETS);
+    }
     let security_groups = c.required(
         "fargate.security_groups",
         f.security_groups.filter(|s| !s.is_empty()),
     );
+    if let Some(ids) = &security_groups {
+        ec2_ids(
+            c,
+            "fargate.security_groups",
+            ids,
+            Ec2IdKind::SecurityGroup,
+            MAX_SECURITY_GROUPS,
+        );
+    }
     let execution_role_arn = c.required("fargate.execution_role_arn", f.execution_role_arn);
-    let helper_image = c.required("fargate.helper_image", f.helper_image);
+    if let Some(arn) = &execution_role_arn {
+        c.role_arn("fargate.execution_role_arn", arn, region);
+    }
+    if let Some(arn) = &f.task_role_arn {
+        c.role_arn("fargate.task_role_arn", arn, region);
+    }
+    let helper_image = c.required(
+        "fargate.helper_image",
+        f.helper_image.filter(|i| !i.trim().is_empty()),
+    );
+    if let Some(image) = &helper_image {
+        c.image("fargate.helper_image", image);
+    }
+    if let Some(group) = &f.log_group
+        && !is_log_group(group)
+    {
+        c.problem(
+            "fargate.log_group",
+            format!("{group:?} is not a CloudWatch Logs group name (1-512 of [A-Za-z0-9._/#-])"),
+        );
+    }
+    let cpu = c.positive("fargate.cpu", f.cpu, 1024);
+    let memory = c.positive("fargate.memory", f.memory, 2048);
+    if !FARGATE_CPUS.contains(&cpu) {
+        c.problem(
+            "fargate.cpu",
+            format!("{cpu} is not a Fargate CPU size ({FARGATE_CPUS:?})"),
+        );
+    } else if !fargate_memory_fits(cpu, memory) {
+        c.problem(
+            "fargate.memory",
+            format!(
+                "{memory} MiB is not a valid Fargate memory size for {cpu} CPU units (fargate.cpu)"
+            ),
+        );
+    }
+    let stop_grace = c.duration("fargate.stop_grace", f.stop_grace, Duration::from_secs(45));
+    c.stop_grace("fargate.stop_grace", stop_grace);
     let helper_command = match f.helper_command {
         None => vec!["sagemaker-executor".to_owned()],
         Some(cmd) if cmd.is_empty() || cmd.iter().any(|a| a.trim().is_empty()) => {
@@ -293,10 +492,11 @@ fn fargate_env(c: &mut Checker<'_>, f: RawFargate) -> Option<FargateEnv> {
             .unwrap_or_else(|| "/sagemaker-executor/fargate".to_owned()),
         helper_image: helper_image?,
         helper_command,
-        cpu: c.positive("fargate.cpu", f.cpu, 1024),
-        memory: c.positive("fargate.memory", f.memory, 2048),
-        // ECS itself waits 30 s before SIGKILL; leave room to see the task reach STOPPED.
-        stop_grace: c.duration("fargate.stop_grace", f.stop_grace, Duration::from_secs(45)),
+        cpu,
+        memory,
+        // ECS itself waits 30 s before SIGKILL; the default leaves room to see the task reach
+        // STOPPED.
+        stop_grace,
     })
 }
 
@@ -435,4 +635,21 @@ fn is_bucket_name(b: &str) -> bool {
         && b.as_bytes()
             .last()
             .is_some_and(|c| c.is_ascii_alphanumeric())
+}
+
+/// An ECS cluster name or ARN.
+fn is_cluster(c: &str) -> bool {
+    if c.starts_with("arn:") {
+        return c.contains(":ecs:") && c.contains(":cluster/");
+    }
+    (1..=255).contains(&c.len())
+        && c.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// CloudWatch Logs' log group naming rules.
+fn is_log_group(g: &str) -> bool {
+    (1..=512).contains(&g.len())
+        && g.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._/#-".contains(&b))
 }

@@ -44,20 +44,9 @@ pub struct FargateSettings {
     pub task_role_arn: Option<String>,
 }
 
-/// Fargate's valid memory values (MiB) for each CPU value.
-fn memory_fits(cpu: u32, memory: u32) -> bool {
-    let (lo, hi, step) = match cpu {
-        256 => return [512, 1024, 2048].contains(&memory),
-        512 => (1024, 4096, 1024),
-        1024 => (2048, 8192, 1024),
-        2048 => (4096, 16384, 1024),
-        4096 => (8192, 30720, 1024),
-        8192 => (16384, 61440, 4096),
-        16384 => (32768, 122880, 8192),
-        _ => return false,
-    };
-    (lo..=hi).contains(&memory) && (memory - lo).is_multiple_of(step)
-}
+// Fargate's valid memory values (MiB) for each CPU value: one table, shared with the config's
+// check of the `[fargate]` defaults.
+use crate::names::fargate_memory_fits as memory_fits;
 
 pub(super) fn resolve(
     r: &mut Reader<'_>,
