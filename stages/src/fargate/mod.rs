@@ -252,6 +252,21 @@ impl Backend for FargateTask<'_> {
         task_id(id)
     }
 
+    fn may_have_started(&self, e: &FargateError) -> bool {
+        match e {
+            FargateError::RunTask(call) => errors::is_transient(call),
+            FargateError::NotConfigured
+            | FargateError::NoTaskRole { .. }
+            | FargateError::Request { .. }
+            | FargateError::Malformed(_)
+            | FargateError::DescribeTaskDefinition { .. }
+            | FargateError::RegisterTaskDefinition { .. }
+            | FargateError::ListTasks(_)
+            | FargateError::NotStarted(_)
+            | FargateError::PushFailed(_) => false,
+        }
+    }
+
     fn resource(&self, ctx: &StageCtx<'_>) -> Resource {
         Resource::intended(
             ResourceKind::EcsTask,

@@ -82,6 +82,11 @@ pub trait Backend {
     /// Starts the run (the workspace is staged and the resource recorded); returns its id.
     async fn submit(&self, ctx: &StageCtx<'_>) -> Result<String, Self::Error>;
 
+    /// Whether a failed [`Backend::submit`] may still have started the run: the create call
+    /// failed only transiently, so one of its tries may have reached AWS with its answer lost.
+    /// Its record then stays `Intended`, and cleanup finds the run by name.
+    fn may_have_started(&self, e: &Self::Error) -> bool;
+
     /// The run's status watch and its cadence.
     fn watch(&self, ctx: &StageCtx<'_>, id: &str) -> (Self::Watch, Cadence);
 
@@ -243,9 +248,12 @@ pub async fn run<B: Backend>(
             let id = match b.submit(ctx).await {
                 Ok(id) => id,
                 Err(e) => {
-                    // Refused: nothing to release. (A create that timed out yet landed is left
-                    // to gc, which finds it by its tags.)
-                    ctx.state.finished(resource.kind, &resource.name)?;
+                    // Refused: nothing to release. A create whose every try failed transiently
+                    // may have landed with its answer lost: its record stays Intended, and
+                    // cleanup releases it by name.
+                    if !b.may_have_started(&e) {
+                        ctx.state.finished(resource.kind, &resource.name)?;
+                    }
                     return Err(RemoteError::Backend(e));
                 }
             };

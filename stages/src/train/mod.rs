@@ -125,6 +125,15 @@ impl Backend for Training<'_> {
         id
     }
 
+    fn may_have_started(&self, e: &TrainError) -> bool {
+        match e {
+            TrainError::Create(call) => call.retry().is_retryable(),
+            // In submit, the look-up after `ResourceInUse`: the job exists.
+            TrainError::Describe(_) => true,
+            TrainError::State(_) => false,
+        }
+    }
+
     fn resource(&self, ctx: &StageCtx<'_>) -> Resource {
         Resource::intended(ResourceKind::TrainingJob, &self.name, None, ctx.stage)
     }

@@ -20,7 +20,9 @@ Scripted outcomes, kind "ecs_task", matched on the task-definition family:
     {"capacity": true | "<reason>"}              RunTask answers with a failure, no task
     {"spot_interruption": true, "after_seconds": 0.5}  stopCode SpotInterruption once running
 
-Also: RunTask accepts task-level cpu/memory without per-container memory, a missing
+Also: RunTask honours `clientToken` (a repeated token answers with the tasks it started, as on
+AWS: an idempotent retry of a call whose answer was lost), accepts task-level cpu/memory
+without per-container memory, a missing
 `securityGroups` falls back to the VPC's default group (as AWS does), DescribeTasks reports
 MISSING failures, StopTask really stops, ListTasks defaults to desiredStatus RUNNING,
 ListTaskDefinitions sorts and pages, DescribeTaskDefinition by family returns the latest ACTIVE
@@ -67,6 +69,8 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _ctx: Any = None
 _runners: dict[str, "TaskRunner"] = {}
 _runners_lock = threading.Lock()
+# (account, region, cluster, clientToken) -> the task ARNs that RunTask call started
+_tokens: dict[tuple[str, str, str, str], list[str]] = {}
 
 
 def _lock():
@@ -657,7 +661,14 @@ def _run_task(self: Any) -> ActionResult:
         reason = outcome["capacity"] if isinstance(outcome["capacity"], str) else CAPACITY_REASON
         b._get_cluster(cluster_str)
         return ActionResult({"tasks": [], "failures": [{"arn": td.arn, "reason": reason, "detail": "RESOURCE:FARGATE"}]})
+    token = self._get_param("clientToken")
+    cluster_name = b._get_cluster(cluster_str).name
+    key = (b.account_id, b.region_name, cluster_name, token or "")
     with _lock():
+        earlier = [_find_task(b, cluster_name, arn) for arn in _tokens.get(key, [])] if token else []
+        if earlier and all(t is not None for t in earlier):
+            # As on AWS: a repeated clientToken answers with the tasks it started, none new.
+            return ActionResult({"tasks": earlier, "failures": []})
         tasks = b.run_task(
             cluster_str, td_str, count, self._get_param("overrides"), self._get_param("startedBy"),
             self._get_param("tags"), launch_type, netconf, self._get_param("group"),
@@ -665,6 +676,8 @@ def _run_task(self: Any) -> ActionResult:
         )
         for t in tasks:
             _adopt(b, t, td, outcome)
+        if token:
+            _tokens[key] = [t.task_arn for t in tasks]
     return ActionResult({"tasks": tasks, "failures": []})
 
 

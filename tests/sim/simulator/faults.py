@@ -2,12 +2,15 @@
 
 Rule (all keys but "match" optional):
   {"match": "SageMaker.DescribeTrainingJob",   substring of the signature ("" matches every call)
-   "kind": "throttle" | "error" | "latency" | "drop",      default "throttle" (or "error" if
+   "kind": "throttle" | "error" | "latency" | "drop" | "drop_response",
+                                                           default "throttle" (or "error" if
                                                            "status"/"code" are given)
    "status": 400, "code": "ThrottlingException", "message": "...",   for throttle/error
    "latency_ms": 1500,                                      for latency (then passes through)
    "count": 2,        how many matching calls it applies to; default 1; -1 = unlimited
    "skip": 0}         let this many matching calls through first
+"drop" closes the connection before the request is served; "drop_response" serves it (whatever
+it creates exists) and then closes the connection without the response.
 Rules are tried in the order they were added; the first one that applies wins.
 """
 from __future__ import annotations
@@ -16,7 +19,7 @@ import json
 import threading
 from xml.sax.saxutils import escape
 
-KINDS = ("throttle", "error", "latency", "drop")
+KINDS = ("throttle", "error", "latency", "drop", "drop_response")
 
 _DEFAULTS = {
     "throttle": (400, "ThrottlingException", "Rate exceeded"),

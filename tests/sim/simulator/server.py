@@ -89,21 +89,42 @@ def make_middleware(app, control: control_mod.Control, faults: faults_mod.Faults
         rule = faults.take(sig) if faults.active() else None
         rec = calls.add(sig, **({"fault": rule["kind"]} if rule else {}))
 
+        def drop():
+            rec["status"] = None
+            sock = environ.get("werkzeug.socket")
+            if sock is not None:
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                    b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            raise _Dropped("sim fault: connection dropped")
+
         if rule is not None:
             kind = rule["kind"]
             if kind == "latency":
                 time.sleep(rule["latency_ms"] / 1000.0)
             elif kind == "drop":
-                rec["status"] = None
-                sock = environ.get("werkzeug.socket")
-                if sock is not None:
-                    try:
-                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                                        b"\x01\x00\x00\x00\x00\x00\x00\x00")
-                        sock.shutdown(socket.SHUT_RDWR)
-                    except OSError:
+                drop()
+            elif kind == "drop_response":
+                # Served in full (whatever it creates exists), then the answer is lost: what a
+                # client sees when a connection breaks after the server acted.
+                served = {}
+
+                def keep(status, headers, exc_info=None):
+                    served["status"] = status
+                    return lambda _data: None
+
+                body = app(environ, keep)
+                try:
+                    for _chunk in body:
                         pass
-                raise _Dropped("sim fault: connection dropped")
+                finally:
+                    close = getattr(body, "close", None)
+                    if close is not None:
+                        close()
+                drop()
             else:
                 status, headers, body = faults_mod.error_response(
                     rule, protocol, environ.get("REQUEST_METHOD", "GET"))

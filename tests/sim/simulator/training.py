@@ -22,7 +22,8 @@ The container environment is PATH, HOME, LANG, AWS_* (the simulator's endpoint, 
 job's Environment, TRAINING_JOB_NAME and TRAINING_JOB_ARN, and no SM_* variables: as on SageMaker,
 where those come from the training toolkit inside framework images, not from the platform.
 
-Also: StopTrainingJob (moto lacks it), duplicate names and bad names give ValidationException,
+Also: StopTrainingJob (moto lacks it), a duplicate name gives ResourceInUse (as on AWS), bad
+names give ValidationException,
 Environment/RetryStrategy/MetricDefinitions are kept, FinalMetricDataList comes from the
 MetricDefinitions applied to the log lines, real TrainingStartTime/EndTime/TimeInSeconds and
 BillableTimeInSeconds (ceil(0.3 x training) with managed spot), ListTrainingJobs filters before
@@ -46,7 +47,7 @@ from moto.core.responses import ActionResult, EmptyResult
 from moto.core.utils import utcnow
 from moto.sagemaker import models as smm
 from moto.sagemaker import responses as smr
-from moto.sagemaker.exceptions import ValidationError
+from moto.sagemaker.exceptions import ResourceInUseException, ValidationError
 
 from . import s3util
 from .common import _check_moto
@@ -513,7 +514,8 @@ def _create_training_job(self):
             "constraint: Member must satisfy regular expression pattern: "
             "^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
     if name in backend.training_jobs:
-        raise _validation(
+        # AWS answers a duplicate name with ResourceInUse, not ValidationException.
+        raise ResourceInUseException(
             "Training job names must be unique within an AWS account and region, and a training "
             f"job with this name already exists ({backend.training_jobs[name].arn})")
     spec = self._get_param("AlgorithmSpecification") or {}

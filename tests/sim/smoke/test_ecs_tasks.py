@@ -294,6 +294,21 @@ def test_stop_before_the_containers_start(sim, ecs_env, unique):
     assert task["containers"][0]["lastStatus"] == "STOPPED" and "exitCode" not in task["containers"][0]
 
 
+def test_a_repeated_client_token_answers_with_the_task_it_started(sim, ecs_env, unique):
+    ecs, _, cluster, netconf, register = ecs_env
+    td = register(unique("token"), [{"name": "main", "image": "busybox", "command": ["sh", "-c", "sleep 30"]}])
+    first = _run(ecs, cluster, netconf, td, clientToken="gl-1-42", startedBy="gl-1-42")
+    again = ecs.run_task(cluster=cluster, taskDefinition=td, launchType="FARGATE", networkConfiguration=netconf,
+                         clientToken="gl-1-42", startedBy="gl-1-42")
+    assert [t["taskArn"] for t in again["tasks"]] == [first]
+    assert ecs.list_tasks(cluster=cluster, startedBy="gl-1-42")["taskArns"] == [first]
+    other = _run(ecs, cluster, netconf, td, clientToken="gl-1-43")
+    assert other != first
+    for arn in (first, other):
+        ecs.stop_task(cluster=cluster, task=arn)
+        _wait(sim, ecs, cluster, arn)
+
+
 def _plain_logcfg(group: str, **extra: str) -> dict:
     """awslogs without awslogs-create-group, as sagemaker-executor's task definitions are."""
     return {"logDriver": "awslogs", "options": {"awslogs-group": group, "awslogs-region": "us-east-1",

@@ -100,6 +100,33 @@ def test_drop_rule_closes_the_connection(sim, job):
     assert sm.describe_training_job(TrainingJobName=job)["TrainingJobStatus"] == "Completed"
 
 
+def test_drop_response_serves_the_request_and_loses_the_answer(sim, unique):
+    bucket = make_bucket(sim, unique)
+    name = unique("job-lost-answer")
+    sim.faults({"match": "SageMaker.CreateTrainingJob", "kind": "drop_response"})
+    with pytest.raises((ConnectionClosedError, EndpointConnectionError)):
+        sim.client("sagemaker", retries=False).create_training_job(**_create_args(name, bucket))
+    assert sim.calls("SageMaker.CreateTrainingJob")[-1]["fault"] == "drop_response"
+    # It was served: the job exists, and a retry of the same create is told so, as on AWS.
+    sm = sim.client("sagemaker", retries=False)
+    assert sm.describe_training_job(TrainingJobName=name)["TrainingJobName"] == name
+    with pytest.raises(ClientError) as e:
+        sm.create_training_job(**_create_args(name, bucket))
+    assert _code(e) == "ResourceInUse"
+
+
+def _create_args(name: str, bucket: str) -> dict:
+    return dict(
+        TrainingJobName=name,
+        RoleArn="arn:aws:iam::123456789012:role/SageMakerCI",
+        AlgorithmSpecification={"TrainingImage": "123456789012.dkr.ecr.us-east-1.amazonaws.com/x:1",
+                                "TrainingInputMode": "File", "ContainerEntrypoint": ["/bin/sh", "-c", "true"]},
+        OutputDataConfig={"S3OutputPath": f"s3://{bucket}/out"},
+        ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 1},
+        StoppingCondition={"MaxRuntimeInSeconds": 60},
+    )
+
+
 def test_s3_query_and_logs_error_shapes(sim, unique):
     bucket = make_bucket(sim, unique)
     s3 = sim.client("s3", retries=False)

@@ -458,7 +458,7 @@ def test_validation_duplicates_no_entrypoint_tags_and_list(sim, unique):
     arn = create_job(sim, name, "true", bucket, tags=tags)["TrainingJobArn"]
     with pytest.raises(ClientError) as e:
         create_job(sim, name, "true", bucket)
-    assert e.value.response["Error"]["Code"] == "ValidationException"
+    assert e.value.response["Error"]["Code"] == "ResourceInUse"  # as AWS answers a duplicate
     assert "already exists" in e.value.response["Error"]["Message"]
     with pytest.raises(ClientError) as e:
         create_job(sim, "bad_name!", "true", bucket)
