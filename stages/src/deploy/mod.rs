@@ -694,7 +694,11 @@ async fn start(
     let arn = match called {
         Ok(arn) => arn,
         Err(source) => {
-            ctx.state.finished(ResourceKind::Endpoint, &d.endpoint)?;
+            // Every try failing transiently may hide one that landed with its answer lost: the
+            // record then stays Intended and cleanup deletes the endpoint by name.
+            if !source.retry().is_retryable() {
+                ctx.state.finished(ResourceKind::Endpoint, &d.endpoint)?;
+            }
             let aftermath = rollback::discard(ctx, &d.endpoint, name).await;
             return Err(DeployError::Call {
                 source,
