@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::error::LogError;
@@ -99,7 +100,8 @@ impl<L: LineSource> LogFeed<L> {
         let task = tokio::spawn(async move {
             let mut every = Cadence::new(cadence.active, cadence.idle).with_growth(2, 1);
             let mut warned = false;
-            let mut wait = cadence.active;
+            // A deadline, not a sleep per turn: a status change must not push the next read back.
+            let mut next = Instant::now() + cadence.active;
             loop {
                 tokio::select! {
                     biased;
@@ -112,18 +114,19 @@ impl<L: LineSource> LogFeed<L> {
                         if let Some(s) = current {
                             source.observe(&s);
                         }
-                        // A stream may just have come alive: read soon.
+                        // A stream may just have come alive: read soon, never later than planned.
                         every.reset();
+                        next = next.min(Instant::now() + cadence.active);
                         continue;
                     }
-                    () = tokio::time::sleep(wait) => {}
+                    () = tokio::time::sleep_until(next) => {}
                 }
                 let result = tokio::select! {
                     biased;
                     () = stopping.cancelled() => break,
                     r = source.poll() => r,
                 };
-                wait = match result {
+                let wait = match result {
                     Ok(lines) if lines.is_empty() => every.next(false),
                     Ok(lines) => {
                         if tx.send(FeedItem::Lines(lines)).await.is_err() {
@@ -143,6 +146,7 @@ impl<L: LineSource> LogFeed<L> {
                         every.back_off()
                     }
                 };
+                next = Instant::now() + wait;
             }
             source
         });
@@ -200,5 +204,57 @@ impl<L: LineSource> LogFeed<L> {
             items.push(FeedItem::Warn(w));
         }
         (items, Some(source))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Counts its polls and always has one line, so the feed keeps its active interval.
+    struct Counting;
+
+    impl LineSource for Counting {
+        type Status = u32;
+
+        fn observe(&mut self, _status: &u32) {}
+
+        async fn poll(&mut self) -> Result<Vec<String>, LogError> {
+            Ok(vec![format!("at {:?}", Instant::now())])
+        }
+
+        async fn drain(&mut self, _cancel: &CancellationToken) -> (Vec<String>, Option<String>) {
+            (Vec::new(), None)
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn status_changes_do_not_postpone_the_next_read() {
+        let active = Duration::from_secs(5);
+        let mut feed = LogFeed::start(
+            Counting,
+            FeedCadence {
+                active,
+                idle: Duration::from_secs(15),
+            },
+        );
+        let started = Instant::now();
+        // A status every 3 s: each one used to restart the 5 s sleep, so no read ever came.
+        let mut reads = Vec::new();
+        for status in 0..10u32 {
+            tokio::select! {
+                item = feed.recv() => {
+                    reads.push(item.expect("feed ended"));
+                }
+                () = tokio::time::sleep(Duration::from_secs(3)) => feed.observe(&status),
+            }
+        }
+        let elapsed = Instant::now() - started;
+        assert!(
+            reads.len() >= 3,
+            "{} reads in {elapsed:?} with a status every 3 s",
+            reads.len()
+        );
+        let _ = feed.stop().await;
     }
 }
