@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command (README): installs what the tests need, builds once with the one
 # dev profile, checks formatting and lints, then runs every Rust test with nextest and the
-# simulator's own smoke tests, and the infrastructure-as-code checks.
+# simulator's own smoke tests, the infrastructure-as-code checks and a bounded fuzz run.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
@@ -23,3 +23,7 @@ cargo nextest run --workspace --no-fail-fast
 
 # The CloudFormation template: cfn-lint, checkov, and a deployment into the simulator.
 bash tests/infra.sh
+
+# Bounded fuzzing of the parsers and writers that take job-controlled input: 15 s per target
+# from the committed seeds (the build is the long part; `tests/fuzz.sh 600` fuzzes for longer).
+bash tests/fuzz.sh 15

@@ -38,6 +38,9 @@ pub enum BundleError {
     /// Reading the model archive from S3 failed.
     #[error("release bundle: reading the model archive: {0}")]
     Read(String),
+    /// The model archive to copy does not exist (checked before anything is created).
+    #[error("release bundle: the model archive {0} does not exist")]
+    Missing(String),
     /// The job was cancelled while copying.
     #[error("release bundle: cancelled while copying the model archive")]
     Cancelled,
@@ -116,6 +119,30 @@ pub fn deploy_config(package_arn: &str, group: &str) -> serde_json::Value {
             "SAGEMAKER_MODEL_PACKAGE_GROUP": group,
         }
     })
+}
+
+/// Checks, before anything is created, that the model archive to copy exists and is within
+/// `limit`: a wrong `SAGEMAKER_MODEL_DATA` or an oversized model fails the job without leaving a
+/// registered version behind.
+pub async fn check_model(
+    s3: &aws_sdk_s3::Client,
+    (bucket, key): (&str, &str),
+    limit: u64,
+) -> Result<(), BundleError> {
+    let head = match s3.head_object().bucket(bucket).key(key).send().await {
+        Ok(head) => head,
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => {
+            return Err(BundleError::Missing(crate::excerpt::quoted(&format!(
+                "s3://{bucket}/{key}"
+            ))));
+        }
+        Err(e) => return Err(BundleError::Read(crate::aws::errors::describe(&e))),
+    };
+    let size = u64::try_from(head.content_length().unwrap_or(0)).unwrap_or(0);
+    if size > limit {
+        return Err(BundleError::TooLarge { size, limit });
+    }
+    Ok(())
 }
 
 /// Streams `s3://bucket/key` into `<dir>/model.tar.gz`, refusing more than `limit` bytes.

@@ -91,7 +91,9 @@ impl Classify for RegisterError {
             | RegisterError::MissingMetric { .. }
             | RegisterError::Cancelled(_)
             | RegisterError::GatesFailed { .. }
-            | RegisterError::Bundle(BundleError::TooLarge { .. }) => FailureKind::Build,
+            | RegisterError::Bundle(BundleError::TooLarge { .. } | BundleError::Missing(_)) => {
+                FailureKind::Build
+            }
             RegisterError::Bundle(BundleError::Write(e)) if e.is_jobs_fault() => FailureKind::Build,
             // SageMaker validates the job's own values (image, model data) on create.
             RegisterError::Aws(e) if e.code() == Some("ValidationException") => FailureKind::Build,
@@ -162,6 +164,11 @@ pub async fn run(ctx: &StageCtx<'_>, s: &RegisterSettings) -> Result<Outputs, Re
     project
         .ensure_dir(bundle::RELEASE_DIR)
         .map_err(|e| RegisterError::Bundle(BundleError::Write(e)))?;
+    if s.bundle_model
+        && let Some(location) = split_s3_uri(&s.model_data)
+    {
+        bundle::check_model(&ctx.aws.s3, location, s.max_bundle_bytes).await?;
+    }
     let (metrics, source_name) = match &s.metrics_file {
         Some(file) => (
             metrics::from_file(&project, file)?,
