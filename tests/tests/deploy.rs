@@ -1,6 +1,6 @@
 //! End-to-end tests of the `deploy` and `undeploy` actions: jobs run through the runner
 //! emulator and the real executor against the AWS simulator, whose endpoints really serve the
-//! model: the "image" is a small Python stdlib HTTP server written here that answers from a
+//! model: the "image" is a small Python stdlib HTTP server (from the harness) that answers from a
 //! file in the model archive, so a smoke test passes only when the deployed model answers.
 
 #![allow(
@@ -8,46 +8,14 @@
     reason = "an integration test reports failure by panicking"
 )]
 
-use std::process::Command;
 use std::time::Duration;
 
-use aws_sdk_sagemaker::types::{
-    InferenceSpecification, ModelApprovalStatus, ModelPackageContainerDefinition,
-};
-use e2e::harness::{BUCKET, REGION, World, assert_outcome};
+use aws_sdk_sagemaker::types::ModelApprovalStatus;
+use e2e::harness::{REGION, World, assert_outcome};
 use e2e::runner::{JobOutcome, JobResult, StopAction};
 use serde_json::json;
 
-/// The serving "image" (an ECR reference the simulator maps to the script below).
-const IMAGE: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com/churn/serve:1";
 const GROUP: &str = "churn";
-
-/// A SageMaker serving container in a few lines: `/ping`, and `/invocations` answering with
-/// the model's `answer.txt` (from `/opt/ml/model`, the extracted model.tar.gz).
-const SERVE_PY: &str = r#"
-import http.server, json, os
-
-ANSWER = open("/opt/ml/model/answer.txt").read().strip()
-
-class Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200 if self.path == "/ping" else 404)
-        self.end_headers()
-
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        out = json.dumps({"answer": ANSWER, "got": len(body)}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(out)))
-        self.end_headers()
-        self.wfile.write(out)
-
-    def log_message(self, *args):
-        pass
-
-http.server.HTTPServer(("127.0.0.1", int(os.environ["SAGEMAKER_BIND_TO_PORT"])), Handler).serve_forever()
-"#;
 
 /// Deploy and undeploy allowed everywhere, `churn-*` endpoints, `*-stable` ones stable.
 fn policy() -> String {
@@ -67,71 +35,15 @@ max_instance_count = 2
 /// A world whose simulator knows the serving image, with the model package group created.
 fn deploy_world() -> World {
     let w = World::new(&policy());
-    let serve = w.root().join("serve.py");
-    std::fs::write(&serve, SERVE_PY).unwrap();
-    w.sim
-        .post_json(
-            "/_sim/images",
-            &json!({"images": {IMAGE: {"entrypoint": ["/usr/bin/python3", serve.to_string_lossy()]}}}),
-        )
-        .unwrap();
-    w.rt.block_on(
-        w.sagemaker
-            .create_model_package_group()
-            .model_package_group_name(GROUP)
-            .send(),
-    )
-    .unwrap();
+    w.serve_image(GROUP);
     w
 }
 
 /// Uploads a model archive whose `answer.txt` says `answer` and registers it as a new
 /// version of the group with `status`; returns its ARN.
 fn register(w: &World, answer: &str, status: ModelApprovalStatus) -> String {
-    let dir = w.root().join(format!("model-{answer}"));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("answer.txt"), answer).unwrap();
-    let archive = dir.join("model.tar.gz");
-    let tar = Command::new("tar")
-        .arg("czf")
-        .arg(&archive)
-        .arg("-C")
-        .arg(&dir)
-        .arg("answer.txt")
-        .status()
-        .unwrap();
-    assert!(tar.success());
-    let key = format!("models/{answer}/model.tar.gz");
-    w.rt.block_on(
-        w.s3.put_object()
-            .bucket(BUCKET)
-            .key(&key)
-            .body(std::fs::read(&archive).unwrap().into())
-            .send(),
-    )
-    .unwrap();
-    let out =
-        w.rt.block_on(
-            w.sagemaker
-                .create_model_package()
-                .model_package_group_name(GROUP)
-                .model_approval_status(status)
-                .inference_specification(
-                    InferenceSpecification::builder()
-                        .containers(
-                            ModelPackageContainerDefinition::builder()
-                                .image(IMAGE)
-                                .model_data_url(format!("s3://{BUCKET}/{key}"))
-                                .build(),
-                        )
-                        .supported_content_types("application/json")
-                        .supported_response_mime_types("application/json")
-                        .build(),
-                )
-                .send(),
-        )
-        .unwrap();
-    out.model_package_arn().unwrap().to_owned()
+    let model = w.upload_model(answer);
+    w.register_serving(GROUP, &model, status)
 }
 
 /// A deploy (or undeploy) job on `git_ref` with `vars`, a smoke request file in the repository.

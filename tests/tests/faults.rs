@@ -23,13 +23,10 @@
     reason = "an integration test reports failure by panicking"
 )]
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use aws_sdk_ecs::types::DesiredStatus;
-use aws_sdk_sagemaker::types::{
-    InferenceSpecification, ModelApprovalStatus, ModelPackageContainerDefinition,
-};
+use aws_sdk_sagemaker::types::ModelApprovalStatus;
 use e2e::harness::world::{CLUSTER, TASK_ROLE};
 use e2e::harness::{BUCKET, ECR_IMAGE, POLICY, World, assert_outcome, training_job_name};
 use e2e::runner::{JobOptions, JobOutcome, JobResult, StopAction};
@@ -420,8 +417,6 @@ const RANDOM_CASES: usize = 48;
 const CASE_END: Duration = Duration::from_secs(150);
 /// How long what a case left may take to settle (stops take the simulator's stop grace).
 const SETTLE: Duration = Duration::from_secs(60);
-/// The deploy world's serving image.
-const SERVE_IMAGE: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com/churn/serve:1";
 /// The deploy world's model package group.
 const SERVE_GROUP: &str = "churn";
 
@@ -625,22 +620,14 @@ impl SweepWorld {
         let text = text.replace("stop_grace = \"30s\"", "stop_grace = \"10s\"");
         let text = text.replace("stop_grace = \"20s\"", "stop_grace = \"10s\"");
         w.write_config(&text).unwrap();
-        let model = upload_model(&w, "fx");
+        let model = w.upload_model("fx");
         let mut package = String::new();
         match action {
             Action::Train | Action::Fargate => {}
             Action::Register => create_group(&w, GROUP),
             Action::Deploy => {
-                let serve = w.root().join("serve.py");
-                std::fs::write(&serve, SERVE_PY).unwrap();
-                w.sim
-                    .post_json(
-                        "/_sim/images",
-                        &json!({"images": {SERVE_IMAGE: {"entrypoint": ["/usr/bin/python3", serve.to_string_lossy()]}}}),
-                    )
-                    .unwrap();
-                create_group(&w, SERVE_GROUP);
-                package = register_package(&w, &model);
+                w.serve_image(SERVE_GROUP);
+                package = w.register_serving(SERVE_GROUP, &model, ModelApprovalStatus::Approved);
             }
         }
         SweepWorld {
@@ -1018,59 +1005,6 @@ fn create_group(w: &World, name: &str) {
     .unwrap();
 }
 
-/// Uploads a model archive whose `answer.txt` says `answer`; returns its S3 URI.
-fn upload_model(w: &World, answer: &str) -> String {
-    let dir = w.root().join(format!("model-{answer}"));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("answer.txt"), answer).unwrap();
-    let archive = dir.join("model.tar.gz");
-    let tar = Command::new("tar")
-        .arg("czf")
-        .arg(&archive)
-        .arg("-C")
-        .arg(&dir)
-        .arg("answer.txt")
-        .status()
-        .unwrap();
-    assert!(tar.success());
-    let key = format!("models/{answer}/model.tar.gz");
-    w.rt.block_on(
-        w.s3.put_object()
-            .bucket(BUCKET)
-            .key(&key)
-            .body(std::fs::read(&archive).unwrap().into())
-            .send(),
-    )
-    .unwrap();
-    format!("s3://{BUCKET}/{key}")
-}
-
-/// Registers `model` as an Approved version of [`SERVE_GROUP`] served by [`SERVE_IMAGE`].
-fn register_package(w: &World, model: &str) -> String {
-    let out =
-        w.rt.block_on(
-            w.sagemaker
-                .create_model_package()
-                .model_package_group_name(SERVE_GROUP)
-                .model_approval_status(ModelApprovalStatus::Approved)
-                .inference_specification(
-                    InferenceSpecification::builder()
-                        .containers(
-                            ModelPackageContainerDefinition::builder()
-                                .image(SERVE_IMAGE)
-                                .model_data_url(model)
-                                .build(),
-                        )
-                        .supported_content_types("application/json")
-                        .supported_response_mime_types("application/json")
-                        .build(),
-                )
-                .send(),
-        )
-        .unwrap();
-    out.model_package_arn().unwrap().to_owned()
-}
-
 /// Deploy (and the others) allowed; `churn-*` endpoints.
 const DEPLOY_POLICY: &str = r#"[policy]
 allowed_actions = ["deploy", "undeploy"]
@@ -1081,33 +1015,6 @@ endpoints = ["churn-*"]
 stable_endpoints = ["*-stable"]
 instance_types = ["ml.m5.*"]
 max_instance_count = 2
-"#;
-
-/// A SageMaker serving container in a few lines: `/ping`, and `/invocations` answering with
-/// the model's `answer.txt`.
-const SERVE_PY: &str = r#"
-import http.server, json, os
-
-ANSWER = open("/opt/ml/model/answer.txt").read().strip()
-
-class Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200 if self.path == "/ping" else 404)
-        self.end_headers()
-
-    def do_POST(self):
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        out = json.dumps({"answer": ANSWER}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(out)))
-        self.end_headers()
-        self.wfile.write(out)
-
-    def log_message(self, *args):
-        pass
-
-http.server.HTTPServer(("127.0.0.1", int(os.environ["SAGEMAKER_BIND_TO_PORT"])), Handler).serve_forever()
 "#;
 
 #[test]

@@ -11,11 +11,13 @@
 //!   [`training_job_name`], [`line_index`], [`eventually`], [`assert_outcome`],
 //!   [`assert_system_failure`]).
 
+pub mod serving;
 pub mod setup;
 pub mod world;
 
 use std::time::{Duration, Instant};
 
+pub use serving::SERVE_IMAGE;
 pub use setup::{BUCKET, ExecutorSetup, POLICY, REGION, TRAIN_ROLE};
 pub use world::World;
 
