@@ -2,8 +2,8 @@
 //! waits, the log tailer, cleanup, staging) sorts errors through [`classify`], so a code list
 //! exists once.
 //!
-//! Calls in wait paths are sent with the SDK's own retries off (see [`super::Aws::polling`]):
-//! their loop backs off per operation instead. Every other call keeps the SDK's standard retry,
+//! Status calls in wait loops are sent with the SDK's own retries off (see
+//! [`super::Aws::polling`]): their loop backs off per operation instead. Every other call keeps the SDK's standard retry,
 //! so what reaches [`classify`] there has already outlasted `aws.max_attempts` tries.
 
 use aws_smithy_runtime_api::client::result::SdkError;

@@ -30,8 +30,9 @@ pub struct Aws {
     pub ecs: aws_sdk_ecs::Client,
     /// SageMaker Runtime (InvokeEndpoint).
     pub runtime: aws_sdk_sagemakerruntime::Client,
-    /// The same clients with the SDK's retries off, for calls in wait loops: those back off per
-    /// operation themselves, so one throttled call never holds a loop for the SDK's backoff.
+    /// The same clients with the SDK's retries off, for status calls in wait loops: those back
+    /// off per operation themselves, so one throttled call never holds a loop for the SDK's
+    /// backoff. (Log reads run in their own feed task and keep the retrying client.)
     pub polling: Polling,
     /// The region, for console links.
     pub region: String,

@@ -348,7 +348,7 @@ impl Backend for FargateTask<'_> {
 
     fn lines(&self, ctx: &StageCtx<'_>, id: &str) -> (TaskLogs, FeedCadence) {
         (
-            TaskLogs::new(ctx.aws.polling.logs.clone(), &self.env.log_group, id),
+            TaskLogs::new(ctx.aws.logs.clone(), &self.env.log_group, id),
             FeedCadence {
                 active: LOGS_ACTIVE,
                 idle: LOGS_IDLE_MAX,

@@ -212,11 +212,7 @@ impl Backend for Training<'_> {
     fn lines(&self, ctx: &StageCtx<'_>, id: &str) -> (TrainLines, FeedCadence) {
         let every = ctx.cfg.train.log_interval;
         (
-            TrainLines::new(
-                ctx.aws.polling.logs.clone(),
-                id,
-                self.settings.instance_count,
-            ),
+            TrainLines::new(ctx.aws.logs.clone(), id, self.settings.instance_count),
             FeedCadence {
                 active: every,
                 idle: every * 3,
