@@ -124,16 +124,14 @@ async fn training_jobs(
     opts: GcOptions,
     found: &mut Vec<Orphan>,
 ) -> Result<(), GcError> {
-    let mut token: Option<String> = None;
-    loop {
-        let page = aws
-            .sagemaker
-            .list_training_jobs()
-            .status_equals(TrainingJobStatus::InProgress)
-            .set_next_token(token.clone())
-            .send()
-            .await
-            .map_err(|e| GcError::List(AwsCallError::new("ListTrainingJobs", e)))?;
+    let mut pages = aws
+        .sagemaker
+        .list_training_jobs()
+        .status_equals(TrainingJobStatus::InProgress)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| GcError::List(AwsCallError::new("ListTrainingJobs", e)))?;
         for summary in page.training_job_summaries() {
             let (Some(name), Some(arn)) = (summary.training_job_name(), summary.training_job_arn())
             else {
@@ -175,11 +173,8 @@ async fn training_jobs(
                 outcome,
             });
         }
-        match page.next_token() {
-            Some(t) if !t.is_empty() && token.as_deref() != Some(t) => token = Some(t.to_owned()),
-            _ => return Ok(()),
-        }
     }
+    Ok(())
 }
 
 async fn tasks(
@@ -189,17 +184,15 @@ async fn tasks(
     opts: GcOptions,
     found: &mut Vec<Orphan>,
 ) -> Result<(), GcError> {
-    let mut token: Option<String> = None;
-    loop {
-        let page = aws
-            .ecs
-            .list_tasks()
-            .cluster(cluster)
-            .desired_status(DesiredStatus::Running)
-            .set_next_token(token.clone())
-            .send()
-            .await
-            .map_err(|e| GcError::List(AwsCallError::new("ListTasks", e)))?;
+    let mut pages = aws
+        .ecs
+        .list_tasks()
+        .cluster(cluster)
+        .desired_status(DesiredStatus::Running)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| GcError::List(AwsCallError::new("ListTasks", e)))?;
         // DescribeTasks takes at most 100 tasks; ListTasks pages are at most 100.
         if !page.task_arns().is_empty() {
             let described = aws
@@ -256,11 +249,8 @@ async fn tasks(
                 });
             }
         }
-        match page.next_token() {
-            Some(t) if !t.is_empty() && token.as_deref() != Some(t) => token = Some(t.to_owned()),
-            _ => return Ok(()),
-        }
     }
+    Ok(())
 }
 
 /// `<prefix>/<project id>/<job id>/` of a key, when the key has that shape.
