@@ -29,6 +29,19 @@ impl Checker<'_> {
         });
     }
 
+    /// A configured default must be within the policy's cap `cap_key`.
+    fn default_within<T: PartialOrd + std::fmt::Display>(
+        &mut self,
+        key: &str,
+        value: T,
+        cap_key: &str,
+        cap: T,
+    ) {
+        if value > cap {
+            self.problem(key, format!("default {value} is over {cap_key} {cap}"));
+        }
+    }
+
     pub(super) fn required<T>(&mut self, key: &str, v: Option<T>) -> Option<T> {
         if v.is_none() {
             self.problem(key, "is required");
@@ -302,43 +315,27 @@ pub(super) fn validate(
         );
     }
     // Defaults over the policy's caps would refuse every job that leaves them out.
-    if train.instance_count > policy.train.max_instance_count {
-        c.problem(
-            "train.instance_count",
-            format!(
-                "default {} is over policy.train.max_instance_count {}",
-                train.instance_count, policy.train.max_instance_count
-            ),
-        );
-    }
-    if train.volume_size_gb > policy.train.max_volume_size_gb {
-        c.problem(
-            "train.volume_size_gb",
-            format!(
-                "default {} is over policy.train.max_volume_size_gb {}",
-                train.volume_size_gb, policy.train.max_volume_size_gb
-            ),
-        );
-    }
+    let (tp, fp) = (&policy.train, &policy.fargate);
+    c.default_within(
+        "train.instance_count",
+        train.instance_count,
+        "policy.train.max_instance_count",
+        tp.max_instance_count,
+    );
+    c.default_within(
+        "train.volume_size_gb",
+        train.volume_size_gb,
+        "policy.train.max_volume_size_gb",
+        tp.max_volume_size_gb,
+    );
     if let Some(f) = &fargate {
-        if f.cpu > policy.fargate.max_cpu {
-            c.problem(
-                "fargate.cpu",
-                format!(
-                    "default {} is over policy.fargate.max_cpu {}",
-                    f.cpu, policy.fargate.max_cpu
-                ),
-            );
-        }
-        if f.memory > policy.fargate.max_memory {
-            c.problem(
-                "fargate.memory",
-                format!(
-                    "default {} is over policy.fargate.max_memory {}",
-                    f.memory, policy.fargate.max_memory
-                ),
-            );
-        }
+        c.default_within("fargate.cpu", f.cpu, "policy.fargate.max_cpu", fp.max_cpu);
+        c.default_within(
+            "fargate.memory",
+            f.memory,
+            "policy.fargate.max_memory",
+            fp.max_memory,
+        );
     }
     if train.max_runtime > policy.train.max_runtime {
         c.problem(
