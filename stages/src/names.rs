@@ -347,26 +347,33 @@ pub fn split_s3_uri(s: &str) -> Option<(&str, &str)> {
     (!bucket.is_empty()).then_some((bucket, key))
 }
 
+/// A name part from free text: ASCII letters and digits lowercased, anything else `-`, at most
+/// `max` characters, no `-` at either end.
+pub fn slug(s: &str, max: usize) -> String {
+    let mapped: String = s
+        .chars()
+        .take(max)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    mapped.trim_matches('-').to_owned()
+}
+
 /// The name of a resource this executor creates for a job's stage: deterministic, so a re-run of
 /// the stage finds it, and within SageMaker's and ECS's 63-character `[A-Za-z0-9-]` rules.
 pub fn resource_name(project_id: u64, job_id: u64, stage: &str) -> String {
     let mut name = format!("gl-{project_id}-{job_id}");
     let stage = stage.strip_prefix("step_").unwrap_or(stage);
     if stage != "build_script" && stage != "script" {
-        let cleaned: String = stage
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() {
-                    c.to_ascii_lowercase()
-                } else {
-                    '-'
-                }
-            })
-            .collect();
-        let cleaned = cleaned.trim_matches('-');
+        let cleaned = slug(stage, 63);
         if !cleaned.is_empty() {
             name.push('-');
-            name.push_str(cleaned);
+            name.push_str(&cleaned);
         }
     }
     name.truncate(63);

@@ -14,6 +14,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::job::Job;
+use crate::names::slug;
 use crate::project_files::{ProjectDir, ProjectFileError};
 
 /// Where bundles go in the project dir.
@@ -46,21 +47,8 @@ pub enum BundleError {
     Cancelled,
 }
 
-/// A name part made of `[a-z0-9-]`.
-fn slug(s: &str) -> String {
-    let mut out: String = s
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    out.truncate(40);
-    out.trim_matches('-').to_owned()
-}
+/// The longest name part taken from a ref, merge request id or commit.
+const SLUG_MAX: usize = 40;
 
 /// `YYYYMMDDTHHMMSSZ` of a Unix time.
 pub fn stamp(unix_seconds: i64) -> String {
@@ -85,11 +73,11 @@ pub fn name(job: &Job, created: i64) -> String {
         return format!("stable-{time}");
     }
     let which = match mr {
-        Some(iid) => format!("mr{}", slug(iid)),
-        None => slug(&job.git_ref),
+        Some(iid) => format!("mr{}", slug(iid, SLUG_MAX)),
+        None => slug(&job.git_ref, SLUG_MAX),
     };
     let sha: String = job.sha.chars().take(8).collect();
-    format!("candidate-{which}-{}-{time}", slug(&sha))
+    format!("candidate-{which}-{}-{time}", slug(&sha, SLUG_MAX))
 }
 
 /// Writes `manifest.json` and `deploy.json` under `release/<name>/`; returns the dir.
