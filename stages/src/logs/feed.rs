@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::error::LogError;
-use crate::watch::Cadence;
+use crate::watch::{Cadence, RetryDelays};
 
 /// What the feed hands the wait loop.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,6 +99,7 @@ impl<L: LineSource> LogFeed<L> {
         let stopping = stop.clone();
         let task = tokio::spawn(async move {
             let mut every = Cadence::new(cadence.active, cadence.idle).with_growth(2, 1);
+            let mut retries = RetryDelays::new();
             let mut warned = false;
             // A deadline, not a sleep per turn: a status change must not push the next read back.
             let mut next = Instant::now() + cadence.active;
@@ -126,6 +127,9 @@ impl<L: LineSource> LogFeed<L> {
                     () = stopping.cancelled() => break,
                     r = source.poll() => r,
                 };
+                if result.is_ok() {
+                    retries.reset();
+                }
                 let wait = match result {
                     Ok(lines) if lines.is_empty() => every.next(false),
                     Ok(lines) => {
@@ -135,7 +139,7 @@ impl<L: LineSource> LogFeed<L> {
                         every.next(true)
                     }
                     // Nothing advanced; the next poll reads the same events again.
-                    Err(e) if e.is_transient() => every.back_off(),
+                    Err(e) if e.is_transient() => retries.after_failure(),
                     Err(e) => {
                         if !warned {
                             warned = true;
@@ -143,7 +147,8 @@ impl<L: LineSource> LogFeed<L> {
                                 .send(FeedItem::Warn(format!("cannot read the logs: {e}")))
                                 .await;
                         }
-                        every.back_off()
+                        // Another try will not fix it soon: slow down towards the idle interval.
+                        every.next(false)
                     }
                 };
                 next = Instant::now() + wait;

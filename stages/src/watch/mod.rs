@@ -8,9 +8,11 @@
 //! them back; lines that arrive before the remote script's phase is shown are held until the
 //! status has been read, so they land in the right section.
 //!
-//! A failed Describe that another try can fix (throttling, 5xx, timeouts) backs the status
-//! cadence off and counts against one budget of consecutive failures; anything else, or an
-//! exhausted budget, ends the wait with the error.
+//! A failed Describe that another try can fix (throttling, 5xx, timeouts) is tried again after a
+//! jittered exponential delay ([`RetryDelays`]) and counts against one budget of consecutive
+//! failures; anything else, or an exhausted budget, ends the wait with the error. Failures leave
+//! the status cadence where it was, so the end of a job is noticed as soon after a throttling
+//! burst as before it.
 
 pub mod cadence;
 
@@ -21,7 +23,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
-pub use cadence::Cadence;
+pub use cadence::{Cadence, RetryDelays};
 
 use crate::aws::errors::{AwsCallError, Retry};
 use crate::logs::feed::{FeedItem, LogFeed};
@@ -172,6 +174,7 @@ where
     let mut next = Instant::now();
     let mut in_flight: Option<Describe<W::Status, W::Error>> = None;
     let mut failures = 0u32;
+    let mut retries = RetryDelays::new();
     let mut last: Option<W::Status> = None;
     let mut held: Vec<String> = Vec::new();
     let far = Instant::now() + std::time::Duration::from_secs(100 * 365 * 24 * 3600);
@@ -195,6 +198,7 @@ where
                 match result {
                     Ok(status) => {
                         failures = 0;
+                        retries.reset();
                         let changed = w.observe(&status);
                         if let Some(f) = feed.as_deref_mut() {
                             f.observe(&status);
@@ -215,7 +219,7 @@ where
                             flush(w, &mut held);
                             return Err(WatchError::Exhausted { failures, last: e });
                         }
-                        next = Instant::now() + opts.cadence.back_off();
+                        next = Instant::now() + retries.after_failure();
                     }
                     Err(e) => {
                         flush(w, &mut held);

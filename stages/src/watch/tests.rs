@@ -278,6 +278,39 @@ async fn throttled_status_calls_never_hold_back_log_lines() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_throttling_burst_is_retried_soon_and_leaves_the_cadence_where_it_was() {
+    let cancel = CancellationToken::new();
+    // Running for three describes (intervals 2 s, 3 s, 4.5 s), nine throttled ones, two more
+    // running, then done.
+    let mut steps = vec![ok(1), ok(1), ok(1)];
+    steps.extend((0..9).map(|_| err(Retry::Throttling)));
+    steps.extend([ok(1), ok(1), ok(2)]);
+    let mut job = Job::new(steps);
+    let followed =
+        follow::<_, NoLines<u32>>(&mut job, Options::new(cadence(), &cancel), None, None)
+            .await
+            .expect("followed");
+    assert!(matches!(followed, Followed::Done("done", 2)));
+    let times = job.describes.lock().expect("lock").clone();
+    assert_eq!(times.len(), 15);
+    let gaps: Vec<Duration> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    // Each retry waits its jittered exponential delay (plus the call's 100 ms), never the
+    // status cadence's 30 s cap.
+    let mut base = RetryDelays::FIRST;
+    for (i, gap) in gaps[3..12].iter().enumerate() {
+        let call = Duration::from_millis(100);
+        assert!(
+            *gap >= base + call && *gap < base * 2 + call,
+            "retry {i} after {gap:?}"
+        );
+        base = (base * 2).min(RetryDelays::CAP);
+    }
+    // Once through, the cadence goes on from where it was (4.5 s, then 6.75 s, 10.125 s).
+    assert_eq!(gaps[12], Duration::from_millis(6750 + 100));
+    assert_eq!(gaps[13], Duration::from_millis(10125 + 100));
+}
+
+#[tokio::test(start_paused = true)]
 async fn early_lines_wait_for_the_status_that_opens_their_section() {
     let cancel = CancellationToken::new();
     // Still starting at the first two describes (0 s, ~2 s); running from the third.
