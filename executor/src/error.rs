@@ -41,6 +41,9 @@ pub enum ExecutorError {
     /// The job state file is unusable.
     #[error(transparent)]
     State(#[from] stages::state::StateError),
+    /// STS refused or failed to open the job's role session.
+    #[error(transparent)]
+    Session(#[from] stages::aws::credentials::SessionError),
 }
 
 impl From<stages::run::RunError> for ExecutorError {
@@ -62,6 +65,14 @@ impl Classify for ExecutorError {
                 FailureKind::Build
             }
             ExecutorError::Remote(e) => e.failure_kind(),
+            // A refused token or trust policy is the job's to fix (its ref, its id_tokens); an
+            // STS outage is not.
+            ExecutorError::Session(e) => match e.retry {
+                stages::aws::errors::Retry::Permanent => FailureKind::Build,
+                stages::aws::errors::Retry::Throttling | stages::aws::errors::Retry::Transient => {
+                    FailureKind::System
+                }
+            },
         }
     }
 
@@ -75,7 +86,8 @@ impl Classify for ExecutorError {
             | ExecutorError::Spec(_)
             | ExecutorError::Spawn(_)
             | ExecutorError::Host { .. }
-            | ExecutorError::State(_) => None,
+            | ExecutorError::State(_)
+            | ExecutorError::Session(_) => None,
         }
     }
 }

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
 
 use crate::aws::Aws;
+use crate::aws::credentials;
 use crate::aws::errors::AwsCallError;
 use crate::config::ExecutorConfig;
 use crate::job::Job;
@@ -33,7 +34,14 @@ pub async fn release(
         return Ok(());
     }
     let started = unix_now();
-    let aws = Aws::connect(cfg).await;
+    // The job's own credentials where it had them: they created what is released here.
+    let creds = credentials::for_job(cfg, job, SystemTime::now()).unwrap_or_else(|refused| {
+        for r in refused {
+            eprintln!("cleanup: not using the job's credentials ({r}); using the runner's");
+        }
+        credentials::JobCredentials::Runner
+    });
+    let aws = Aws::connect(cfg, &creds).await;
     let reason = format!("GitLab job {} ended; cleanup stopped its task", job.url);
     for r in &unfinished {
         match release_when_created(&aws, r, &reason, started, cancel).await {

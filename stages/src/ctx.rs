@@ -31,6 +31,8 @@ pub struct StageInput<'a> {
     pub state: &'a StateFile,
     /// Cancelled on SIGTERM.
     pub cancel: &'a CancellationToken,
+    /// Whose credentials the job's AWS calls use.
+    pub credentials: &'a crate::aws::credentials::JobCredentials,
 }
 
 /// Everything an action needs, built once per stage.

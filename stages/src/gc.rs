@@ -97,7 +97,7 @@ pub async fn sweep(
     opts: GcOptions,
     cancel: &CancellationToken,
 ) -> Result<Vec<Orphan>, GcError> {
-    let aws = Aws::connect(cfg).await;
+    let aws = Aws::connect(cfg, &crate::aws::credentials::JobCredentials::Runner).await;
     let live = live_jobs(cfg);
     let mut found = Vec::new();
     training_jobs(&aws, &live, opts, &mut found).await?;

@@ -96,7 +96,7 @@ pub async fn run_with_log(plan: &Plan, input: StageInput<'_>, log: JobLog) -> Re
     if let Plan::NotServed(action) = plan {
         return Err(RunError::NotServed(*action));
     }
-    let ctx = StageCtx::new(input, Aws::connect(input.cfg).await, log);
+    let ctx = StageCtx::new(input, Aws::connect(input.cfg, input.credentials).await, log);
     let result: Result<Outputs, RunError> = match plan {
         Plan::Train(settings) => crate::train::run(&ctx, settings).await.map_err(Into::into),
         Plan::Fargate(settings) => crate::fargate::run(&ctx, settings)

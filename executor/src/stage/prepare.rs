@@ -19,11 +19,22 @@ pub async fn run(config: &Path) -> Result<(), ExecutorError> {
         &Settings::collect(&ctx.job, None),
     )
     .map_err(ExecutorError::Rejected)?;
+    let creds = stages::aws::credentials::for_job(&cfg, &ctx.job, std::time::SystemTime::now())
+        .map_err(ExecutorError::Rejected)?;
     println!(
         "sagemaker-executor {}: {}",
         env!("CARGO_PKG_VERSION"),
         describe(&plan)
     );
+    if let stages::aws::credentials::JobCredentials::Role(session) = &creds {
+        // Opened once here, so a token or trust policy STS refuses fails the job before its
+        // sources are fetched; the run stage opens its own session.
+        let sdk = stages::aws::sdk_config(&cfg).await;
+        stages::aws::credentials::WebIdentityProvider::new(&sdk, session.clone())
+            .open()
+            .await?;
+    }
+    println!("AWS credentials: {}", creds.describe());
     if ctx.job.variables.get("SAGEMAKER_SPEC").is_some() {
         println!(
             "Settings from the spec file are read and checked after the sources are checked out."

@@ -37,6 +37,9 @@ pub async fn run(
     let settings = Settings::collect(&ctx.job, spec.as_ref().map(|(f, s)| (f.as_str(), s)));
     let plan =
         settings::resolve(&ctx.job, ctx.shape, &cfg, &settings).map_err(ExecutorError::Rejected)?;
+    let credentials =
+        stages::aws::credentials::for_job(&cfg, &ctx.job, std::time::SystemTime::now())
+            .map_err(ExecutorError::Rejected)?;
     let state = StateFile::new(&cfg.paths.state_root, ctx.job.id);
     let input = stages::ctx::StageInput {
         cfg: &cfg,
@@ -46,6 +49,7 @@ pub async fn run(
         project_dir: &project_dir,
         state: &state,
         cancel,
+        credentials: &credentials,
     };
     stages::run::run_user_stage(&plan, input).await?;
     Ok(())

@@ -5,6 +5,7 @@
 //! refreshing providers, so waits longer than a session's lifetime keep working. The Fargate
 //! helper containers build their S3 client through the same [`loader`].
 
+pub mod credentials;
 pub mod errors;
 #[cfg(test)]
 pub mod mock;
@@ -97,6 +98,24 @@ pub async fn sdk_config(cfg: &ExecutorConfig) -> SdkConfig {
     }
 }
 
+/// The SDK config for one job's calls: the runner's ([`sdk_config`]), or a role session opened
+/// with the job's GitLab ID token and refreshed by the SDK before it ends.
+pub async fn job_sdk_config(cfg: &ExecutorConfig, creds: &credentials::JobCredentials) -> SdkConfig {
+    let runner = sdk_config(cfg).await;
+    match creds {
+        credentials::JobCredentials::Runner => runner,
+        credentials::JobCredentials::Role(session) => {
+            let provider = credentials::WebIdentityProvider::new(&runner, session.clone());
+            loader(Some(&cfg.region), cfg.aws.max_attempts)
+                .credentials_provider(
+                    aws_credential_types::provider::SharedCredentialsProvider::new(provider),
+                )
+                .load()
+                .await
+        }
+    }
+}
+
 /// An S3 client from `sdk`, with path-style addressing when asked.
 pub fn s3_client(sdk: &SdkConfig, path_style: bool) -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(
@@ -107,10 +126,10 @@ pub fn s3_client(sdk: &SdkConfig, path_style: bool) -> aws_sdk_s3::Client {
 }
 
 impl Aws {
-    /// Builds every client from one SDK config.
-    pub async fn connect(cfg: &ExecutorConfig) -> Aws {
+    /// Builds every client from one SDK config, with `creds`.
+    pub async fn connect(cfg: &ExecutorConfig, creds: &credentials::JobCredentials) -> Aws {
         Aws::from_sdk(
-            &sdk_config(cfg).await,
+            &job_sdk_config(cfg, creds).await,
             cfg.aws.s3_force_path_style,
             &cfg.region,
         )

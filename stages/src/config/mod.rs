@@ -63,9 +63,35 @@ pub struct Staging {
     pub kms_key_id: Option<String>,
 }
 
+/// Whose credentials a job's AWS calls use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialsMode {
+    /// The runner host's default chain (and `assume_role_arn` when set).
+    Runner,
+    /// A role per job, from the job's GitLab OIDC token.
+    Job(JobCredentialsSettings),
+}
+
+/// `[aws.job_credentials]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobCredentialsSettings {
+    /// The job variable that holds the token (the job's `id_tokens` entry).
+    pub token_variable: String,
+    /// The audience the token must be issued for (its `aud` claim).
+    pub audience: String,
+    /// The role for jobs that name none, with `{project_path}` placeholders.
+    pub role_arn: Option<String>,
+    /// How long one session lasts before it is refreshed.
+    pub session_duration: Duration,
+    /// Whether a second hop (AssumeRole on the same role) adds session tags for project and job.
+    pub session_tags: bool,
+}
+
 /// `[aws]`.
 #[derive(Debug, Clone)]
 pub struct AwsSettings {
+    /// Whose credentials jobs use.
+    pub credentials: CredentialsMode,
     /// A role the executor assumes for all its AWS work.
     pub assume_role_arn: Option<String>,
     /// Attempts per call under the SDK's adaptive retry (throttling never fails a job quickly).

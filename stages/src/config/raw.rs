@@ -41,9 +41,21 @@ pub struct RawStaging {
 /// `[aws]`: how the executor talks to AWS.
 #[derive(Debug, Default, Deserialize)]
 pub struct RawAws {
+    pub credentials: Option<String>,
+    pub job_credentials: Option<RawJobCredentials>,
     pub assume_role_arn: Option<String>,
     pub max_attempts: Option<u32>,
     pub s3_force_path_style: Option<bool>,
+}
+
+/// `[aws.job_credentials]`: per-job credentials from the job's GitLab OIDC token.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawJobCredentials {
+    pub token_variable: Option<String>,
+    pub audience: Option<String>,
+    pub role_arn: Option<String>,
+    pub session_duration: Option<String>,
+    pub session_tags: Option<bool>,
 }
 
 /// `[train]`: defaults for training jobs.
@@ -131,4 +143,6 @@ pub struct RawEcsDeployPolicy {
 #[derive(Debug, Default, Deserialize)]
 pub struct RawProjectPolicy {
     pub roles: Option<Vec<String>>,
+    pub require_protected_ref: Option<bool>,
+    pub environments: Option<Vec<String>>,
 }

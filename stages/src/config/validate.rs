@@ -305,6 +305,14 @@ pub(super) fn validate(
         fargate.as_ref(),
     );
 
+    let credentials = credentials_mode(
+        &mut c,
+        ra.credentials.as_deref(),
+        ra.job_credentials,
+        region.as_deref(),
+        !policy.projects.is_empty(),
+    );
+
     if policy.train.max_runtime > SAGEMAKER_MAX_RUNTIME {
         c.problem(
             "policy.train.max_runtime",
@@ -363,6 +371,7 @@ pub(super) fn validate(
             kms_key_id,
         },
         aws: AwsSettings {
+            credentials,
             assume_role_arn: ra.assume_role_arn,
             max_attempts,
             s3_force_path_style: ra.s3_force_path_style.unwrap_or(false),
@@ -372,6 +381,114 @@ pub(super) fn validate(
         policy,
     })
 }
+
+/// STS's bounds on a role session (a chained session, as with `session_tags`, ends after 1 h).
+const MIN_SESSION: Duration = Duration::from_secs(900);
+const MAX_SESSION: Duration = Duration::from_secs(12 * 3600);
+const MAX_CHAINED_SESSION: Duration = Duration::from_secs(3600);
+
+/// `[aws] credentials` and `[aws.job_credentials]`.
+fn credentials_mode(
+    c: &mut Checker<'_>,
+    mode: Option<&str>,
+    raw: Option<RawJobCredentials>,
+    region: Option<&str>,
+    has_projects: bool,
+) -> super::CredentialsMode {
+    match mode.unwrap_or("runner") {
+        "runner" => {
+            if raw.is_some() {
+                c.problem(
+                    "aws.job_credentials",
+                    "is set, but aws.credentials is \"runner\"; set aws.credentials = \"job\" to use it",
+                );
+            }
+            super::CredentialsMode::Runner
+        }
+        "job" => {
+            let raw = raw.unwrap_or_default();
+            if !has_projects {
+                c.problem(
+                    "aws.credentials",
+                    "\"job\" needs [policy.projects] entries: without one, no project may assume a role",
+                );
+            }
+            let token_variable = raw
+                .token_variable
+                .unwrap_or_else(|| DEFAULT_TOKEN_VARIABLE.to_owned());
+            let owned = ["SAGEMAKER_", "FARGATE_", "ECS_"];
+            if token_variable != DEFAULT_TOKEN_VARIABLE
+                && owned.iter().any(|p| token_variable.starts_with(p))
+            {
+                c.problem(
+                    "aws.job_credentials.token_variable",
+                    format!("{token_variable:?} is in the executor's own settings namespace; use {DEFAULT_TOKEN_VARIABLE:?} or a name outside SAGEMAKER_/FARGATE_/ECS_"),
+                );
+            }
+            if token_variable.is_empty()
+                || !token_variable
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            {
+                c.problem(
+                    "aws.job_credentials.token_variable",
+                    format!("{token_variable:?} is not a CI variable name"),
+                );
+            }
+            let audience = c
+                .required("aws.job_credentials.audience", raw.audience)
+                .unwrap_or_default();
+            if let Some(template) = &raw.role_arn {
+                let sample = crate::policy::projects::expand_role(template, "group/project");
+                c.role_arn("aws.job_credentials.role_arn", &sample, region);
+            }
+            let session_tags = raw.session_tags.unwrap_or(false);
+            let cap = if session_tags {
+                MAX_CHAINED_SESSION
+            } else {
+                MAX_SESSION
+            };
+            let session_duration = c.duration(
+                "aws.job_credentials.session_duration",
+                raw.session_duration,
+                MAX_CHAINED_SESSION,
+            );
+            if session_duration < MIN_SESSION || session_duration > cap {
+                c.problem(
+                    "aws.job_credentials.session_duration",
+                    format!(
+                        "{} is outside STS's {} to {}{}",
+                        humantime::format_duration(session_duration),
+                        humantime::format_duration(MIN_SESSION),
+                        humantime::format_duration(cap),
+                        if session_tags {
+                            " for a chained (tagged) session"
+                        } else {
+                            ""
+                        }
+                    ),
+                );
+            }
+            super::CredentialsMode::Job(super::JobCredentialsSettings {
+                token_variable,
+                audience,
+                role_arn: raw.role_arn,
+                session_duration,
+                session_tags,
+            })
+        }
+        other => {
+            c.problem(
+                "aws.credentials",
+                format!("{other:?} is not \"runner\" or \"job\""),
+            );
+            super::CredentialsMode::Runner
+        }
+    }
+}
+
+/// The job variable of the GitLab `id_tokens` entry, unless the admin names another.
+pub const DEFAULT_TOKEN_VARIABLE: &str = "SAGEMAKER_ID_TOKEN";
 
 /// SageMaker's cap on `MaxRuntimeInSeconds`.
 const SAGEMAKER_MAX_RUNTIME: Duration = Duration::from_secs(28 * 24 * 3600);
@@ -601,8 +718,23 @@ fn policy(
     for (path, rp) in p.projects.unwrap_or_default() {
         let key = format!("policy.projects.{path:?}");
         let paths = c.patterns(&key, Some(vec![path.clone()]), Patterns::default());
-        let roles = c.patterns(&format!("{key}.roles"), rp.roles, Patterns::default());
-        projects.push((paths, roles));
+        let roles = rp.roles.unwrap_or_default();
+        // Checked with a sample path, the way a job's path fills them in.
+        let sample: Vec<String> = roles
+            .iter()
+            .map(|r| r.replace(crate::policy::projects::PROJECT_PATH, "group-project"))
+            .collect();
+        c.patterns(&format!("{key}.roles"), Some(sample), Patterns::default());
+        let environments = rp
+            .environments
+            .map(|e| c.patterns(&format!("{key}.environments"), Some(e), Patterns::default()));
+        projects.push(crate::policy::ProjectPolicy {
+            key: path,
+            paths,
+            roles,
+            require_protected_ref: rp.require_protected_ref.unwrap_or(false),
+            environments,
+        });
     }
     let register = super::register::validate(c, p.register.unwrap_or_default());
     let deploy = super::deploy::validate(c, p.deploy.unwrap_or_default());

@@ -7,6 +7,7 @@
 mod deploy;
 pub mod gates;
 mod patterns;
+pub mod projects;
 pub mod register;
 
 use std::collections::BTreeSet;
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 pub use deploy::DeployPolicy;
 pub use patterns::Patterns;
+pub use projects::ProjectPolicy;
 pub use register::RegisterPolicy;
 
 use crate::action::Action;
@@ -40,8 +42,9 @@ pub struct Policy {
     pub register: RegisterPolicy,
     /// Limits for endpoint deployments and teardowns.
     pub deploy: DeployPolicy,
-    /// Role allow-lists per project path pattern (for per-job credentials).
-    pub projects: Vec<(Patterns, Patterns)>,
+    /// Role allow-lists per project path pattern: the per-job credentials role and every role
+    /// a job names.
+    pub projects: Vec<ProjectPolicy>,
 }
 
 /// `[policy.train]`.

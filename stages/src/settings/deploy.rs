@@ -897,7 +897,13 @@ pub(super) fn resolve(
     let keep_failed_endpoint = r.flag("SAGEMAKER_KEEP_FAILED_ENDPOINT").unwrap_or(false);
 
     let role_arn = match r.text("SAGEMAKER_ROLE_ARN") {
-        Some(s) => r.role(s, &cfg.policy.train.roles, "policy.train.roles"),
+        Some(s) => r.role(
+            s,
+            &cfg.policy.train.roles,
+            "policy.train.roles",
+            job,
+            &cfg.policy,
+        ),
         None => match &cfg.train.role_arn {
             Some(role) if is_role_arn(role) => Some(role.clone()),
             _ => {

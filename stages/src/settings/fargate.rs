@@ -150,7 +150,13 @@ pub(super) fn resolve(
         );
     }
     let task_role_arn = match r.text("FARGATE_TASK_ROLE_ARN") {
-        Some(s) => r.role(s, &pol.task_roles, "policy.fargate.task_roles"),
+        Some(s) => r.role(
+            s,
+            &pol.task_roles,
+            "policy.fargate.task_roles",
+            job,
+            &cfg.policy,
+        ),
         None => env.task_role_arn.clone(),
     };
     Some(FargateSettings {

@@ -45,6 +45,10 @@ const KNOWN: &[&str] = &[
     "SAGEMAKER_ROLE_ARN",
     "SAGEMAKER_OUTPUT_PATH",
     "SAGEMAKER_KEEP_ALIVE",
+    // Per-job credentials: read from the job's variables by `aws::credentials`, never from a
+    // spec file.
+    "SAGEMAKER_ID_TOKEN",
+    "SAGEMAKER_AWS_ROLE_ARN",
     "FARGATE_CPU",
     "FARGATE_MEMORY",
     "FARGATE_EPHEMERAL_STORAGE_GB",
@@ -240,13 +244,16 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// A role ARN setting, refused when it is not an IAM role ARN or not allowed by `allowed`
-    /// (named `rule` in the message); train and fargate read their roles through this.
+    /// A role ARN setting, refused when it is not an IAM role ARN, not allowed by `allowed`
+    /// (named `rule` in the message), or not allowed for the job's project by
+    /// `[policy.projects]`; every role a job names is read through this.
     pub fn role(
         &mut self,
         s: &Setting,
         allowed: &crate::policy::Patterns,
         rule: &str,
+        job: &Job,
+        policy: &crate::policy::Policy,
     ) -> Option<String> {
         if !crate::names::is_role_arn(&s.value) {
             self.reject(
@@ -264,6 +271,13 @@ impl<'a> Reader<'a> {
             &s.value,
             allowed,
             rule,
+        );
+        crate::policy::projects::check_named_role(
+            &mut self.problems,
+            &policy.projects,
+            &job.project_path,
+            &s.value,
+            &s.origin.to_string(),
         );
         Some(s.value.clone())
     }

@@ -97,7 +97,7 @@ pub(super) fn resolve(
     };
 
     let role_arn = match r.text("SAGEMAKER_ROLE_ARN") {
-        Some(s) => r.role(s, &pol.roles, "policy.train.roles"),
+        Some(s) => r.role(s, &pol.roles, "policy.train.roles", job, &cfg.policy),
         None => match &d.role_arn {
             Some(role) => Some(role.clone()),
             None => {
