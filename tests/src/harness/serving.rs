@@ -45,14 +45,7 @@ http.server.HTTPServer(("127.0.0.1", int(os.environ["SAGEMAKER_BIND_TO_PORT"])),
 impl World {
     /// Teaches the simulator [`SERVE_IMAGE`] and creates the model package `group`.
     pub fn serve_image(&self, group: &str) {
-        let serve = self.root().join("serve.py");
-        std::fs::write(&serve, SERVE_PY).expect("serve.py written");
-        self.sim
-            .post_json(
-                "/_sim/images",
-                &json!({"images": {SERVE_IMAGE: {"entrypoint": ["/usr/bin/python3", serve.to_string_lossy()]}}}),
-            )
-            .expect("simulator learns the serving image");
+        self.learn_serve_image();
         self.rt
             .block_on(
                 self.sagemaker
@@ -61,6 +54,18 @@ impl World {
                     .send(),
             )
             .expect("model package group created");
+    }
+
+    /// Teaches the simulator [`SERVE_IMAGE`] only (for a test whose jobs create the group).
+    pub fn learn_serve_image(&self) {
+        let serve = self.root().join("serve.py");
+        std::fs::write(&serve, SERVE_PY).expect("serve.py written");
+        self.sim
+            .post_json(
+                "/_sim/images",
+                &json!({"images": {SERVE_IMAGE: {"entrypoint": ["/usr/bin/python3", serve.to_string_lossy()]}}}),
+            )
+            .expect("simulator learns the serving image");
     }
 
     /// Uploads a model archive whose `answer.txt` says `answer`; returns its S3 URI.
