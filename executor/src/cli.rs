@@ -75,6 +75,12 @@ pub enum WorkspaceCommand {
         /// Directory to download into (created if missing).
         #[arg(long)]
         dest: PathBuf,
+        /// The task volume's mount point, an ancestor of `dest`: it and every directory from it
+        /// down to `dest` become writable by any user (mode 1777, as /tmp), so a job image whose
+        /// USER is not root can restore and pack the workspace (the fetched files are readable
+        /// by any user either way). Without it the directories keep their owner and modes.
+        #[arg(long)]
+        volume_root: Option<PathBuf>,
         /// AWS region (default: the container's environment).
         #[arg(long)]
         region: Option<String>,

@@ -467,3 +467,51 @@ fn re_running_the_script_stage_attaches_to_the_task_it_started() {
         "the returned workspace was restored again"
     );
 }
+
+/// A hardened image whose USER is not root (distroless's `nonroot`, uid 65532).
+const NONROOT_IMAGE: &str = "gcr.io/distroless/base-debian12:nonroot";
+
+#[test]
+fn a_job_image_running_as_a_non_root_user_restores_writes_and_returns_its_workspace() {
+    let w = fargate_world();
+    // The simulator runs this image's processes as uid 65532 on a task volume owned by root
+    // (mode 0755), as Fargate does: only the fetch helper, root in the helper image, can open it.
+    w.sim
+        .post_json(
+            "/_sim/images",
+            &serde_json::json!({"images": {NONROOT_IMAGE: {"entrypoint": ["/bin/sh"], "user": "65532"}}}),
+        )
+        .expect("the simulator learns the image");
+    // The volume is mounted at the builds root, inside this test's private temp dir (0700). On
+    // Fargate the mount point's parents are the image's own directories, which any user may
+    // traverse; so may they here.
+    std::fs::set_permissions(
+        w.dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("temp dir traversable");
+    let yaml = format!(
+        "name: nonroot-job\nimage: {NONROOT_IMAGE}\nvariables:\n  SAGEMAKER_ACTION: fargate\nscript:\n  - echo \"uid $(id -u)\"\n  - cat README.md\n  - mkdir -p build/deep && echo \"built by $(id -u)\" > build/deep/result.txt\nsource:\n  README.md: \"app repo\\n\"\nartifacts:\n  paths: [build/]\n"
+    );
+    let result = w.runner.run(&w.fixture(&yaml)).expect("job runs");
+    assert_outcome(&result, JobOutcome::Success);
+    let log = result.plain_log();
+    assert!(
+        log.lines().any(|l| l == "uid 65532"),
+        "ran as 65532:\n{log}"
+    );
+    assert!(
+        log.lines().any(|l| l == "app repo"),
+        "read the restored workspace:\n{log}"
+    );
+    let returned = result
+        .uploaded_artifacts_dir
+        .join("archive")
+        .join("build/deep/result.txt");
+    assert_eq!(
+        std::fs::read_to_string(&returned).ok().as_deref(),
+        Some("built by 65532\n"),
+        "the artifact it wrote came back through S3: {:?}",
+        result.uploaded_files()
+    );
+}

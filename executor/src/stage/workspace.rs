@@ -18,11 +18,12 @@ pub async fn run(op: WorkspaceCommand, cancel: &CancellationToken) -> ExitCode {
             bucket,
             prefix,
             dest,
+            volume_root,
             region,
             path_style,
         } => {
             let s3 = helper::s3_client(region.clone(), *path_style).await;
-            helper::fetch(&s3, bucket, prefix, dest, cancel)
+            helper::fetch(&s3, bucket, prefix, dest, volume_root.as_deref(), cancel)
                 .await
                 .map(|m| {
                     format!(

@@ -5,6 +5,17 @@
 //! These run without the executor config: everything they need is on their command line (RunTask
 //! container overrides) and their credentials are the task role's, through the SDK's default
 //! chain. Both stream between S3 and disk, so memory stays small whatever the workspace size.
+//!
+//! The job container runs as its image's USER, which the executor does not know and which need
+//! not be root, while Fargate creates the task volume owned by root (mode 0755). So `fetch`,
+//! root in the helper image, opens the volume: the directories from its mount point down to
+//! the channel dir get mode 1777 (any user may create entries, only an entry's owner may remove
+//! or rename it, as in /tmp) and the fetched files mode 0644. That is safe because the volume is
+//! private to the task: only its three containers see it, and the job container is the only one
+//! that is not ours. The job restores the workspace below the mount point as its own user and
+//! packs it into `<channel>/out`; `push`, root again, can read whatever it wrote.
+
+use std::os::unix::fs::PermissionsExt;
 
 use std::path::{Path, PathBuf};
 
@@ -21,6 +32,11 @@ use crate::workspace::UploadOptions;
 
 /// Files up to this size go up in one PutObject; larger ones in parts of at least this size.
 const PART_SIZE: u64 = 64 * 1024 * 1024;
+/// Directories `fetch` opens to the job's user: writable by all, sticky.
+const SHARED_DIR_MODE: u32 = 0o1777;
+/// Fetched files: readable by every user, writable by their owner (root) only, so the job can
+/// read its script and workspace but not replace them.
+const FETCHED_FILE_MODE: u32 = 0o644;
 
 /// Why a helper step failed.
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +99,17 @@ pub enum HelperError {
         #[source]
         source: std::io::Error,
     },
+    /// The download directory is not below the task volume's mount point, or a directory on
+    /// the way is not a plain directory.
+    #[error("cannot open {} to the job's user below the task volume {}: {why}", dest.display(), volume_root.display())]
+    Volume {
+        /// The download directory.
+        dest: PathBuf,
+        /// The volume's mount point.
+        volume_root: PathBuf,
+        /// What is wrong.
+        why: &'static str,
+    },
     /// The file to upload does not exist (the job container never packed the workspace).
     #[error("nothing to upload: {} does not exist (the job container did not pack the workspace)", path.display())]
     SourceMissing {
@@ -109,6 +136,7 @@ impl Classify for HelperError {
             | HelperError::Get { .. }
             | HelperError::Body { .. }
             | HelperError::Local { .. }
+            | HelperError::Volume { .. }
             | HelperError::Upload(_) => FailureKind::System,
         }
     }
@@ -123,6 +151,7 @@ impl Classify for HelperError {
             | HelperError::Get { .. }
             | HelperError::Body { .. }
             | HelperError::Local { .. }
+            | HelperError::Volume { .. }
             | HelperError::Upload(_) => None,
         }
     }
@@ -160,17 +189,60 @@ fn file_name<'a>(key: &'a str, prefix: &str) -> Option<&'a str> {
     plain.then_some(name)
 }
 
-/// Downloads every object directly under `prefix` (not those in "subdirectories") into `dest`.
+/// Gives `volume_root` and every directory below it down to `dest` (all existing) mode
+/// [`SHARED_DIR_MODE`]. Refuses a `dest` outside the volume and a symlink on the way, so it never
+/// opens a directory it was not meant to.
+async fn open_to_any_user(volume_root: &Path, dest: &Path) -> Result<(), HelperError> {
+    let refuse = |why| HelperError::Volume {
+        dest: dest.to_owned(),
+        volume_root: volume_root.to_owned(),
+        why,
+    };
+    let below = dest
+        .strip_prefix(volume_root)
+        .map_err(|_| refuse("it is not below the volume"))?;
+    let mut dir = volume_root.to_path_buf();
+    let mut steps = vec![dir.clone()];
+    for part in below.components() {
+        match part {
+            std::path::Component::Normal(name) => dir.push(name),
+            _ => return Err(refuse("the path has . or .. components")),
+        }
+        steps.push(dir.clone());
+    }
+    for dir in steps {
+        let meta = tokio::fs::symlink_metadata(&dir)
+            .await
+            .map_err(local("inspecting", &dir))?;
+        if !meta.is_dir() {
+            return Err(refuse(
+                "a directory on the way is a symlink or not a directory",
+            ));
+        }
+        tokio::fs::set_permissions(&dir, std::fs::Permissions::from_mode(SHARED_DIR_MODE))
+            .await
+            .map_err(local("opening to every user", &dir))?;
+    }
+    Ok(())
+}
+
+/// Downloads every object directly under `prefix` (not those in "subdirectories") into `dest`,
+/// each file readable by every user. With `volume_root` (the task volume's mount point), the
+/// directories from it down to `dest` become writable by every user first (see the module doc).
 pub async fn fetch(
     s3: &Client,
     bucket: &str,
     prefix: &str,
     dest: &Path,
+    volume_root: Option<&Path>,
     cancel: &CancellationToken,
 ) -> Result<Moved, HelperError> {
     tokio::fs::create_dir_all(dest)
         .await
         .map_err(local("creating", dest))?;
+    if let Some(root) = volume_root {
+        open_to_any_user(root, dest).await?;
+    }
     let mut moved = Moved::default();
     let mut token: Option<String> = None;
     loop {
@@ -258,6 +330,10 @@ async fn download(
             None => break,
         }
     }
+    // Explicit, not left to the helper image's umask: the job container may run as any user.
+    file.set_permissions(std::fs::Permissions::from_mode(FETCHED_FILE_MODE))
+        .await
+        .map_err(local("setting the mode of", &tmp))?;
     file.sync_all().await.map_err(local("writing", &tmp))?;
     tokio::fs::rename(&tmp, path)
         .await
@@ -356,6 +432,7 @@ mod tests {
             "b",
             "p/1/2/",
             &dest,
+            None,
             &CancellationToken::new(),
         )
         .await
@@ -377,11 +454,91 @@ mod tests {
             "b",
             "p/1/2/",
             &dest,
+            None,
             &CancellationToken::new(),
         )
         .await
         .expect_err("nothing staged");
         assert!(matches!(err, HelperError::NothingStaged { .. }), "{err}");
+    }
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::symlink_metadata(path)
+            .expect("metadata")
+            .permissions()
+            .mode()
+            & 0o7777
+    }
+
+    #[tokio::test]
+    async fn fetch_opens_the_volume_down_to_the_channel_dir_to_every_user() {
+        let list = mock!(Client::list_objects_v2).then_output(|| {
+            ListObjectsV2Output::builder()
+                .contents(Object::builder().key("p/script").build())
+                .build()
+        });
+        let get = mock!(Client::get_object).then_output(|| {
+            GetObjectOutput::builder()
+                .body(ByteStream::from_static(b"x"))
+                .build()
+        });
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("builds");
+        std::fs::create_dir(&root).expect("volume root");
+        // As Fargate creates it: root's, not writable by others.
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let dest = root.join(".sme").join("42");
+        fetch(
+            &s3(&[&list, &get]),
+            "b",
+            "p/",
+            &dest,
+            Some(&root),
+            &CancellationToken::new(),
+        )
+        .await
+        .expect("fetched");
+        for d in [&root, &root.join(".sme"), &dest] {
+            assert_eq!(mode(d), 0o1777, "{}", d.display());
+        }
+        assert_eq!(mode(&dest.join("script")), 0o644);
+        // Above the volume nothing changes.
+        assert_ne!(mode(dir.path()), 0o1777);
+    }
+
+    #[tokio::test]
+    async fn fetch_opens_nothing_outside_the_volume_or_through_a_symlink() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("builds");
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::create_dir_all(&root).expect("root");
+        std::fs::create_dir_all(&elsewhere).expect("elsewhere");
+        std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        let err = fetch(
+            &s3(&[]),
+            "b",
+            "p/",
+            &elsewhere.join("42"),
+            Some(&root),
+            &CancellationToken::new(),
+        )
+        .await
+        .expect_err("outside the volume");
+        assert!(matches!(err, HelperError::Volume { .. }), "{err}");
+        std::os::unix::fs::symlink(&elsewhere, root.join(".sme")).expect("symlink");
+        let err = fetch(
+            &s3(&[]),
+            "b",
+            "p/",
+            &root.join(".sme").join("42"),
+            Some(&root),
+            &CancellationToken::new(),
+        )
+        .await
+        .expect_err("through a symlink");
+        assert!(matches!(err, HelperError::Volume { .. }), "{err}");
+        assert_eq!(mode(&elsewhere), 0o755, "the symlink's target is untouched");
     }
 
     #[tokio::test]

@@ -27,6 +27,8 @@ pub const RETURNED: &str = "returned/workspace.tar.gz";
 /// Where things are inside the task's shared volume for one job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskPaths {
+    /// `<builds_root>`: where the task volume is mounted in every container.
+    pub volume: PathBuf,
     /// `<builds_root>/.sme/<job-id>`: the staged objects (the bootstrap's channel dir).
     pub channel: PathBuf,
     /// `<channel>/out`: where the bootstrap writes `workspace.tar.gz`.
@@ -39,6 +41,7 @@ impl TaskPaths {
     pub fn new(builds_root: &Path, job_id: u64) -> TaskPaths {
         let channel = builds_root.join(".sme").join(job_id.to_string());
         TaskPaths {
+            volume: builds_root.to_owned(),
             output_dir: channel.join("out"),
             channel,
         }
@@ -80,6 +83,10 @@ impl Commands {
             loc.prefix.clone(),
             "--dest".to_owned(),
             text(&paths.channel),
+            // The job image's USER is unknown (and may not be root): fetch, root in the helper
+            // image, opens the volume down to the channel dir to every user.
+            "--volume-root".to_owned(),
+            text(&paths.volume),
             "--region".to_owned(),
             region.to_owned(),
         ];
@@ -258,6 +265,8 @@ mod tests {
                 "pre/7/42/",
                 "--dest",
                 "/srv/builds/.sme/42",
+                "--volume-root",
+                "/srv/builds",
                 "--region",
                 "eu-west-1",
                 "--path-style"

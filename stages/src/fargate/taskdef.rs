@@ -12,6 +12,10 @@
 //! `push` is the essential one because ECS never starts a container that waits on COMPLETE once
 //! an essential container has exited; the job's own exit code is read from its container.
 //!
+//! The job container runs as its image's USER, whatever that is: `fetch` (root in the helper
+//! image) opens the root-owned volume to every user first (see `helper`), so nothing here needs
+//! to know the user.
+//!
 //! Nothing per job is in here: bucket, prefix and paths arrive in RunTask's container overrides
 //! (see `submit`), and no job variable or secret is ever part of a task definition. So one task
 //! definition serves every job with the same image and size: its family is `sme-` plus a hash of

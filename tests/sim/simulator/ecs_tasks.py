@@ -7,7 +7,9 @@ plugin adopts each task created by RunTask and drives it from a background threa
 
 Each container runs its `entryPoint` + `command` (RunTask `overrides.containerOverrides` apply)
 through `ctx.runtime.launch` in a private mount namespace; the image is recorded, never pulled.
-Task volumes are per-task temp dirs shared by the containers that mount them. `dependsOn`
+It runs as the container definition's `user`, else the image's `user` registered with
+`/_sim/images`, else root, with that image's `env` under the definition's `environment`. Task volumes are per-task temp dirs shared by the containers that
+mount them, root's with mode 0755 as on Fargate. `dependsOn`
 (START, HEALTHY treated like START, COMPLETE, SUCCESS), `essential`, `stopTimeout`, awslogs
 (stream `<prefix>/<container>/<task-id>`) and `secrets` (Secrets Manager / SSM) are honoured.
 As on AWS, an awslogs container whose `awslogs-group` does not exist stops the task before any
@@ -45,6 +47,7 @@ from moto.ecs import models as ecsm
 from moto.ecs import responses as ecsr
 from moto.ecs.exceptions import InvalidParameterException, TaskDefinitionNotFoundException
 
+from . import images
 from .common import _check_moto, _now
 
 # Time spent in each bookkeeping phase (provisioning, image "pull", deprovisioning).
@@ -444,6 +447,9 @@ class TaskRunner(threading.Thread):
     def _environment(self, c: _Container) -> dict[str, str]:
         env: dict[str, str] = {"PATH": DEFAULT_PATH, "HOSTNAME": f"ip-10-0-0-{(hash(self.task.id) % 250) + 2}"}
         env["HOME"] = "/root"
+        # The image's ENV (registered with /_sim/images) under the task definition's, as a
+        # container runtime merges them.
+        env.update((images.lookup(c.d.get("image")) or {}).get("env") or {})
         for e in c.d.get("environment") or []:
             env[e["name"]] = str(e.get("value", ""))
         for s in c.d.get("secrets") or []:
@@ -465,6 +471,12 @@ class TaskRunner(threading.Thread):
         for v in self.td.volumes or []:
             path = os.path.join(self.workdir, "volumes", v["name"])
             os.makedirs(path, exist_ok=True)
+            # Fargate's task volumes start empty, root's and mode 0755 (whatever our umask is):
+            # a container whose image runs as another user cannot write into it unless one that
+            # runs as root opens it.
+            if os.geteuid() == 0:
+                os.chown(path, 0, 0)
+            os.chmod(path, 0o755)
             vol_dirs[v["name"]] = path
 
         def own(cd: dict[str, Any]) -> dict[str, str]:
@@ -527,6 +539,16 @@ class TaskRunner(threading.Thread):
         c.writer = self._log_writer(c)
         writer = c.writer
         try:
+            # As a container runtime does: the definition's `user`, else the image's USER
+            # (registered with /_sim/images), else root.
+            image = images.lookup(c.d.get("image")) or {}
+            user = c.d.get("user") or image.get("user")
+            if user:
+                argv = images.user_prefix(user) + argv
+                # HOME is the user's unless the image or the definition sets it.
+                if "HOME" not in (image.get("env") or {}) and \
+                        not any(e.get("name") == "HOME" for e in c.d.get("environment") or []):
+                    env = dict(env, HOME=images.resolve_user(user)[2])
             c.proc = _ctx.runtime.launch(
                 argv, env, name=f"ecs:{self.task.id}:{c.name}", mounts=mounts,
                 hide=list(_ctx.hide_paths), on_line=writer.write, cwd=c.d.get("workingDirectory") or "/",

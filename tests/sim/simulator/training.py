@@ -9,6 +9,9 @@ background thread per job:
          in a private mount namespace with a private /opt/ml; lines to CloudWatch live)
       -> Uploading (model.tar.gz, output.tar.gz, checkpoints) -> Completed
   any non-zero exit -> Failed, FailureReason "AlgorithmError: <content of /opt/ml/output/failure>"
+  an execution role with policies in moto's IAM that may not list/read an input channel or write
+      the output -> Failed, "ClientError: Data download failed:..." / "ClientError: Artifact
+      upload failed:... (AccessDenied: Access Denied)" (iam_access.py)
   StopTrainingJob / MaxRuntimeInSeconds / MaxWaitTimeInSeconds -> Stopping -> Stopped
       (SIGTERM to every process group, SIGKILL after --stop-grace)
 
@@ -49,7 +52,7 @@ from moto.sagemaker import models as smm
 from moto.sagemaker import responses as smr
 from moto.sagemaker.exceptions import ResourceInUseException, ValidationError
 
-from . import s3util
+from . import iam_access, s3util
 from .common import _check_moto
 
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
@@ -253,6 +256,13 @@ class JobRun:
         channels = job.input_data_config or []
         layouts = []
         try:
+            # Only when the execution role has policies in moto's IAM (see iam_access).
+            iam_access.check_training_input(
+                self.account, job.role_arn, channels,
+                lambda uri: s3util.list_keys(uri, account_id=self.account))
+        except iam_access.AccessDenied as e:
+            return self._finish("Failed", "Failed", str(e))
+        try:
             for i, host in enumerate(hosts):
                 layouts.append(self._prepare_host(i, host, hosts, channels, ckpt, ckpt_local))
                 if self.stop_event.is_set():
@@ -324,6 +334,8 @@ class JobRun:
         self.transition("InProgress", "Uploading")
         try:
             self._upload_outputs(layouts, ml1, always=True)
+        except iam_access.AccessDenied as e:
+            return self._finish("Failed", "Failed", str(e))
         except Exception as e:
             return self._finish("Failed", "Failed",
                                 f"ClientError: could not upload the training output: {e}")
@@ -471,12 +483,14 @@ class JobRun:
         tmp = self.job_dir
         model = os.path.join(ml1, "model")
         data = os.path.join(ml1, "output", "data")
-        if always or _non_empty(model):
-            s3util.upload_dir_tar(model, self._out_uri("model.tar.gz"), account_id=self.account,
-                                  tmp_dir=tmp)
-        if always or _non_empty(data):
-            s3util.upload_dir_tar(data, self._out_uri("output.tar.gz"), account_id=self.account,
-                                  tmp_dir=tmp)
+        uploads = [(d, self._out_uri(leaf)) for d, leaf in
+                   ((model, "model.tar.gz"), (data, "output.tar.gz")) if always or _non_empty(d)]
+        # Only when the execution role has policies in moto's IAM (see iam_access); a denial
+        # uploads nothing.
+        iam_access.check_training_output(self.account, self.job.role_arn,
+                                         [uri for _, uri in uploads])
+        for d, uri in uploads:
+            s3util.upload_dir_tar(d, uri, account_id=self.account, tmp_dir=tmp)
         ck_uri = (self.job.checkpoint_config or {}).get("S3Uri")
         if ck_uri:
             for layout in layouts:

@@ -366,3 +366,34 @@ def test_existing_or_created_log_group_lets_the_task_run(sim, ecs_env, unique):
     assert task["stopCode"] == "EssentialContainerExited", task.get("stoppedReason")
     assert _group_exists(logs, group)
     assert _log_lines(logs, group, f"sme/main/{arn.split('/')[-1]}") == ["created"]
+
+
+def test_containers_run_as_the_image_user_on_a_volume_owned_by_root(sim, ecs_env, unique):
+    ecs, logs, cluster, netconf, register = ecs_env
+    family, group = unique("nonroot"), unique("/ecs/nonroot")
+    image = f"registry.example/{unique('distroless')}:nonroot"
+    sim.post("/_sim/images", {"images": {image: {"entrypoint": ["/bin/sh"], "user": "65532"}}})
+    # /mnt as in the other tests: any user may traverse to it (unlike a temp dir of the host).
+    mount, vol = SHARED, SHARED["containerPath"]
+    probe = (f"echo uid=$(id -u) volume=$(stat -c %u:%a {vol}); "
+             f"if touch {vol}/{{0}} 2>/dev/null; then echo {{0}}=wrote; else echo {{0}}=denied; fi; "
+             f"ls {vol}")
+    td = register(family, [
+        # The image's USER applies: a fresh volume is root's, so this one cannot write.
+        {"name": "before", "image": image, "essential": False, "mountPoints": [mount],
+         "logConfiguration": _logcfg(group), "command": ["sh", "-c", probe.format("before")]},
+        # The definition's `user` wins over the image's: root opens the volume.
+        {"name": "opener", "image": image, "user": "0", "essential": False, "mountPoints": [mount],
+         "logConfiguration": _logcfg(group), "dependsOn": [{"containerName": "before", "condition": "COMPLETE"}],
+         "command": ["sh", "-c", f"echo uid=$(id -u); chmod 1777 {vol}"]},
+        {"name": "after", "image": image, "mountPoints": [mount], "logConfiguration": _logcfg(group),
+         "dependsOn": [{"containerName": "opener", "condition": "SUCCESS"}],
+         "command": ["sh", "-c", probe.format("after")]},
+    ], volumes=[{"name": "shared"}])
+    arn = _run(ecs, cluster, netconf, td)
+    task = _wait(sim, ecs, cluster, arn)
+    tid = arn.split("/")[-1]
+    assert _containers(task)["after"]["exitCode"] == 0, task.get("stoppedReason")
+    assert _log_lines(logs, group, f"job/before/{tid}") == ["uid=65532 volume=0:755", "before=denied"]
+    assert _log_lines(logs, group, f"job/opener/{tid}") == ["uid=0"]
+    assert _log_lines(logs, group, f"job/after/{tid}") == ["uid=65532 volume=0:1777", "after=wrote", "after"]
