@@ -9,6 +9,9 @@ Signatures (also what fault rules match against, by substring):
   sagemaker-runtime:             SageMakerRuntime.InvokeEndpoint / InvokeEndpointAsync /
                                  InvokeEndpointWithResponseStream
   other REST services:           <Service>.<METHOD> /<path>
+
+Each record: {"op", "t", "status"} plus "principal" (the signing key's IAM user or
+assumed-role ARN) and "session_tags" when known (principal()), "fault" when injected.
 """
 from __future__ import annotations
 
@@ -51,8 +54,7 @@ _STS_ACTIONS = {"AssumeRole", "AssumeRoleWithWebIdentity", "AssumeRoleWithSAML",
 
 _RPCV2_RE = re.compile(r"^/service/([^/]+)/operation/([^/]+)$")  # smithy-rpc-v2-cbor
 _SCOPE_RE = re.compile(r"Credential=[^/,\s]+/\d{8}/([^/]+)/([^/]+)/aws4_request")
-_QS_RPCV2_RE = re.compile(r"^/service/([^/]+)/operation/([^/]+)$")  # smithy-rpc-v2-cbor
-_SCOPE_RE = re.compile(r"^[^/]+/\d{8}/([^/]+)/([^/]+)/aws4_request$")
+_QS_SCOPE_RE = re.compile(r"^[^/]+/\d{8}/([^/]+)/([^/]+)/aws4_request$")
 
 
 def signing_scope(environ) -> tuple[str | None, str | None]:
@@ -123,6 +125,36 @@ def signature(environ, form_body: bytes | None) -> tuple[str, str]:
     if svc in (None, "s3"):
         return f"S3.{method} {unquote(path)}", "s3"
     return f"{_pretty_service(svc)}.{method} {unquote(path)}", "rest-json"
+
+
+def principal(environ) -> dict:
+    """{"principal": ARN} of the access key that signed the request, plus "session_tags" for an
+    STS session that has tags; {} for an unsigned request or a key moto does not know (the
+    dummy credentials most tests use). iam_access.caller decides who the caller is, so the log
+    and the IAM checks agree."""
+    auth = environ.get("HTTP_AUTHORIZATION", "")
+    if "Credential=" not in auth:
+        return {}
+    try:
+        from types import SimpleNamespace
+
+        from moto.iam.models import get_account_id_from
+        from moto.utilities.utils import get_partition
+        from werkzeug.datastructures import EnvironHeaders
+
+        from . import iam_access, oidc  # late: they load moto's IAM and STS
+
+        key_id = auth.partition("Credential=")[2].partition("/")[0]
+        region = signing_scope(environ)[0] or "us-east-1"
+        account = get_account_id_from(key_id)
+        who = iam_access.caller(SimpleNamespace(headers=EnvironHeaders(environ), region=region,
+                                                current_account=account))
+        if who is None:
+            return {}
+        tags = oidc.session_tags(account, get_partition(region), key_id)
+    except Exception:  # noqa: BLE001 - the log must never fail a request
+        return {}
+    return {"principal": who[0], **({"session_tags": tags} if tags else {})}
 
 
 class CallLog:

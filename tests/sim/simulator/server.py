@@ -26,7 +26,10 @@ from . import calls as calls_mod
 from . import control as control_mod
 from . import cwlogs, faults as faults_mod, runtime, s3util
 
-MODULES = ["images", "training", "ecs_tasks", "ecs_services", "endpoints", "registry"]
+# iam_access after the others: it wraps the create handlers they installed. oidc patches only
+# STS (and serves /_sim/oidc/*).
+MODULES = ["images", "training", "ecs_tasks", "ecs_services", "endpoints", "registry", "iam_access",
+           "oidc"]
 
 
 def log(msg: str) -> None:
@@ -87,7 +90,8 @@ def make_middleware(app, control: control_mod.Control, faults: faults_mod.Faults
             environ["CONTENT_LENGTH"] = str(len(form_body))
         sig, protocol = calls_mod.signature(environ, form_body)
         rule = faults.take(sig) if faults.active() else None
-        rec = calls.add(sig, **({"fault": rule["kind"]} if rule else {}))
+        rec = calls.add(sig, **calls_mod.principal(environ),
+                        **({"fault": rule["kind"]} if rule else {}))
 
         def drop():
             rec["status"] = None

@@ -154,9 +154,11 @@ def test_s3_query_and_logs_error_shapes(sim, unique):
         sts.assume_role_with_web_identity(RoleArn="arn:aws:iam::123456789012:role/ci",
                                           RoleSessionName="ci-session", WebIdentityToken="a-token")
     assert _code(e) == "Throttling"
-    creds = sts.assume_role_with_web_identity(RoleArn="arn:aws:iam::123456789012:role/ci",
-                                              RoleSessionName="ci-session", WebIdentityToken="a-token")
-    assert creds["Credentials"]["AccessKeyId"]
+    # the rule is spent: STS itself answers now (and refuses a token that is not a JWT)
+    with pytest.raises(ClientError) as e:
+        sts.assume_role_with_web_identity(RoleArn="arn:aws:iam::123456789012:role/ci",
+                                          RoleSessionName="ci-session", WebIdentityToken="a-token")
+    assert _code(e) == "InvalidIdentityToken"
 
     logs = sim.client("logs", retries=False)
     sim.faults({"match": "Logs.GetLogEvents", "kind": "throttle"})
