@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# The demo (README): a sample ML pipeline run through sagemaker-executor, driven by the runner
-# emulator exactly as gitlab-runner drives a custom executor, against the local AWS simulator.
-# Training jobs really run their script in a simulated SageMaker container.
+# The demo (README): the example project's real .gitlab-ci.yml (examples/ml-pipeline/) run
+# through sagemaker-executor by the runner emulator, exactly as gitlab-runner drives a custom
+# executor, against the local AWS simulator: a merge request pipeline (its candidate endpoint
+# torn down by the on_stop job when the merge request closes), then the default-branch
+# pipeline; then two single jobs that must fail (a script exiting 3, a setting the policy
+# refuses). Training jobs, Fargate tasks and endpoints really run in the simulator.
+# Exits 0 only when every expected outcome holds.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
+started=$SECONDS
 
 bash tests/sim/setup.sh
 cargo build --workspace --bins --quiet
@@ -34,46 +39,46 @@ endpoint="$(awk '/^SIM_READY /{print $2}' "$work/sim.out")"
 
 export AWS_ENDPOINT_URL="$endpoint" AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 \
     AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo AWS_EC2_METADATA_DISABLED=true
-# AWS resources an admin would have: the staging bucket, the Fargate cluster and log group, and
-# an ECS service for the deployment job. The Fargate network comes from the simulator's VPC.
-network="$(DEMO_PYTHON="$(command -v python3)" DEMO_SERVE="$repo/tests/demo/serve.py" .venv/bin/python - <<'PY'
-import json, os, urllib.request
-import boto3
-boto3.client("s3").create_bucket(Bucket="ml-ci-staging")
-ecs = boto3.client("ecs")
-ecs.create_cluster(clusterName="ml-ci")
-boto3.client("logs").create_log_group(logGroupName="/sagemaker-executor/fargate")
-net = json.load(urllib.request.urlopen(os.environ["AWS_ENDPOINT_URL"] + "/_sim/default-network"))
-td = ecs.register_task_definition(
-    family="churn-api", requiresCompatibilities=["FARGATE"], networkMode="awsvpc", cpu="256", memory="512",
-    containerDefinitions=[{"name": "web", "image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/api/churn:1.0",
-                           "essential": True, "command": ["sleep", "3600"]}],
-)["taskDefinition"]["taskDefinitionArn"]
-ecs.create_service(
-    cluster="ml-ci", serviceName="churn-api", taskDefinition=td, desiredCount=1, launchType="FARGATE",
-    networkConfiguration={"awsvpcConfiguration": {"subnets": net["subnets"], "securityGroups": net["security_groups"]}},
-    deploymentConfiguration={"deploymentCircuitBreaker": {"enable": True, "rollback": True}},
-)
-# The training image also serves (as SageMaker framework images do): the simulator runs the
-# demo's serve.py for it, answering from the model file the train job wrote.
-req = urllib.request.Request(
-    os.environ["AWS_ENDPOINT_URL"] + "/_sim/images", method="POST",
-    data=json.dumps({"images": {"123456789012.dkr.ecr.us-east-1.amazonaws.com/ml/churn-train:2.1": {
-        "entrypoint": [os.environ["DEMO_PYTHON"], os.environ["DEMO_SERVE"]]}}}).encode(),
-    headers={"Content-Type": "application/json"})
-urllib.request.urlopen(req).read()
-print(json.dumps(net["subnets"], separators=(",", ":")), json.dumps(net["security_groups"], separators=(",", ":")))
-PY
-)"
-read -r subnets groups <<<"$network"
+# What an admin and the team set up beforehand (buckets, cluster, log group, the API's ECR
+# repository and ECS service, the training data) and what the images run in the simulator.
+read -r subnets groups < <(.venv/bin/python tests/demo/setup_aws.py)
 
 sed -e "s|@ROOT@|$work|g" -e "s|@SUBNETS@|$subnets|" -e "s|@GROUPS@|$groups|" \
     -e "s|@HELPER@|$repo/target/debug/sagemaker-executor|" \
     tests/demo/executor.toml >"$work/executor.toml"
 echo "== executor config check: $(target/debug/sagemaker-executor --config "$work/executor.toml" validate)"
-echo "== simulator at $endpoint; running the sample pipeline"
-target/debug/runner-emulator \
-    --executor target/debug/sagemaker-executor \
-    --executor-config "$work/executor.toml" \
-    --work-dir "$work/runner" \
-    tests/demo/pipeline/*.yaml
+echo "== simulator at $endpoint"
+
+emulator=(target/debug/runner-emulator --executor target/debug/sagemaker-executor
+    --executor-config "$work/executor.toml" --work-dir "$work/runner")
+pipeline=(--pipeline examples/ml-pipeline/.gitlab-ci.yml --project-path ml/churn-model --project-id 42)
+results=()
+check() {
+    local what="$1"
+    shift
+    if "$@"; then results+=("PASS $what"); else results+=("FAIL $what"); fi
+}
+
+echo "== merge request !17 (feature/better-features -> main); then the merge request closes"
+check "merge request pipeline: tests, image build, train, register, candidate endpoint; closing stops it" \
+    "${emulator[@]}" "${pipeline[@]}" --source merge_request_event --branch feature/better-features \
+    --merge-request-iid 17 --stop-environments \
+    --expect-ran unit-tests,build-api-image,train,register,deploy-candidate,stop-candidate
+
+echo "== the default branch (main)"
+check "default-branch pipeline: tests, image build, train, register, stable endpoint, API rollout" \
+    "${emulator[@]}" "${pipeline[@]}" --source push --branch main \
+    --expect-ran unit-tests,build-api-image,train,register,deploy-stable,deploy-api
+
+echo "== jobs that must fail: a script exiting 3, an instance type the policy refuses"
+check "failing script and policy refusal fail as expected" \
+    "${emulator[@]}" tests/demo/jobs/train-fails.yaml tests/demo/jobs/policy-refused.yaml
+
+echo
+echo "=== demo summary ($((SECONDS - started)) s) ==="
+status=0
+for line in "${results[@]}"; do
+    echo "$line"
+    [[ "$line" == PASS* ]] || status=1
+done
+exit "$status"

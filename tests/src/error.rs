@@ -59,6 +59,15 @@ pub enum Error {
         /// The regex error.
         message: String,
     },
+    /// A `.gitlab-ci.yml` cannot be run: every problem (invalid or unsupported keyword,
+    /// refused pipeline), one per line.
+    #[error("pipeline {path}:\n{}", problems.join("\n"))]
+    Pipeline {
+        /// The pipeline file.
+        path: String,
+        /// One line per problem, naming the keyword and the job.
+        problems: Vec<String>,
+    },
     /// The simulator failed to start or its control API answered unexpectedly.
     #[error("simulator: {0}")]
     Sim(String),

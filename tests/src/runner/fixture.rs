@@ -56,6 +56,12 @@ pub struct JobFixture {
     pub protected: bool,
     /// `CI_DEFAULT_BRANCH` (default `main`).
     pub default_branch: String,
+    /// `CI_PIPELINE_SOURCE` (default `push`); with `merge_request_event` GitLab sends no
+    /// `CI_COMMIT_BRANCH`.
+    pub pipeline_source: String,
+    /// Further predefined variables GitLab sets for this job (merge request and environment
+    /// variables), sent with the other predefined ones, before the user's.
+    pub predefined: Vec<(String, String)>,
     /// The GitLab project.
     pub project: Project,
     /// Where the repository content comes from.
@@ -176,6 +182,9 @@ pub struct Reports {
     /// `artifacts:reports:dotenv`, a path relative to the project dir.
     #[serde(default)]
     pub dotenv: Option<String>,
+    /// `artifacts:reports:metrics` (OpenMetrics text), a path relative to the project dir.
+    #[serde(default)]
+    pub metrics: Option<String>,
 }
 
 /// `cache:policy`.
@@ -496,6 +505,8 @@ impl JobFixture {
             git_ref: raw.git_ref.unwrap_or_else(|| "main".to_owned()),
             protected: raw.protected,
             default_branch: raw.default_branch.unwrap_or_else(|| "main".to_owned()),
+            pipeline_source: "push".to_owned(),
+            predefined: Vec::new(),
             project: raw.project,
             source,
             expect,

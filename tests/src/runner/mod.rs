@@ -23,7 +23,7 @@ mod fixture;
 mod job;
 mod log;
 mod payload;
-mod repo;
+pub(crate) mod repo;
 mod result;
 mod script;
 
@@ -47,6 +47,7 @@ use crate::error::{Error, Result};
 use exec::{Control, Event, Shared};
 use job::{JobParts, JobRun};
 use log::RunnerLog;
+pub(crate) use payload::slug as ref_slug;
 use payload::{DependencyArchive, JobSpec};
 
 /// Per-job options beyond the fixture.
@@ -184,6 +185,19 @@ impl Runner {
         let uploaded_dir = job_dir.join("uploaded");
         std::fs::create_dir_all(&uploaded_dir)
             .map_err(|e| Error::io(format!("creating {}", uploaded_dir.display()), e))?;
+        // The local stages that "upload" here run as the executor's unprivileged local user: the
+        // path to this stand-in for GitLab's artifact store is open to it, as an HTTPS URL is.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            for (d, mode) in [
+                (&self.work_dir, 0o755),
+                (&job_dir, 0o755),
+                (&uploaded_dir, 0o1777),
+            ] {
+                std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode))
+                    .map_err(|e| Error::io(format!("opening {}", d.display()), e))?;
+            }
+        }
         let concurrent_id = self.running.fetch_add(1, Ordering::SeqCst);
         let spec = JobSpec {
             id,

@@ -121,7 +121,7 @@ impl JobSpec {
             JobVariable::public("CI_JOB_NAME", f.name.clone()),
             JobVariable::public("CI_JOB_STAGE", f.stage.clone()),
             JobVariable::public("CI_PIPELINE_ID", self.pipeline_id.to_string()),
-            JobVariable::public("CI_PIPELINE_SOURCE", "push"),
+            JobVariable::public("CI_PIPELINE_SOURCE", f.pipeline_source.clone()),
             JobVariable::public("CI_PROJECT_ID", f.project.id.to_string()),
             JobVariable::public("CI_PROJECT_PATH", f.project.path.clone()),
             JobVariable::public("CI_PROJECT_NAME", self.project_name()),
@@ -135,7 +135,6 @@ impl JobSpec {
             JobVariable::public("CI_COMMIT_BEFORE_SHA", ZERO_SHA),
             JobVariable::public("CI_COMMIT_REF_NAME", f.git_ref.clone()),
             JobVariable::public("CI_COMMIT_REF_SLUG", slug(&f.git_ref)),
-            JobVariable::public("CI_COMMIT_BRANCH", f.git_ref.clone()),
             JobVariable::public("CI_COMMIT_REF_PROTECTED", f.protected.to_string()),
             JobVariable::public("CI_DEFAULT_BRANCH", f.default_branch.clone()),
             JobVariable::public("CI_SERVER_URL", self.server_url.clone()),
@@ -146,6 +145,12 @@ impl JobSpec {
             JobVariable::public("GITLAB_CI", "true"),
             JobVariable::public("CI", "true"),
         ];
+        if f.pipeline_source != "merge_request_event" {
+            vars.push(JobVariable::public("CI_COMMIT_BRANCH", f.git_ref.clone()));
+        }
+        for (key, value) in &f.predefined {
+            vars.push(JobVariable::public(key, value.clone()));
+        }
         for v in &f.variables {
             vars.push(JobVariable {
                 key: v.key.clone(),
@@ -249,12 +254,18 @@ impl JobSpec {
                     "artifact_format": "zip", "expire_in": "",
                 }));
             }
-            if let Some(dotenv) = &a.reports.dotenv {
-                artifacts.push(json!({
-                    "name": "", "untracked": false, "paths": [dotenv], "exclude": [],
-                    "when": a.when.as_str(), "artifact_type": "dotenv",
-                    "artifact_format": "gzip", "expire_in": "",
-                }));
+            let reports = [
+                ("dotenv", &a.reports.dotenv),
+                ("metrics", &a.reports.metrics),
+            ];
+            for (kind, path) in reports {
+                if let Some(path) = path {
+                    artifacts.push(json!({
+                        "name": "", "untracked": false, "paths": [path], "exclude": [],
+                        "when": a.when.as_str(), "artifact_type": kind,
+                        "artifact_format": "gzip", "expire_in": "",
+                    }));
+                }
             }
         }
         let cache: Vec<Value> = f
@@ -331,7 +342,7 @@ impl JobSpec {
 
 /// `CI_COMMIT_REF_SLUG`: lowercased, non-alphanumerics replaced by `-`, at most 63 bytes,
 /// no leading or trailing `-`.
-fn slug(git_ref: &str) -> String {
+pub(crate) fn slug(git_ref: &str) -> String {
     let lowered: String = git_ref
         .chars()
         .map(|c| {

@@ -410,6 +410,28 @@ fn body(stage: &Stage, ctx: &ScriptContext<'_>) -> String {
                         id = ctx.spec.id,
                     );
                 }
+                // GitLab checks nothing in a metrics report; the emulator keeps the file.
+                if let Some(metrics) = &a.reports.metrics {
+                    let dest = ctx.uploaded_dir.join("metrics");
+                    let target = dest.join(metrics);
+                    let target_dir = target.parent().unwrap_or(&dest);
+                    let _ = write!(
+                        out,
+                        concat!(
+                            "echo 'Uploading artifacts...'\n",
+                            "if [ -f {f} ]; then\n",
+                            "  mkdir -p {dir}\n",
+                            "  cp {f} {target}\n",
+                            "  echo 'Uploading artifacts as \"metrics\" to coordinator... 201 Created  id={id} responseStatus=201 Created'\n",
+                            "else echo 'WARNING: '{f}': no matching files. Ensure that the artifact path is relative to the working directory'\n",
+                            "  echo 'ERROR: No files to upload'; fi\n",
+                        ),
+                        f = sq(metrics),
+                        dir = sq_path(target_dir),
+                        target = sq_path(&target),
+                        id = ctx.spec.id,
+                    );
+                }
             }
         }
         Stage::CleanupFileVariables => {
@@ -449,7 +471,10 @@ pub(crate) fn needed(stage: &Stage, spec: &JobSpec, failed: bool) -> bool {
         }),
         Stage::UploadArtifacts { .. } => f.artifacts.as_ref().is_some_and(|a| {
             a.when.applies(failed)
-                && (!a.paths.is_empty() || a.untracked || a.reports.dotenv.is_some())
+                && (!a.paths.is_empty()
+                    || a.untracked
+                    || a.reports.dotenv.is_some()
+                    || a.reports.metrics.is_some())
         }),
     }
 }

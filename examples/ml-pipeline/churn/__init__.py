@@ -1,0 +1,1 @@
+"""The churn model: features and a small logistic regression, standard library only."""
