@@ -24,6 +24,15 @@ fn setup() -> ExecutorSetup {
     ExecutorSetup::new().expect("executor setup (run `cargo build --workspace --bins` first)")
 }
 
+/// A scratch dir the job's local stages (which run as the unprivileged `[local] user`) can
+/// write to, as /tmp is.
+fn scratch_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    dir
+}
+
 fn fixture(yaml: &str) -> JobFixture {
     JobFixture::from_yaml(yaml, Path::new(".")).expect("fixture parses")
 }
@@ -153,6 +162,51 @@ fn register_job_runs_every_local_stage_and_fails_only_at_build_script() {
     // Secrets: masked in the job log, never in the runner (cleanup) log.
     assert!(!result.log.contains(SECRET));
     assert!(!result.runner_log.contains(SECRET), "{}", result.runner_log);
+}
+
+#[test]
+fn local_stages_run_as_the_configured_unprivileged_user() {
+    let exec = setup();
+    // As an admin keeps it: the executor config readable by the executor's user only.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&exec.config_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let job = fixture(&format!(
+        r#"
+name: who
+variables: {{SAGEMAKER_ACTION: register, SAGEMAKER_MODEL_PACKAGE_GROUP: ml-churn, SAGEMAKER_MODEL_DATA: s3://ci-staging/model.tar.gz, SAGEMAKER_INFERENCE_IMAGE: 123456789012.dkr.ecr.us-east-1.amazonaws.com/ml/serve:1, EXECUTOR_CONFIG: "{}"}}
+script: [echo x]
+after_script:
+  - 'echo "uid=$(id -u) gid=$(id -g) groups=$(id -G) home=$HOME"'
+  - 'if cat "$EXECUTOR_CONFIG" >/dev/null 2>&1; then echo config-readable; else echo config-unreadable; fi'
+  - 'touch "$CI_PROJECT_DIR/written-by-after-script" && echo project-writable'
+"#,
+        exec.config_path.display()
+    ));
+    let result = run_job(exec.runner_config(), &job);
+    let log = result.plain_log();
+    let user = nix::unistd::User::from_name(&e2e::harness::setup::local_user())
+        .unwrap()
+        .unwrap();
+    let uid = user.uid.as_raw();
+    let gid = user.gid.as_raw();
+    assert!(
+        log.contains(&format!(
+            "Local stages run as user {} (uid {uid})",
+            user.name
+        )),
+        "{}",
+        result.summary()
+    );
+    // Only the user's own group: the executor's supplementary groups are dropped.
+    assert!(
+        log.contains(&format!("uid={uid} gid={gid} groups={gid} home=")),
+        "{}",
+        result.summary()
+    );
+    assert!(log.contains("project-writable"), "{}", result.summary());
+    if nix::unistd::Uid::effective().is_root() {
+        assert!(log.contains("config-unreadable"), "{}", result.summary());
+    }
 }
 
 #[test]
@@ -480,7 +534,7 @@ after_script: [echo never-after]
 fn cancel_at_ready(exec: &ExecutorSetup, hook: &str, sleep_arg: &str) -> (JobResult, u32, bool) {
     let mut config = exec.runner_config();
     config.graceful_kill_timeout = Duration::from_secs(60);
-    let scratch = tempfile::tempdir().unwrap();
+    let scratch = scratch_dir();
     let pid_file = scratch.path().join("sleep.pid");
     let job = sigterm_job(&pid_file, hook);
     let result = Runner::new(config)
@@ -700,7 +754,7 @@ fn a_second_sigterm_makes_the_executor_exit_at_once() {
     let exec = setup();
     let mut config = exec.runner_config();
     config.graceful_kill_timeout = Duration::from_secs(60);
-    let scratch = tempfile::tempdir().unwrap();
+    let scratch = scratch_dir();
     let pid_file = scratch.path().join("sleep.pid");
     // The stage ignores SIGTERM, so after the first signal the executor is waiting for it;
     // $PPID in the stage script is the executor.

@@ -41,10 +41,10 @@ pub async fn run(config: &Path) -> Result<(), ExecutorError> {
         );
     }
     let dir = cfg.paths.builds_root.join(ctx.job.id.to_string());
-    std::fs::create_dir_all(&dir).map_err(|source| ExecutorError::Host {
-        what: format!("creating {}", dir.display()),
-        source,
-    })?;
+    crate::local::prepare_builds_dir(&dir, cfg.local_user.as_ref())?;
+    if let Some(user) = &cfg.local_user {
+        println!("Local stages run as user {} (uid {}).", user.name, user.uid);
+    }
     Ok(())
 }
 

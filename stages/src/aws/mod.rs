@@ -100,7 +100,10 @@ pub async fn sdk_config(cfg: &ExecutorConfig) -> SdkConfig {
 
 /// The SDK config for one job's calls: the runner's ([`sdk_config`]), or a role session opened
 /// with the job's GitLab ID token and refreshed by the SDK before it ends.
-pub async fn job_sdk_config(cfg: &ExecutorConfig, creds: &credentials::JobCredentials) -> SdkConfig {
+pub async fn job_sdk_config(
+    cfg: &ExecutorConfig,
+    creds: &credentials::JobCredentials,
+) -> SdkConfig {
     let runner = sdk_config(cfg).await;
     match creds {
         credentials::JobCredentials::Runner => runner,

@@ -36,6 +36,19 @@ pub struct ExecutorConfig {
     pub fargate: Option<FargateEnv>,
     /// What jobs may ask for.
     pub policy: Policy,
+    /// The unprivileged user local stages run as (`[local] user`); `None`: the executor's own.
+    pub local_user: Option<LocalUser>,
+}
+
+/// An unprivileged host user, resolved when the config is loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalUser {
+    /// The name as configured.
+    pub name: String,
+    /// Its uid (never 0).
+    pub uid: u32,
+    /// Its primary gid.
+    pub gid: u32,
 }
 
 /// `[paths]`.
@@ -266,8 +279,20 @@ fn raw_from_table(table: toml::Table, problems: &mut Vec<ConfigProblem>) -> raw:
 }
 
 fn merge(into: &mut raw::RawConfig, part: raw::RawConfig) {
+    // Destructured, so a section added to `RawConfig` cannot be forgotten here.
+    let raw::RawConfig {
+        region,
+        default_action,
+        paths,
+        staging,
+        aws,
+        train,
+        fargate,
+        policy,
+        local,
+    } = part;
     macro_rules! take {
-        ($($f:ident),*) => { $( if part.$f.is_some() { into.$f = part.$f; } )* };
+        ($($f:ident),*) => { $( if $f.is_some() { into.$f = $f; } )* };
     }
     take!(
         region,
@@ -277,7 +302,8 @@ fn merge(into: &mut raw::RawConfig, part: raw::RawConfig) {
         aws,
         train,
         fargate,
-        policy
+        policy,
+        local
     );
 }
 

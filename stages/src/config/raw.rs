@@ -19,6 +19,13 @@ pub struct RawConfig {
     pub train: Option<RawTrain>,
     pub fargate: Option<RawFargate>,
     pub policy: Option<RawPolicy>,
+    pub local: Option<RawLocal>,
+}
+
+/// `[local]`: how stages that run on the runner host run.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawLocal {
+    pub user: Option<String>,
 }
 
 /// `[paths]`: where per-job directories live on the runner host.

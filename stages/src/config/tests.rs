@@ -413,3 +413,25 @@ fn the_shipped_example_configs_validate() {
         .replace("@HELPER@", "/usr/local/bin/sagemaker-executor");
     load(&demo).expect("demo config");
 }
+
+#[test]
+fn host_code_needs_an_unprivileged_local_user() {
+    let base = "region = \"us-east-1\"\n[paths]\nbuilds_root = \"/b\"\ncache_root = \"/c\"\n[staging]\nbucket = \"ci-staging\"\n";
+    for open in ["allow_after_script = true", "allow_hooks = true"] {
+        let joined = problems(&format!("{base}[policy]\n{open}\n")).join("\n");
+        assert!(
+            joined.contains("local.user: is required when policy.allow_after_script or policy.allow_hooks is true"),
+            "{joined}"
+        );
+    }
+    let joined = problems(&format!("{base}[local]\nuser = \"root\"\n")).join("\n");
+    assert!(joined.contains("local.user: \"root\" is root"), "{joined}");
+    let joined = problems(&format!("{base}[local]\nuser = \"no-such-user-here\"\n")).join("\n");
+    assert!(joined.contains("is not a user on this host"), "{joined}");
+    let cfg = load(&format!(
+        "{base}[local]\nuser = \"nobody\"\n[policy]\nallow_after_script = true\n"
+    ))
+    .expect("loads");
+    let user = cfg.local_user.expect("a local user");
+    assert_eq!((user.name.as_str(), user.uid != 0), ("nobody", true));
+}

@@ -356,7 +356,14 @@ pub(super) fn validate(
         );
     }
 
+    let local_user = local_user(
+        &mut c,
+        raw.local.unwrap_or_default().user,
+        policy.allow_after_script || policy.allow_hooks,
+    );
+
     Some(ExecutorConfig {
+        local_user,
         region: region?,
         default_action,
         paths: Paths {
@@ -380,6 +387,45 @@ pub(super) fn validate(
         fargate,
         policy,
     })
+}
+
+/// `[local] user`: required once the policy lets job code run on the host.
+fn local_user(
+    c: &mut Checker<'_>,
+    name: Option<String>,
+    host_code_allowed: bool,
+) -> Option<super::LocalUser> {
+    let Some(name) = name else {
+        if host_code_allowed {
+            c.problem(
+                "local.user",
+                "is required when policy.allow_after_script or policy.allow_hooks is true: job code on the runner host runs as this unprivileged user",
+            );
+        }
+        return None;
+    };
+    match nix::unistd::User::from_name(&name) {
+        Ok(Some(u)) if u.uid.is_root() => {
+            c.problem(
+                "local.user",
+                format!("{name:?} is root; name an unprivileged user"),
+            );
+            None
+        }
+        Ok(Some(u)) => Some(super::LocalUser {
+            name,
+            uid: u.uid.as_raw(),
+            gid: u.gid.as_raw(),
+        }),
+        Ok(None) => {
+            c.problem("local.user", format!("{name:?} is not a user on this host"));
+            None
+        }
+        Err(e) => {
+            c.problem("local.user", format!("cannot look up {name:?}: {e}"));
+            None
+        }
+    }
 }
 
 /// STS's bounds on a role session (a chained session, as with `session_tags`, ends after 1 h).

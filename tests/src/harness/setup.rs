@@ -43,6 +43,19 @@ instance_types = ["ml.m5.*"]
 max_instance_count = 2
 "#;
 
+/// `[local] user`: who local stages (sources, caches, artifacts, after_script) run as. `nobody`
+/// when the tests run as root, as an admin's runner does; otherwise the tests' own user, since
+/// only root may switch users.
+pub fn local_user() -> String {
+    if nix::unistd::Uid::effective().is_root() {
+        return "nobody".to_owned();
+    }
+    nix::unistd::User::from_uid(nix::unistd::Uid::effective())
+        .ok()
+        .flatten()
+        .map_or_else(|| "nobody".to_owned(), |u| u.name)
+}
+
 /// How long the runner waits between SIGTERM and SIGKILL in the tests that reach AWS: the
 /// executor's own stop of a training job or task must fit in it.
 const AWS_GRACEFUL_KILL: Duration = Duration::from_secs(60);
@@ -89,6 +102,21 @@ impl ExecutorSetup {
             std::fs::create_dir_all(d)
                 .map_err(|e| Error::io(format!("creating {}", d.display()), e))?;
         }
+        // As an admin sets a host up: the local user reaches the builds root (the executor hands
+        // it each job's dir) and owns the cache.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| Error::io("opening the executor setup dir", e))?;
+        std::fs::write(dir.path().join("gitconfig"), "[safe]\n\tdirectory = *\n")
+            .map_err(|e| Error::io("writing the local user's git config", e))?;
+        if let Ok(Some(user)) = nix::unistd::User::from_name(&local_user()) {
+            std::os::unix::fs::lchown(
+                &cache_root,
+                Some(user.uid.as_raw()),
+                Some(user.gid.as_raw()),
+            )
+            .map_err(|e| Error::io("handing the cache to the local user", e))?;
+        }
         Ok(ExecutorSetup {
             binary,
             config_path: dir.path().join("executor.toml"),
@@ -124,9 +152,13 @@ describe_interval = "2s"
 log_interval = "1s"
 stop_grace = "30s"
 
+[local]
+user = "{user}"
+
 {tail}"#,
             builds = self.builds_root.display(),
             cache = self.cache_root.display(),
+            user = local_user(),
         )
     }
 
@@ -172,7 +204,12 @@ stop_grace = "30s"
 
     fn bare_runner_config(&self) -> RunnerConfig {
         let config = self.config_path.to_string_lossy().into_owned();
-        RunnerConfig::for_driver(&self.binary, &["--config", &config]).with_test_timeouts()
+        // The emulator's git remote is a local repository the tests' user owns; the local user
+        // fetching from it is what git calls dubious ownership. (A runner fetches over HTTPS.)
+        let gitconfig = self.root().join("gitconfig");
+        RunnerConfig::for_driver(&self.binary, &["--config", &config])
+            .with_test_timeouts()
+            .with_env("GIT_CONFIG_GLOBAL", gitconfig.to_string_lossy())
     }
 
     /// `sagemaker-executor --config <file> <args...>` for direct calls (`validate`, ...).
