@@ -42,6 +42,7 @@ from moto.core.responses import ActionResult
 from moto.ecs import responses as ecsr
 from moto.ecs.exceptions import ServiceNotFoundException
 
+from . import events
 from .common import _check_moto, _now
 
 DEFAULT_ROLLOUT_SECONDS = 3.0
@@ -144,6 +145,7 @@ class _ServiceState:
         svc.deployments.insert(0, d)
         svc.task_definition = task_definition
         self.recount()
+        events.ecs_deployment_changed(svc.arn, did, "SERVICE_DEPLOYMENT_IN_PROGRESS", d["rolloutStateReason"])
         return d
 
     def recount(self) -> None:
@@ -209,6 +211,7 @@ class _ServiceState:
                 return
             d.update(rolloutState="COMPLETED", rolloutStateReason=f"ECS deployment {d['id']} completed.", updatedAt=_now())
             self.event(f"(deployment {d['id']}) deployment completed.")
+            events.ecs_deployment_changed(self.svc.arn, d["id"], "SERVICE_DEPLOYMENT_COMPLETED", d["rolloutStateReason"])
             self.event("has reached a steady state.")
             sd = _history.get(sd_arn)
             if sd:
@@ -243,6 +246,7 @@ class _ServiceState:
             if sd:
                 sd["deploymentCircuitBreaker"].update(status="TRIGGERED", failureCount=d["failedTasks"])
             d.update(rolloutState="FAILED", rolloutStateReason=BREAKER_REASON)
+            events.ecs_deployment_changed(self.svc.arn, d["id"], "SERVICE_DEPLOYMENT_FAILED", BREAKER_REASON)
             self.event(f"(deployment {d['id']}) deployment failed: tasks failed to start.")
             if not br.get("rollback") or previous is None:
                 if sd:

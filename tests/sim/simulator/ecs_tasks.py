@@ -47,7 +47,7 @@ from moto.ecs import models as ecsm
 from moto.ecs import responses as ecsr
 from moto.ecs.exceptions import InvalidParameterException, TaskDefinitionNotFoundException
 
-from . import images
+from . import events, images
 from .common import _check_moto, _now
 
 # Time spent in each bookkeeping phase (provisioning, image "pull", deprovisioning).
@@ -262,9 +262,12 @@ class TaskRunner(threading.Thread):
             self.task.version = (getattr(self.task, "version", 1) or 1) + 1
 
     def _status(self, status: str, **attrs: Any) -> None:
+        before = (self.task.status, self.task.desired_status)
         self._set(**attrs)
         with _lock():
             self.task.status = status
+            if (status, self.task.desired_status) != before:
+                events.ecs_task_changed(self.task)  # EventBridge "ECS Task State Change"
 
     def _cview(self, c: _Container, **fields: Any) -> None:
         with _lock():
@@ -280,6 +283,7 @@ class TaskRunner(threading.Thread):
             if self.stop_request is None and self.task.status != "STOPPED":
                 self.stop_request = (code, reason)
                 self.task.desired_status = "STOPPED"
+                events.ecs_task_changed(self.task)
 
     # -- main -------------------------------------------------------------------------------
     def run(self) -> None:
@@ -646,6 +650,7 @@ def _adopt(backend: Any, task: Any, td: Any, outcome: dict[str, Any]) -> None:
     task.enable_execute_command = False
     task.ephemeral_storage = td.ephemeral_storage or ({"sizeInGiB": 20} if fargate else None)
     task.containers = [_container_view(task, cd) for cd in td.container_definitions]
+    events.ecs_task_changed(task)  # PROVISIONING
     runner = TaskRunner(backend, task, td, outcome)
     with _runners_lock:
         _runners[task.task_arn] = runner

@@ -79,7 +79,7 @@ from moto.sagemaker import responses as smr
 from moto.sagemaker.exceptions import ValidationError
 from moto.sagemakerruntime import responses as rtr
 
-from . import images, s3util
+from . import events, images, s3util
 from .common import _check_moto, _now
 
 DEFAULT_CREATE_SECONDS = 2.0
@@ -133,6 +133,7 @@ def _bump(ep: Any) -> int:
 def _set_status(ep: Any, status: str) -> None:
     ep.endpoint_status = status
     ep.last_modified_time = _now()
+    events.endpoint_changed(ep)  # EventBridge "SageMaker Endpoint State Change"
 
 
 def _serving(ep: Any) -> "Serving":

@@ -499,6 +499,10 @@ def _assume_role(self):
                            "session tag of the calling session.")
 
     role = _role(role_arn, partition)
+    if who is None and role is None and _account_of(role_arn) == self.current_account:
+        # A role that does not exist cannot trust anyone: AWS refuses every caller, known or not.
+        raise StsAccessDenied(f"User: arn:{partition}:iam::{self.current_account}:user/unknown "
+                              f"is not authorized to perform: sts:AssumeRole on resource: {role_arn}")
     if who is not None:
         arn, policies = who
         denied = f"User: {arn} is not authorized to perform: {{}} on resource: {role_arn}"

@@ -29,7 +29,12 @@ from . import cwlogs, faults as faults_mod, runtime, s3util
 # iam_access after the others: it wraps the create handlers they installed. oidc patches only
 # STS (and serves /_sim/oidc/*).
 MODULES = ["images", "training", "ecs_tasks", "ecs_services", "endpoints", "registry", "iam_access",
-           "oidc"]
+           "oidc", "livetail", "events"]
+
+# Operations a module serves itself instead of moto (operation signature -> WSGI app), e.g. the
+# StartLiveTail event stream, which moto answers as one JSON document. Consulted after the fault
+# rules, so throttles and drops still apply to them.
+OPERATIONS: dict = {}
 
 
 def log(msg: str) -> None:
@@ -66,6 +71,11 @@ class SimContext:
 
     def track(self, process):
         return runtime.track(process)
+
+    def serve_operation(self, sig: str, wsgi_app) -> None:
+        """Serve the operation named `sig` (calls.py naming, e.g. "Logs.StartLiveTail") with
+        wsgi_app(environ, start_response) instead of moto."""
+        OPERATIONS[sig] = wsgi_app
 
 
 class _Dropped(ConnectionResetError):
@@ -143,7 +153,7 @@ def make_middleware(app, control: control_mod.Control, faults: faults_mod.Faults
                 pass
             return start_response(status, headers, exc_info)
 
-        return app(environ, sr)
+        return OPERATIONS.get(sig, app)(environ, sr)
 
     return wrapped
 

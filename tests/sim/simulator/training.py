@@ -52,6 +52,7 @@ from moto.sagemaker import models as smm
 from moto.sagemaker import responses as smr
 from moto.sagemaker.exceptions import ResourceInUseException, ValidationError
 
+from . import events as events_mod
 from . import iam_access, s3util
 from .common import _check_moto
 
@@ -135,6 +136,7 @@ class JobRun:
             job.last_modified_time = now
             for k, v in fields.items():
                 setattr(job, k, v)
+            events_mod.training_job_changed(job)  # EventBridge "Training Job State Change"
             return True
 
     def status(self) -> str:
@@ -574,6 +576,7 @@ def _create_training_job(self):
              "StatusMessage": MESSAGES["Starting"]}]
         run = JobRun(CTX, job)
         RUNS[job.arn] = run
+        events_mod.training_job_changed(job)
     run.thread.start()
     return result
 
