@@ -692,7 +692,7 @@ fn training_output_layout_is_unwrapped() {
     pack_tree_to(&sb.roots(), &mut packed, 1).expect("pack");
     // The bootstrap returns an uncompressed tar; SageMaker gzips the output dir around it.
     let mut inner = Vec::new();
-    flate2::read::GzDecoder::new(&packed[..])
+    flate2::read::MultiGzDecoder::new(&packed[..])
         .read_to_end(&mut inner)
         .expect("gunzip");
 

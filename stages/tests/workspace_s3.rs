@@ -90,7 +90,7 @@ fn noise(len: usize) -> Vec<u8> {
 }
 
 fn listed_members(archive_gz: &[u8]) -> Vec<String> {
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(archive_gz));
+    let mut archive = tar::Archive::new(flate2::read::MultiGzDecoder::new(archive_gz));
     archive
         .entries()
         .expect("entries")
@@ -237,6 +237,7 @@ async fn large_archive_is_multipart_in_order_and_round_trips() {
         part_size: MIN_PART_SIZE,
         max_concurrent_parts: 2,
         compression_level: 1,
+        compression_threads: 2,
         kms_key_id: None,
     };
 
@@ -584,7 +585,7 @@ async fn restore_from_training_output_unwraps_the_nested_archive() {
     let mut packed = Vec::new();
     pack_tree_to(&project.roots(), &mut packed, 1).expect("pack");
     let mut inner = Vec::new();
-    flate2::read::GzDecoder::new(&packed[..])
+    flate2::read::MultiGzDecoder::new(&packed[..])
         .read_to_end(&mut inner)
         .expect("gunzip");
     let mut outer = tar::Builder::new(flate2::write::GzEncoder::new(

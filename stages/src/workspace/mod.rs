@@ -3,8 +3,8 @@
 //! The round trip of a remote user-script stage:
 //!
 //! ```text
-//! runner host                          S3 <prefix>/<project>/<job>/          container
-//! -----------                          ----------------------------          ---------
+//! runner host                     S3 <prefix>/<project>/<job>/<random>/          container
+//! -----------                     -------------------------------------          ---------
 //! upload_tree(project, project.tmp) -> workspace.tar.gz  ------------------> bootstrap.sh:
 //! put_bytes(script, bootstrap, job.env) -> script, bootstrap.sh, job.env ->    tar -xzf -C /
 //!                                                                              run script
@@ -14,7 +14,9 @@
 //! ```
 //!
 //! Archives use absolute paths without the leading '/' as member names, so the container restores
-//! the workspace at the same absolute path. Packing and extraction are synchronous (`pack`,
+//! the workspace at the same absolute path. The gzip stream is a series of members compressed on
+//! every core, stored where the data would not compress (`parallel_gzip`, `compressibility`);
+//! any gzip reader, busybox's included, reads it as one stream. Packing and extraction are synchronous (`pack`,
 //! `extract`) and run on blocking threads, connected to S3 by bounded channels (`upload`,
 //! `download`), so memory stays bounded whatever the workspace size. The returned archive is
 //! untrusted; `extract` documents the rules that keep it inside the project dir.
@@ -22,11 +24,13 @@
 //! Errors: one [`WorkspaceError`], classified by [`WorkspaceError::kind`].
 
 mod cleanup;
+mod compressibility;
 mod download;
 mod error;
 mod extract;
 mod location;
 mod pack;
+mod parallel_gzip;
 mod upload;
 
 pub use cleanup::delete_staged;
@@ -37,7 +41,7 @@ pub use extract::{
 };
 pub use location::{
     BOOTSTRAP, BOOTSTRAP_SH, JobManifest, MANIFEST, RETURNED_WORKSPACE_MEMBER, RemoteMode, SCRIPT,
-    StagingLocation, WORKSPACE_ARCHIVE,
+    STAGED_OBJECTS, StagingLocation, WORKSPACE_ARCHIVE, redact,
 };
-pub use pack::{PackSummary, pack_tree_to};
+pub use pack::{MAX_AUTO_THREADS, PackOptions, PackSummary, pack_tree_to, pack_tree_with};
 pub use upload::{MIN_PART_SIZE, UploadOptions, put_bytes, upload_file, upload_tree};

@@ -4,21 +4,23 @@
 //! Member names are the absolute paths without the leading '/', so `tar -xzf - -C /` in the
 //! container restores them at the same absolute path. Owners are written as 0/0 so that a root
 //! `tar -x` in the container does not hand the files to the runner host's uid.
+//!
+//! The gzip stream is a series of independent members compressed on several threads
+//! ([`parallel_gzip`](super::parallel_gzip)); each file is deflated or stored as its name or a
+//! sample of its first bytes says ([`compressibility`](super::compressibility)). The container
+//! still needs only `tar -xz`: any gzip reader takes concatenated members as one stream.
 
 use std::fs::{self, Metadata};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use flate2::Compression;
-use flate2::write::GzEncoder;
 use tar::{EntryType, Header};
 
 use super::WorkspaceError;
+use super::compressibility::{self, Mode, SAMPLE_LEN, SAMPLE_MIN_FILE};
 use super::location::is_normal_absolute;
-
-/// The buffer between tar and gzip; large enough that each compression call gets a useful chunk.
-const PACK_BUFFER: usize = 256 * 1024;
+use super::parallel_gzip::{self, MEMBER_SIZE, MemberOptions, MemberWriter};
 
 /// What packing (and uploading) did, for the job log.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -27,6 +29,9 @@ pub struct PackSummary {
     pub bytes_in: u64,
     /// Compressed archive bytes produced.
     pub bytes_out: u64,
+    /// Archive bytes (tar headers included) stored without compression because they would not
+    /// compress; 0 when everything was deflated.
+    pub bytes_stored: u64,
     /// Entries archived (files, directories and symlinks).
     pub files: u64,
     /// Upload parts: 1 for a single PutObject, 0 when nothing was uploaded (see
@@ -37,57 +42,118 @@ pub struct PackSummary {
     pub skipped: Vec<String>,
 }
 
-/// Writes a tar.gz of `roots` into `writer` at gzip `level` (0-9) and returns what it packed.
-///
-/// Each root must be an absolute path without `.`/`..`; a missing root is skipped (and noted in
-/// [`PackSummary::skipped`]). A root is followed if it is a symlink; nothing below it is:
-/// symlinks are archived as symlinks. Sockets, FIFOs and devices are skipped. The archive is
-/// finished and the gzip trailer written, but `writer` itself is not flushed beyond that.
+/// How [`pack_tree_with`] compresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PackOptions {
+    /// gzip level (0-9) of compressible data; data that would not compress is stored whatever
+    /// this says.
+    pub level: u32,
+    /// Compression threads; 0: one per available core, at most [`MAX_AUTO_THREADS`].
+    pub threads: usize,
+}
+
+/// The most compression threads chosen by default: past this a runner host's other jobs lose
+/// more than this one gains (the upload, not compression, bounds a large host), and each thread
+/// adds 4 MiB to the memory bound.
+pub const MAX_AUTO_THREADS: usize = 8;
+
+impl PackOptions {
+    /// The threads to use: `threads`, or the cores this process may use (capped).
+    fn resolved_threads(&self) -> usize {
+        match self.threads {
+            0 => std::thread::available_parallelism()
+                .map_or(1, usize::from)
+                .min(MAX_AUTO_THREADS),
+            n => n,
+        }
+    }
+}
+
+/// [`pack_tree_with`] at gzip `level` on every available core.
 ///
 /// # Errors
-/// [`WorkspaceError::InvalidRoot`], [`WorkspaceError::PackRead`] when the tree cannot be read,
-/// [`WorkspaceError::PackWrite`] when `writer` fails.
+/// As [`pack_tree_with`].
 pub fn pack_tree_to<W: Write>(
     roots: &[PathBuf],
     writer: W,
     level: u32,
+) -> Result<PackSummary, WorkspaceError> {
+    pack_tree_with(roots, writer, &PackOptions { level, threads: 0 })
+}
+
+/// Writes a tar.gz of `roots` into `writer` and returns what it packed.
+///
+/// Each root must be an absolute path without `.`/`..`; a missing root is skipped (and noted in
+/// [`PackSummary::skipped`]). A root is followed if it is a symlink; nothing below it is:
+/// symlinks are archived as symlinks. Sockets, FIFOs and devices are skipped. The archive is
+/// finished and the last gzip member written, but `writer` itself is not flushed beyond that.
+///
+/// # Memory
+/// Bounded by the compression pipeline: `(2 * threads + 2)` members of 1 MiB, each with its
+/// compressed copy (12 MiB with 2 threads), whatever the size of the tree.
+///
+/// # Errors
+/// [`WorkspaceError::InvalidRoot`], [`WorkspaceError::PackRead`] when the tree cannot be read,
+/// [`WorkspaceError::PackWrite`] when `writer` fails.
+pub fn pack_tree_with<W: Write>(
+    roots: &[PathBuf],
+    writer: W,
+    opts: &PackOptions,
 ) -> Result<PackSummary, WorkspaceError> {
     for root in roots {
         if !is_normal_absolute(root) {
             return Err(WorkspaceError::InvalidRoot { path: root.clone() });
         }
     }
-    let counting = CountingWriter {
-        inner: writer,
-        count: 0,
+    let members = MemberOptions {
+        level: opts.level.min(9),
+        threads: opts.resolved_threads(),
+        member_size: MEMBER_SIZE,
     };
-    let gz = GzEncoder::new(counting, Compression::new(level.min(9)));
-    let mut packer = Packer {
-        builder: tar::Builder::new(BufWriter::with_capacity(PACK_BUFFER, gz)),
-        summary: PackSummary::default(),
-    };
-    for root in roots {
-        packer.pack_root(root)?;
+    let (packed, written) = parallel_gzip::run(writer, &members, |members| {
+        let mut packer = Packer {
+            builder: tar::Builder::new(members),
+            summary: PackSummary::default(),
+            sample: Vec::with_capacity(SAMPLE_LEN),
+            scratch: Vec::new(),
+        };
+        for root in roots {
+            packer.pack_root(root)?;
+        }
+        let Packer {
+            builder, summary, ..
+        } = packer;
+        // Writes the end-of-archive blocks.
+        builder
+            .into_inner()
+            .map_err(|source| WorkspaceError::PackWrite { source })?;
+        Ok(summary)
+    });
+    match (packed, written) {
+        (Ok(mut summary), Ok(written)) => {
+            summary.bytes_out = written.bytes_out;
+            summary.bytes_stored = written.stored_in;
+            Ok(summary)
+        }
+        // Packing stopped because writing did: the writer's error is the cause.
+        (Err(WorkspaceError::PackWrite { .. }) | Ok(_), Err(source)) => {
+            Err(WorkspaceError::PackWrite { source })
+        }
+        // A read error (or a bad root) is the cause even if writing failed after it.
+        (Err(e), _) => Err(e),
     }
-    let Packer {
-        builder,
-        mut summary,
-    } = packer;
-    let finish = || -> io::Result<u64> {
-        let buffered = builder.into_inner()?;
-        let gz = buffered.into_inner().map_err(|e| e.into_error())?;
-        Ok(gz.finish()?.count)
-    };
-    summary.bytes_out = finish().map_err(|source| WorkspaceError::PackWrite { source })?;
-    Ok(summary)
 }
 
-struct Packer<W: Write> {
-    builder: tar::Builder<W>,
+struct Packer<'w> {
+    builder: tar::Builder<&'w mut MemberWriter>,
     summary: PackSummary,
+    /// The first bytes of the file being packed, read ahead to judge its compressibility.
+    sample: Vec<u8>,
+    /// Where the sample is deflated to (its output is only measured).
+    scratch: Vec<u8>,
 }
 
-impl<W: Write> Packer<W> {
+impl Packer<'_> {
     fn pack_root(&mut self, root: &Path) -> Result<(), WorkspaceError> {
         // The root is the executor's own path; following it if it is a symlink matches what the
         // container will see after restoring it as a directory.
@@ -177,9 +243,30 @@ impl<W: Write> Packer<W> {
                 }
             };
             let size = meta.len();
+            let read_err = |source| WorkspaceError::PackRead {
+                path: path.to_path_buf(),
+                source,
+            };
+            // The sample is read ahead and then packed first, so each byte is read once.
+            self.sample.clear();
+            let mode = match compressibility::mode_by_name(path) {
+                Some(mode) => mode,
+                None if size < SAMPLE_MIN_FILE => Mode::Deflate,
+                None => {
+                    (&file)
+                        .take(SAMPLE_LEN as u64)
+                        .read_to_end(&mut self.sample)
+                        .map_err(read_err)?;
+                    compressibility::mode_by_sample(&self.sample, &mut self.scratch)
+                }
+            };
+            self.builder
+                .get_mut()
+                .set_mode(mode)
+                .map_err(|source| WorkspaceError::PackWrite { source })?;
             header.set_entry_type(EntryType::Regular);
             header.set_size(size);
-            let mut data = ExactLen::new(file, size);
+            let mut data = ExactLen::new((&self.sample[..]).chain(file), size);
             let written = self.builder.append_data(&mut header, name, &mut data);
             if let Some(source) = data.read_error.take() {
                 return Err(WorkspaceError::PackRead {
@@ -205,24 +292,6 @@ impl<W: Write> Packer<W> {
         written.map_err(|source| WorkspaceError::PackWrite { source })?;
         self.summary.files += 1;
         Ok(true)
-    }
-}
-
-/// Counts the bytes that reach the real writer (the compressed size).
-struct CountingWriter<W> {
-    inner: W,
-    count: u64,
-}
-
-impl<W: Write> Write for CountingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.count += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
     }
 }
 
@@ -314,7 +383,7 @@ mod tests {
         assert_eq!(summary.files, 0);
         assert_eq!(summary.skipped.len(), 1);
         assert_eq!(summary.bytes_out, out.len() as u64);
-        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(&out[..]));
+        let mut archive = tar::Archive::new(flate2::read::MultiGzDecoder::new(&out[..]));
         assert_eq!(archive.entries().expect("entries").count(), 0);
     }
 }

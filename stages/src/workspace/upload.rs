@@ -1,9 +1,17 @@
 //! Streaming the packed workspace to S3.
 //!
-//! A blocking thread packs into a [`PartWriter`], which cuts the compressed stream into parts and
-//! hands them over a bounded channel; the async side uploads them. Nothing is ever written to a
-//! temporary file and at most about `max_concurrent_parts + 3` parts are held in memory (one
-//! being filled, one in the channel, one waiting, the rest in flight).
+//! A blocking thread packs into a [`PartWriter`] (compressing on `compression_threads` more
+//! threads, see [`pack_tree_with`]), which cuts the compressed stream into parts and hands them
+//! over a bounded channel; the async side uploads up to `max_concurrent_parts` of them at once.
+//! Nothing is ever written to a temporary file.
+//!
+//! # Memory bound
+//! At most `max_concurrent_parts + 2` parts are held (in flight, one in the channel, one being
+//! filled; before the multipart upload starts, the first part waits in place of one in flight),
+//! plus the compression pipeline's `(2 * compression_threads + 2)` members of 1 MiB and their
+//! compressed copies. With the defaults on 2 cores: 6 parts of 8 MiB and 12 MiB, about 60 MiB,
+//! whatever the workspace size. Parts double every 1000 (see [`PARTS_PER_SIZE_STEP`]), so only
+//! an archive past about 8 GB raises this, to at most 6 parts of 64 MiB past about 56 GB.
 //!
 //! The upload mode is decided by the data: if the pack finishes within the first part, one
 //! PutObject; otherwise a multipart upload, started when the second part appears. A multipart
@@ -24,7 +32,7 @@ use futures_util::stream::FuturesUnordered;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::pack::{PackSummary, pack_tree_to};
+use super::pack::{PackOptions, PackSummary, pack_tree_with};
 use super::{StagingLocation, WorkspaceError};
 
 /// S3's smallest allowed part (all parts but the last).
@@ -46,12 +54,14 @@ pub struct UploadOptions {
     pub part_size: usize,
     /// Parts uploaded at the same time. Default 4; 0 is taken as 1.
     pub max_concurrent_parts: usize,
-    /// gzip level, 0-9. Default 2. Measured with this crate's deflate backend on 2 cores:
-    /// 45 MB of Rust sources compress to 5 MB at ~190 MB/s (level 6: 4 MB at ~80 MB/s), a
-    /// 400 MB binary to 82 MB at ~180 MB/s (level 6: 74 MB at ~45 MB/s, slower than
-    /// `tar czf`). Level 1 is a different, greedy mode: fastest on binaries but nearly twice
-    /// the bytes on sources.
+    /// gzip level, 0-9, of the data that compresses (the rest is stored, see
+    /// [`pack_tree_with`]). Default 2: level 1 is a different, greedy mode that gives nearly
+    /// twice the bytes on sources, and level 6 compresses sources by a further ~20% at less
+    /// than half the speed.
     pub compression_level: u32,
+    /// Compression threads; 0 (the default): one per available core, at most
+    /// [`MAX_AUTO_THREADS`](super::MAX_AUTO_THREADS).
+    pub compression_threads: usize,
     /// A KMS key (ARN or alias) to encrypt the objects with (SSE-KMS); `None`: the bucket's
     /// default encryption.
     pub kms_key_id: Option<String>,
@@ -63,6 +73,7 @@ impl Default for UploadOptions {
             part_size: 8 * 1024 * 1024,
             max_concurrent_parts: 4,
             compression_level: 2,
+            compression_threads: 0,
             kms_key_id: None,
         }
     }
@@ -74,7 +85,7 @@ impl Default for UploadOptions {
 /// # Guarantees
 /// On error or cancellation no multipart upload is left behind (best effort: the abort call
 /// itself may fail; [`delete_staged`](super::delete_staged) cleans up the rest). Memory stays
-/// bounded by a few parts whatever the size of the tree.
+/// within the bound in the module docs whatever the size of the tree.
 ///
 /// # Errors
 /// Packing errors ([`WorkspaceError::PackRead`], ...), S3 errors per step, and
@@ -89,7 +100,10 @@ pub async fn upload_tree(
 ) -> Result<PackSummary, WorkspaceError> {
     loc.check()?;
     let roots = roots.to_vec();
-    let level = opts.compression_level;
+    let pack = PackOptions {
+        level: opts.compression_level,
+        threads: opts.compression_threads,
+    };
     let target = Target {
         s3,
         bucket: &loc.bucket,
@@ -97,7 +111,7 @@ pub async fn upload_tree(
         kms_key_id: opts.kms_key_id.as_deref(),
     };
     run_upload(&target, opts, cancel, move |writer| {
-        pack_tree_to(&roots, writer, level)
+        pack_tree_with(&roots, writer, &pack)
     })
     .await
 }
@@ -137,6 +151,7 @@ pub async fn upload_file(
         Ok(PackSummary {
             bytes_in: bytes,
             bytes_out: bytes,
+            bytes_stored: bytes,
             files: 1,
             parts: 0,
             skipped: Vec::new(),
@@ -531,6 +546,8 @@ impl Write for PartWriter {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     #[test]
@@ -567,6 +584,161 @@ mod tests {
         let mut writer = PartWriter::new(tx, 4, CancellationToken::new());
         drop(rx);
         assert!(writer.write_all(b"0123").is_err());
+    }
+
+    mod gated {
+        //! An HTTP client that parks every UploadPart request until the test opens the gate
+        //! (responses come from aws-smithy-mocks rules), counting the parts parked at once.
+
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        use aws_smithy_runtime_api::client::http::{
+            HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings,
+            SharedHttpConnector,
+        };
+        use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
+        use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+        use aws_smithy_types::body::SdkBody;
+        use tokio::sync::watch;
+
+        #[derive(Debug)]
+        pub struct Gate {
+            pub in_flight: watch::Sender<usize>,
+            pub max: AtomicUsize,
+            open: watch::Sender<bool>,
+        }
+
+        impl Gate {
+            pub fn new() -> Arc<Self> {
+                Arc::new(Self {
+                    in_flight: watch::Sender::new(0),
+                    max: AtomicUsize::new(0),
+                    open: watch::Sender::new(false),
+                })
+            }
+
+            pub fn open(&self) {
+                self.open.send_replace(true);
+            }
+
+            pub fn max(&self) -> usize {
+                self.max.load(Ordering::SeqCst)
+            }
+        }
+
+        #[derive(Debug, Clone)]
+        pub struct GatedHttp(pub Arc<Gate>);
+
+        impl HttpConnector for GatedHttp {
+            fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+                let gate = Arc::clone(&self.0);
+                let is_part = request.uri().contains("partNumber=");
+                HttpConnectorFuture::new(async move {
+                    if is_part {
+                        gate.in_flight.send_modify(|n| *n += 1);
+                        gate.max
+                            .fetch_max(*gate.in_flight.borrow(), Ordering::SeqCst);
+                        let _ = gate.open.subscribe().wait_for(|open| *open).await;
+                        gate.in_flight.send_modify(|n| *n -= 1);
+                    }
+                    Ok(HttpResponse::new(
+                        418.try_into().expect("status"),
+                        SdkBody::empty(),
+                    ))
+                })
+            }
+        }
+
+        impl HttpClient for GatedHttp {
+            fn http_connector(
+                &self,
+                _settings: &HttpConnectorSettings,
+                _components: &RuntimeComponents,
+            ) -> SharedHttpConnector {
+                SharedHttpConnector::new(self.clone())
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn never_more_than_max_concurrent_parts_in_flight() {
+        use aws_sdk_s3::operation::complete_multipart_upload::CompleteMultipartUploadOutput;
+        use aws_sdk_s3::operation::create_multipart_upload::CreateMultipartUploadOutput;
+        use aws_sdk_s3::operation::upload_part::UploadPartOutput;
+        use aws_smithy_mocks::{MockResponseInterceptor, RuleMode, mock};
+
+        let create = mock!(Client::create_multipart_upload).then_output(|| {
+            CreateMultipartUploadOutput::builder()
+                .upload_id("u")
+                .build()
+        });
+        let upload_part = mock!(Client::upload_part)
+            .then_output(|| UploadPartOutput::builder().e_tag("e").build());
+        let complete = mock!(Client::complete_multipart_upload)
+            .then_output(|| CompleteMultipartUploadOutput::builder().build());
+        let interceptor = MockResponseInterceptor::new()
+            .rule_mode(RuleMode::MatchAny)
+            .with_rule(&create)
+            .with_rule(&upload_part)
+            .with_rule(&complete);
+        let gate = gated::Gate::new();
+        let s3 = Client::from_conf(
+            aws_sdk_s3::Config::builder()
+                .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+                .region(aws_sdk_s3::config::Region::new("us-east-1"))
+                .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                    "AKIDTEST", "test", None, None, "test",
+                ))
+                .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
+                .http_client(gated::GatedHttp(Arc::clone(&gate)))
+                .interceptor(interceptor)
+                .build(),
+        );
+        let target = Target {
+            s3: &s3,
+            bucket: "b",
+            key: "k".to_owned(),
+            kms_key_id: None,
+        };
+
+        // Every part is queued before the upload starts, so a loop that admitted one part too
+        // many would send it in the same poll that filled the last slot.
+        let concurrency = 3;
+        let parts = 8;
+        let (tx, mut rx) = mpsc::channel(parts);
+        for i in 0..parts {
+            tx.try_send(Bytes::from(vec![u8::try_from(i).expect("small"); 16]))
+                .expect("room");
+        }
+        drop(tx);
+        let packer = tokio::spawn(async { Ok((PackSummary::default(), 8)) });
+        let cancel = CancellationToken::new();
+        let mut multipart = Multipart::default();
+        let upload = drive(
+            &target,
+            &mut rx,
+            packer,
+            &mut multipart,
+            concurrency,
+            &cancel,
+        );
+        let controller = async {
+            let mut in_flight = gate.in_flight.subscribe();
+            let _ = in_flight.wait_for(|n| *n >= concurrency).await;
+            // The upload's poll that filled the slots has returned: nothing more can start
+            // until a part finishes.
+            let at_the_bound = gate.max();
+            gate.open();
+            at_the_bound
+        };
+        let (summary, at_the_bound) = tokio::join!(upload, controller);
+
+        assert_eq!(at_the_bound, concurrency);
+        assert_eq!(gate.max(), concurrency);
+        assert_eq!(summary.expect("upload").parts, 8);
+        assert_eq!(upload_part.num_calls(), parts);
+        assert_eq!(complete.num_calls(), 1);
     }
 
     #[test]
