@@ -266,6 +266,12 @@ if [ -z "$work" ]; then
     own_work=true
 fi
 mkdir -p "$work/artifacts" || fail "cannot use $work"
+# The upload stage runs as the executor's [local] user when one is configured: it may pass
+# through the work dir and drop files into artifacts/ (as GitLab's artifact upload would take
+# them), but read nothing else here.
+if ! chmod 0711 "$work" || ! chmod 1733 "$work/artifacts"; then
+    fail "cannot set the modes of $work"
+fi
 say "work dir: $work (job logs, response files, returned dotenv files)"
 
 current_pid=""     # the exec call running now (a `timeout` process leading its group)

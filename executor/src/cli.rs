@@ -64,14 +64,18 @@ pub enum Command {
 /// What a helper container does.
 #[derive(Debug, Subcommand)]
 pub enum WorkspaceCommand {
-    /// Download every object directly under `s3://<bucket>/<prefix>` into `dest`.
+    /// Download the named objects under `s3://<bucket>/<prefix>` into `dest` (no listing).
     Fetch {
         /// Staging bucket.
         #[arg(long)]
         bucket: String,
-        /// The job's staging prefix (ends with `/`).
+        /// The run's staging prefix (ends with `/`).
         #[arg(long)]
         prefix: String,
+        /// An object to download, a plain name under the prefix (repeatable, at least one): the
+        /// task role may not list the prefix.
+        #[arg(long = "object", required = true)]
+        objects: Vec<String>,
         /// Directory to download into (created if missing).
         #[arg(long)]
         dest: PathBuf,

@@ -54,6 +54,8 @@ pub struct StageCtx<'a> {
     pub cancel: &'a CancellationToken,
     /// Every AWS client, from one SDK config.
     pub aws: Aws,
+    /// Whose credentials `aws` carries.
+    pub credentials: &'a crate::aws::credentials::JobCredentials,
     /// The job log.
     pub log: JobLog,
 }
@@ -70,8 +72,22 @@ impl<'a> StageCtx<'a> {
             state: input.state,
             cancel: input.cancel,
             aws,
+            credentials: input.credentials,
             log,
         }
+    }
+
+    /// The tags of everything this stage creates: the job's ([`Job::resource_tags`]), and the
+    /// role the job's credentials are a session of, so `gc` can act as that role later.
+    pub fn resource_tags(&self) -> Vec<(String, String)> {
+        let mut tags = self.job.resource_tags();
+        if let crate::aws::credentials::JobCredentials::Role(session) = self.credentials {
+            tags.push((
+                crate::aws::credentials::ROLE_TAG.to_owned(),
+                crate::job::tag_value(&session.role_arn),
+            ));
+        }
+        tags
     }
 
     /// The deterministic name of what this stage creates (`gl-<project>-<job>[-<step>]`).
@@ -79,8 +95,9 @@ impl<'a> StageCtx<'a> {
         resource_name(self.job.project_id, self.job.id, self.stage)
     }
 
-    /// Where this job's workspace is staged.
-    pub fn staging(&self) -> StagingLocation {
+    /// The job's staging prefix, under which each run stages at its own unguessable prefix
+    /// ([`crate::remote::staging::location`]); for messages and sweeps, never for uploads.
+    pub fn job_staging(&self) -> StagingLocation {
         StagingLocation::new(
             &self.cfg.staging.bucket,
             &self.cfg.staging.prefix,

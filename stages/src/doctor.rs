@@ -22,7 +22,7 @@ use aws_smithy_runtime_api::http::Response;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 use crate::aws::{self, errors::AwsCallError};
-use crate::config::ExecutorConfig;
+use crate::config::{CredentialsMode, ExecutorConfig};
 use crate::names::{is_ecr_image, partition};
 
 /// What a check found.
@@ -196,7 +196,7 @@ pub async fn run(cfg: &ExecutorConfig, each: &mut dyn FnMut(&Check)) -> Vec<Chec
         for name in LATER {
             push(Check::skip(name, "needs working credentials"));
         }
-        push(oidc());
+        push(Check::skip("OIDC provider", "needs working credentials"));
         return out;
     };
     staging(&c, cfg, &mut push).await;
@@ -251,7 +251,7 @@ pub async fn run(cfg: &ExecutorConfig, each: &mut dyn FnMut(&Check)) -> Vec<Chec
             }
         }
     }
-    push(oidc());
+    push(oidc(&c, &account, cfg).await);
     out
 }
 
@@ -913,12 +913,50 @@ async fn helper_image(c: &Clients, image: &str) -> Check {
     }
 }
 
-/// The GitLab OIDC provider: the config has no key naming a GitLab host yet.
-fn oidc() -> Check {
-    Check::skip(
-        "OIDC provider",
-        "the executor config names no GitLab OIDC host yet (nothing to check it against)",
-    )
+/// The IAM OIDC provider for `aws.job_credentials.issuer`, listing the audience jobs ask for.
+async fn oidc(c: &Clients, account: &str, cfg: &ExecutorConfig) -> Check {
+    const NAME: &str = "OIDC provider";
+    let CredentialsMode::Job(j) = &cfg.aws.credentials else {
+        return Check::skip(NAME, "aws.credentials is \"runner\": jobs use no ID token");
+    };
+    let host = j
+        .issuer
+        .trim_start_matches("https://")
+        .trim_start_matches("http://");
+    let arn = format!(
+        "arn:{}:iam::{account}:oidc-provider/{host}",
+        partition(&cfg.region)
+    );
+    match call(
+        "GetOpenIDConnectProvider",
+        c.iam
+            .get_open_id_connect_provider()
+            .open_id_connect_provider_arn(&arn)
+            .send()
+            .await,
+    ) {
+        Ok(out) if out.client_id_list().contains(&j.audience) => {
+            Check::ok(NAME, format!("{arn}, audience {}", j.audience))
+        }
+        Ok(_) => Check::fail(
+            NAME,
+            format!("{arn} does not list the audience {}", j.audience),
+            format!(
+                "add {} to the provider's audiences, or set aws.job_credentials.audience to one it lists",
+                j.audience
+            ),
+        ),
+        Err(e) if e.code() == Some("NoSuchEntity") => Check::fail(
+            NAME,
+            format!("no IAM OIDC provider for {} in account {account}", j.issuer),
+            format!(
+                "create it: aws iam create-open-id-connect-provider --url {} --client-id-list {}",
+                j.issuer, j.audience
+            ),
+        ),
+        Err(e) if denied(&e) => cannot_read(NAME, &e, "iam:GetOpenIDConnectProvider"),
+        Err(e) => Check::fail(NAME, e.to_string(), "check aws.job_credentials.issuer"),
+    }
 }
 
 #[cfg(test)]

@@ -1,10 +1,14 @@
 //! `gc`: sweeps what this executor left running or stored after its jobs, for admins and cron.
 //!
 //! It lists resources tagged `managed-by=sagemaker-executor` (training jobs still in progress,
-//! Fargate tasks still running) and the staged workspaces under the staging prefix, keeps what a
-//! live job on this host owns (a job's state file exists from its first stage to its cleanup)
-//! and what is younger than the retention, and stops or deletes the rest through
-//! [`crate::resources`] and the workspace cleanup.
+//! Fargate tasks still running, merge requests' candidate endpoints, endpoint configs and models
+//! of deployments, superseded revisions of the task definitions it registered) and the staged
+//! workspaces under the staging prefix, keeps what a live job on this host owns (a job's state
+//! file exists from its first stage to its cleanup) and what is younger than the retention, and
+//! stops or deletes the rest through [`crate::resources`] and the workspace cleanup.
+//!
+//! A stable endpoint is never swept, nor a config or model an endpoint serves or is being
+//! updated to, nor the newest revision of a task definition family (later jobs reuse it).
 //!
 //! # Guarantees
 //! - Safe to run on several runner hosts at once: every stop and delete is idempotent, and a
@@ -26,6 +30,9 @@ use crate::config::ExecutorConfig;
 use crate::resources::{self, Released};
 use crate::state::{Phase, Resource, ResourceKind};
 use crate::workspace::{self, StagingLocation};
+
+mod deployments;
+mod sessions;
 
 /// How a sweep runs.
 #[derive(Debug, Clone, Copy)]
@@ -59,7 +66,7 @@ pub enum GcError {
     List(#[source] AwsCallError),
 }
 
-const MANAGED_BY: (&str, &str) = ("managed-by", crate::MANAGED_BY);
+pub(crate) const MANAGED_BY: (&str, &str) = ("managed-by", crate::MANAGED_BY);
 
 fn now_secs() -> i64 {
     SystemTime::now()
@@ -68,7 +75,7 @@ fn now_secs() -> i64 {
         .unwrap_or(0)
 }
 
-fn age_of(created: i64) -> Duration {
+pub(crate) fn age_of(created: i64) -> Duration {
     Duration::from_secs(u64::try_from(now_secs().saturating_sub(created)).unwrap_or(0))
 }
 
@@ -97,21 +104,141 @@ pub async fn sweep(
     opts: GcOptions,
     cancel: &CancellationToken,
 ) -> Result<Vec<Orphan>, GcError> {
-    let aws = Aws::connect(cfg, &crate::aws::credentials::JobCredentials::Runner).await;
+    let mut sessions = sessions::Sessions::new(cfg).await;
     let live = live_jobs(cfg);
     let mut found = Vec::new();
-    training_jobs(&aws, &live, opts, &mut found).await?;
+    training_jobs(&mut sessions, &live, opts, &mut found).await?;
     if let Some(fargate) = &cfg.fargate {
-        tasks(&aws, &fargate.cluster, &live, opts, &mut found).await?;
+        tasks(&mut sessions, &fargate.cluster, &live, opts, &mut found).await?;
+        task_definitions(sessions.runner(), opts, &mut found).await?;
     }
-    staged(&aws, cfg, &live, opts, cancel, &mut found).await?;
+    // Endpoints first: their configs and models are free once they are gone (a config of an
+    // endpoint still being deleted is left for the next run).
+    deployments::sweep(&mut sessions, &live, opts, &mut found).await?;
+    staged(sessions.runner(), cfg, &live, opts, cancel, &mut found).await?;
     Ok(found)
 }
 
+/// Superseded revisions of this executor's task definitions (family `sme-<hash>`): every
+/// ACTIVE revision but the newest of its family, once older than the retention. Running tasks
+/// keep running on a deregistered revision.
+async fn task_definitions(
+    aws: &Aws,
+    opts: GcOptions,
+    found: &mut Vec<Orphan>,
+) -> Result<(), GcError> {
+    // ListTaskDefinitions' familyPrefix is a whole family name; families by prefix come from
+    // ListTaskDefinitionFamilies.
+    let mut families = Vec::new();
+    let mut pages = aws
+        .ecs
+        .list_task_definition_families()
+        .family_prefix(crate::fargate::taskdef::FAMILY_PREFIX)
+        .status(aws_sdk_ecs::types::TaskDefinitionFamilyStatus::Active)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page =
+            page.map_err(|e| GcError::List(AwsCallError::new("ListTaskDefinitionFamilies", e)))?;
+        families.extend(page.families().iter().cloned());
+    }
+    let mut arns: Vec<(String, String, i32)> = Vec::new();
+    for family in families {
+        let mut revisions = Vec::new();
+        let mut pages = aws
+            .ecs
+            .list_task_definitions()
+            .family_prefix(&family)
+            .status(aws_sdk_ecs::types::TaskDefinitionStatus::Active)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page =
+                page.map_err(|e| GcError::List(AwsCallError::new("ListTaskDefinitions", e)))?;
+            for arn in page.task_definition_arns() {
+                // arn:...:task-definition/<family>:<revision>
+                if let Some(revision) = arn
+                    .rsplit_once(':')
+                    .and_then(|(_, r)| r.parse::<i32>().ok())
+                {
+                    revisions.push((arn.clone(), revision));
+                }
+            }
+        }
+        // The newest revision is what the next job of this shape reuses: never swept.
+        let Some(newest) = revisions.iter().map(|(_, r)| *r).max() else {
+            continue;
+        };
+        arns.extend(
+            revisions
+                .into_iter()
+                .filter(|(_, r)| *r != newest)
+                .map(|(arn, r)| (arn, family.clone(), r)),
+        );
+    }
+    for (arn, family, revision) in arns {
+        let described = aws
+            .ecs
+            .describe_task_definition()
+            .task_definition(&arn)
+            .include(aws_sdk_ecs::types::TaskDefinitionField::Tags)
+            .send()
+            .await
+            .map_err(|e| GcError::List(AwsCallError::new("DescribeTaskDefinition", e)))?;
+        let ours = described
+            .tags()
+            .iter()
+            .any(|t| t.key() == Some(MANAGED_BY.0) && t.value() == Some(MANAGED_BY.1));
+        let age = age_of(
+            described
+                .task_definition()
+                .and_then(|t| t.registered_at())
+                .map(|t| t.secs())
+                .unwrap_or(0),
+        );
+        if !ours || age < opts.older_than {
+            continue;
+        }
+        let outcome = if opts.dry_run {
+            "would deregister".to_owned()
+        } else {
+            match aws
+                .ecs
+                .deregister_task_definition()
+                .task_definition(&arn)
+                .send()
+                .await
+            {
+                Ok(_) => "deregistered".to_owned(),
+                Err(e) => format!(
+                    "failed: {}",
+                    AwsCallError::new("DeregisterTaskDefinition", e)
+                ),
+            }
+        };
+        found.push(Orphan {
+            kind: "task definition",
+            id: format!("{family}:{revision}"),
+            job: String::new(),
+            age,
+            outcome,
+        });
+    }
+    Ok(())
+}
+
+/// An outcome, with why it was reached with the runner's credentials when that matters.
+pub(crate) fn with_note(outcome: String, note: Option<String>) -> String {
+    match note {
+        Some(n) => format!("{outcome} ({n})"),
+        None => outcome,
+    }
+}
+
 /// What releasing said, as a table cell.
-fn outcome(result: Result<Released, AwsCallError>, verb: &str) -> String {
+pub(crate) fn outcome(result: Result<Released, AwsCallError>, done: &str) -> String {
     match result {
-        Ok(Released::Stopping(_)) => format!("{verb}ped"),
+        Ok(Released::Stopping(_)) => done.to_owned(),
         Ok(Released::NothingRunning) => "already ended".to_owned(),
         Ok(Released::LeftToAws(how)) => how.to_owned(),
         Err(e) => format!("failed: {e}"),
@@ -119,11 +246,12 @@ fn outcome(result: Result<Released, AwsCallError>, verb: &str) -> String {
 }
 
 async fn training_jobs(
-    aws: &Aws,
+    sessions: &mut sessions::Sessions,
     live: &HashSet<String>,
     opts: GcOptions,
     found: &mut Vec<Orphan>,
 ) -> Result<(), GcError> {
+    let aws = sessions.runner().clone();
     let mut pages = aws
         .sagemaker
         .list_training_jobs()
@@ -163,7 +291,11 @@ async fn training_jobs(
             let outcome = if opts.dry_run {
                 "would stop".to_owned()
             } else {
-                outcome(resources::release(aws, &resource, "gc").await, "stop")
+                let (aws, note) = sessions.for_tags(&tags).await;
+                with_note(
+                    outcome(resources::release(aws, &resource, "gc").await, "stopped"),
+                    note,
+                )
             };
             found.push(Orphan {
                 kind: "training job",
@@ -178,12 +310,13 @@ async fn training_jobs(
 }
 
 async fn tasks(
-    aws: &Aws,
+    sessions: &mut sessions::Sessions,
     cluster: &str,
     live: &HashSet<String>,
     opts: GcOptions,
     found: &mut Vec<Orphan>,
 ) -> Result<(), GcError> {
+    let aws = sessions.runner().clone();
     let mut pages = aws
         .ecs
         .list_tasks()
@@ -205,22 +338,22 @@ async fn tasks(
                 .await
                 .map_err(|e| GcError::List(AwsCallError::new("DescribeTasks", e)))?;
             for task in described.tasks() {
-                let tags: BTreeMap<&str, &str> = task
+                let tags: BTreeMap<String, String> = task
                     .tags()
                     .iter()
-                    .filter_map(|t| Some((t.key()?, t.value()?)))
+                    .filter_map(|t| Some((t.key()?.to_owned(), t.value()?.to_owned())))
                     .collect();
-                if tags.get(MANAGED_BY.0) != Some(&MANAGED_BY.1) {
+                if tags.get(MANAGED_BY.0).map(String::as_str) != Some(MANAGED_BY.1) {
                     continue;
                 }
-                let job = tags.get("gitlab:job-id").copied().unwrap_or_default();
+                let job = tags.get("gitlab:job-id").cloned().unwrap_or_default();
                 let age = age_of(
                     task.created_at()
                         .or(task.started_at())
                         .map(|t| t.secs())
                         .unwrap_or(0),
                 );
-                if live.contains(job) || age < opts.older_than {
+                if live.contains(&job) || age < opts.older_than {
                     continue;
                 }
                 let Some(arn) = task.task_arn() else { continue };
@@ -238,12 +371,16 @@ async fn tasks(
                     "would stop".to_owned()
                 } else {
                     let reason = format!("sagemaker-executor gc: orphan of GitLab job {job}");
-                    outcome(resources::release(aws, &resource, &reason).await, "stop")
+                    let (aws, note) = sessions.for_tags(&tags).await;
+                    with_note(
+                        outcome(resources::release(aws, &resource, &reason).await, "stopped"),
+                        note,
+                    )
                 };
                 found.push(Orphan {
                     kind: "ECS task",
                     id: arn.to_owned(),
-                    job: job.to_owned(),
+                    job,
                     age,
                     outcome,
                 });

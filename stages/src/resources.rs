@@ -158,7 +158,7 @@ pub async fn delete_endpoint(aws: &Aws, name: &str) -> Result<Released, AwsCallE
 /// Whether `endpoint` serves config `name` (or a model of that name: a deployment names its
 /// model and its config alike) or is being updated to it. An endpoint being deleted, a failed
 /// one and an absent one use nothing.
-async fn in_use(aws: &Aws, endpoint: &str, name: &str) -> Result<bool, AwsCallError> {
+pub(crate) async fn in_use(aws: &Aws, endpoint: &str, name: &str) -> Result<bool, AwsCallError> {
     match aws
         .sagemaker
         .describe_endpoint()

@@ -99,13 +99,19 @@ impl Resource {
     }
 }
 
-/// S3 objects staged for the job.
+/// S3 objects staged for the job: one run's unguessable prefix (see
+/// [`crate::workspace::StagingLocation`]), recorded before anything is uploaded under it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Staged {
     /// Bucket.
     pub bucket: String,
     /// Key prefix (ends with `/`).
     pub prefix: String,
+    /// The run stage that staged there: a re-run of that stage finds its prefix again (its
+    /// random part cannot be derived), e.g. to restore what the task it attaches to returned.
+    /// Absent in files of executors that derived the prefix from the job id.
+    #[serde(default)]
+    pub stage: Option<String>,
 }
 
 /// One object the job produced outside its staging prefix that must not outlive it (SageMaker's
@@ -142,6 +148,13 @@ impl JobState {
         self.resources
             .iter()
             .find(|r| r.kind == kind && r.name == name)
+    }
+
+    /// The prefix `stage` staged under, if it did.
+    pub fn staged_by(&self, stage: &str) -> Option<&Staged> {
+        self.staged
+            .iter()
+            .find(|s| s.stage.as_deref() == Some(stage))
     }
 
     /// The record of `kind` created by `stage`, if any.
@@ -362,6 +375,34 @@ mod tests {
         f.remove().unwrap();
         f.remove().unwrap();
         assert!(!f.path().exists());
+    }
+
+    #[test]
+    fn each_stage_finds_the_prefix_it_staged_under() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = StateFile::new(dir.path(), 9);
+        let staged = |prefix: &str, stage: &str| Staged {
+            bucket: "b".into(),
+            prefix: prefix.into(),
+            stage: Some(stage.into()),
+        };
+        f.record_staged(staged("p/1/9/aa/", "step_a")).unwrap();
+        f.record_staged(staged("p/1/9/bb/", "step_b")).unwrap();
+        f.record_staged(staged("p/1/9/aa/", "step_a")).unwrap();
+        let s = StateFile::new(dir.path(), 9).load().unwrap();
+        assert_eq!(s.staged.len(), 2);
+        assert_eq!(s.staged_by("step_a").unwrap().prefix, "p/1/9/aa/");
+        assert_eq!(s.staged_by("step_b").unwrap().prefix, "p/1/9/bb/");
+        assert!(s.staged_by("build_script").is_none());
+        // A record of an executor without per-run prefixes still loads (and is cleaned up).
+        std::fs::write(
+            f.path(),
+            br#"{"version":2,"job_id":9,"staged":[{"bucket":"b","prefix":"p/1/9/"}]}"#,
+        )
+        .unwrap();
+        let old = f.load().unwrap();
+        assert_eq!(old.staged[0].stage, None);
+        assert!(old.staged_by("build_script").is_none());
     }
 
     #[test]

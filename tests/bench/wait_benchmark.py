@@ -49,11 +49,30 @@ def proc_sample(pid):
     return cpu, rss
 
 
+def event_queue(endpoint):
+    """A queue fed with training job state changes, as a runner admin sets it up; its URL."""
+    import boto3  # from the simulator's venv
+    kw = dict(endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="b", aws_secret_access_key="b")
+    sqs, events = boto3.client("sqs", **kw), boto3.client("events", **kw)
+    url = sqs.create_queue(QueueName="bench-events")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    rule = events.put_rule(Name="bench", EventPattern=json.dumps(
+        {"source": ["aws.sagemaker"], "detail-type": ["SageMaker Training Job State Change"]}))["RuleArn"]
+    events.put_targets(Rule="bench", Targets=[{"Id": "q", "Arn": arn}])
+    sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": json.dumps({
+        "Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Principal": {"Service": "events.amazonaws.com"}, "Action": "sqs:SendMessage",
+            "Resource": arn, "Condition": {"ArnEquals": {"aws:SourceArn": rule}}}]})})
+    return url
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--minutes", type=float, default=4)
     ap.add_argument("--log-interval", default="5s")
     ap.add_argument("--describe-interval", default="30s")
+    ap.add_argument("--push", action="store_true",
+                    help="[watch]: a state-change queue fed by an EventBridge rule, and Live Tail for the lines")
     ap.add_argument("--exe", default=EXE, help="the executor binary (default: the debug build)")
     ap.add_argument("--throttle", action="store_true",
                     help="throttle a burst of status and log calls once the job is running")
@@ -85,6 +104,8 @@ def main():
         f.write(f'region = "us-east-1"\n[paths]\nbuilds_root = "{builds}"\ncache_root = "{work}/cache"\n'
                 f'[staging]\nbucket = "bench-staging"\n[train]\nrole_arn = "arn:aws:iam::123456789012:role/B"\n'
                 f'max_runtime = "2h"\nlog_interval = "{a.log_interval}"\ndescribe_interval = "{a.describe_interval}"\n')
+        if a.push:
+            f.write(f'[watch]\nqueue_url = "{event_queue(endpoint)}"\nlive_tail = true\n')
     seconds = int(a.minutes * 60)
     resp = os.path.join(work, "response.json")
     with open(resp, "w") as f:
@@ -184,7 +205,8 @@ def main():
           f"received in {elapsed:.0f} s; end line {'received' if end_printed else 'NOT received'}")
     print("| measure | value |\n|---|---|")
     print(f"| binary | {os.path.relpath(exe_path, REPO)} |")
-    print(f"| settings | log_interval {a.log_interval}, describe_interval {a.describe_interval}, {a.minutes:g} min of training |")
+    print(f"| settings | log_interval {a.log_interval}, describe_interval {a.describe_interval}, {a.minutes:g} min of training"
+          f"{', [watch] queue + live_tail' if a.push else ''} |")
     print(f"| RSS (peak / median) | {max(rss):.1f} MiB / {statistics.median(rss):.1f} MiB |")
     print(f"| CPU (average over the wait) | {cpu:.2f} % of one core |")
     print(f"| AWS calls per minute after the first minute | {len(steady) / steady_minutes:.1f} ({', '.join(f'{k} {v / steady_minutes:.1f}' for k, v in sorted(per_op.items()))}) |")

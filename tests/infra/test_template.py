@@ -338,7 +338,14 @@ def test_oidc_role_trusts_only_matching_gitlab_jobs(env):
         role = _role(env, stack["outputs"]["GitLabOidcRoleArn"])
         trust = role["AssumeRolePolicyDocument"]
         trust = json.loads(trust) if isinstance(trust, str) else trust
-        [st] = trust["Statement"]
+        st, chained = trust["Statement"]
+        # The second statement: the role itself (tagged job sessions) and the runner host (gc),
+        # both in this account, named by ARN in a condition (a principal ARN must exist when
+        # the trust policy is written, and the role does not exist yet).
+        assert chained["Action"] == ["sts:AssumeRole", "sts:TagSession"]
+        assert chained["Principal"] == {"AWS": "arn:aws:iam::123456789012:root"}
+        assert sorted(chained["Condition"]["ArnEquals"]["aws:PrincipalArn"]) == sorted([
+            stack["outputs"]["GitLabOidcRoleArn"], stack["outputs"]["RunnerHostRoleArn"]])
         assert st["Effect"] == "Allow"
         assert st["Action"] == "sts:AssumeRoleWithWebIdentity"
         assert st["Principal"] == {
@@ -399,7 +406,7 @@ def test_executor_policy_is_attached_and_least_privilege(env):
     # Nothing but these services, and no wildcard actions.
     actions = [a for s in st.values() for a in ([s["Action"]] if isinstance(s["Action"], str)
                                                  else s["Action"])]
-    assert {a.split(":")[0] for a in actions} == {"sagemaker", "ecs", "iam", "logs", "s3"}
+    assert {a.split(":")[0] for a in actions} == {"sagemaker", "ecs", "iam", "logs", "s3", "sqs"}
     assert not [a for a in actions if "*" in a]
     assert all(s["Effect"] == "Allow" for s in st.values())
 

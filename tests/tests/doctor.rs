@@ -374,3 +374,54 @@ fn an_unreachable_endpoint_fails_the_region_check_and_skips_the_rest() {
         started.elapsed()
     );
 }
+
+#[test]
+fn per_job_credentials_need_the_gitlab_oidc_provider_with_the_audience() {
+    let w = World::fargate(TASK_ROLE);
+    prepare(&w);
+    let config = std::fs::read_to_string(&w.config_path).unwrap();
+    w.write_config(&format!(
+        "{config}\n[aws]\ncredentials = \"job\"\n[aws.job_credentials]\nissuer = \"https://gitlab.example.com\"\naudience = \"sts.amazonaws.com\"\n\n[policy.projects.\"ml/*\"]\nroles = [\"arn:aws:iam::123456789012:role/ci-{{project_path}}\"]\n"
+    ))
+    .unwrap();
+    let (ok, out) = doctor(&w);
+    assert!(!ok, "{out}");
+    assert_eq!(
+        line(&out, "OIDC provider"),
+        "FAIL OIDC provider: no IAM OIDC provider for https://gitlab.example.com in account 123456789012 — create it: aws iam create-open-id-connect-provider --url https://gitlab.example.com --client-id-list sts.amazonaws.com",
+        "{out}"
+    );
+    // With the provider, but for another audience.
+    raw_call(
+        &w,
+        "iam",
+        None,
+        "Action=CreateOpenIDConnectProvider&Version=2010-05-08&Url=https%3A%2F%2Fgitlab.example.com&ClientIDList.member.1=gitlab&ThumbprintList.member.1=0000000000000000000000000000000000000000",
+    );
+    let (_, out) = doctor(&w);
+    assert!(
+        line(&out, "OIDC provider").contains("does not list the audience sts.amazonaws.com"),
+        "{out}"
+    );
+    raw_call(
+        &w,
+        "iam",
+        None,
+        "Action=DeleteOpenIDConnectProvider&Version=2010-05-08&OpenIDConnectProviderArn=arn%3Aaws%3Aiam%3A%3A123456789012%3Aoidc-provider%2Fgitlab.example.com",
+    );
+    raw_call(
+        &w,
+        "iam",
+        None,
+        "Action=CreateOpenIDConnectProvider&Version=2010-05-08&Url=https%3A%2F%2Fgitlab.example.com&ClientIDList.member.1=sts.amazonaws.com&ThumbprintList.member.1=0000000000000000000000000000000000000000",
+    );
+    w.sim.reset().unwrap();
+    let (_, out) = doctor(&w);
+    assert!(
+        line(&out, "OIDC provider").starts_with(
+            "ok   OIDC provider: arn:aws:iam::123456789012:oidc-provider/gitlab.example.com, audience sts.amazonaws.com"
+        ),
+        "{out}"
+    );
+    assert_only_reads(&w);
+}

@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use aws_sdk_ecs::types::DesiredStatus;
-use e2e::harness::{World, assert_outcome, assert_system_failure, line_index};
+use e2e::harness::{BUCKET, World, assert_outcome, assert_system_failure, line_index};
 use e2e::runner::{JobOutcome, StopAction};
 
 const IMAGE: &str = "public.ecr.aws/docker/library/alpine:3.20";
@@ -196,6 +196,111 @@ fn a_fargate_job_streams_its_lines_live_and_returns_its_artifacts_and_outputs() 
         w.keys(&format!("sagemaker-executor/1/{}/", result.id))
             .is_empty()
     );
+}
+
+/// The random component of the prefix job `job_id` staged under, from the simulator's call log
+/// (the PutObject of its stage script), checked to be 32 lowercase hex digits.
+fn staged_random(calls: &[String], job_id: u64) -> String {
+    let put = format!("S3.PUT /{BUCKET}/sagemaker-executor/1/{job_id}/");
+    let random = calls
+        .iter()
+        .find_map(|c| c.strip_prefix(&put)?.strip_suffix("/script"))
+        .unwrap_or_else(|| panic!("no {put}<random>/script in {calls:#?}"))
+        .to_owned();
+    assert!(
+        random.len() == 32
+            && random
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+        "{random:?} is not 128 bits in hex"
+    );
+    random
+}
+
+#[test]
+fn each_run_stages_under_an_unguessable_prefix_that_the_fetch_helper_never_lists() {
+    let w = fargate_world();
+    let mut randoms = Vec::new();
+    for n in 0..2 {
+        let result = w
+            .runner
+            .run(&w.fixture(&job(
+                &format!("  - echo run-{n} > out.txt"),
+                "artifacts:\n  paths: [out.txt]\n",
+            )))
+            .expect("job runs");
+        assert_outcome(&result, JobOutcome::Success);
+        let calls = w.calls();
+        let random = staged_random(&calls, result.id);
+        let prefix = format!("/{BUCKET}/sagemaker-executor/1/{}/{random}/", result.id);
+        // From RunTask to the executor's download of the returned workspace, the only S3 calls
+        // are the task's: the fetch helper GETs exactly the staged objects by key, never a
+        // listing of the bucket (`S3.GET /<bucket>`, which the task role may not do), and the
+        // push helper PUTs the returned workspace.
+        let run_task = calls
+            .iter()
+            .rposition(|c| c == "ECS.RunTask")
+            .expect("RunTask");
+        let restore = format!("S3.GET {prefix}returned/workspace.tar.gz");
+        let restored = calls
+            .iter()
+            .rposition(|c| *c == restore)
+            .unwrap_or_else(|| panic!("no {restore:?} in {calls:#?}"));
+        let in_task: Vec<&String> = calls[run_task..restored]
+            .iter()
+            .filter(|c| c.starts_with("S3."))
+            .collect();
+        let mut fetched: Vec<&str> = in_task
+            .iter()
+            .filter_map(|c| c.strip_prefix(&format!("S3.GET {prefix}")))
+            .collect();
+        fetched.sort_unstable();
+        assert_eq!(
+            fetched,
+            ["bootstrap.sh", "job.env", "script", "workspace.tar.gz"],
+            "{in_task:#?}"
+        );
+        assert!(
+            in_task
+                .iter()
+                .all(|c| c.starts_with(&format!("S3.GET {prefix}"))
+                    || c.starts_with(&format!("S3.PUT {prefix}returned/"))),
+            "the task touched nothing but its own run's keys: {in_task:#?}"
+        );
+        // The random part is not in the job log, where more people than the job's role read it.
+        assert!(
+            !result.unmasked_log.contains(&random),
+            "{}",
+            result.unmasked_log
+        );
+        let log = result.plain_log();
+        assert!(
+            log.contains(&format!(
+                "to s3://{BUCKET}/sagemaker-executor/1/{}/…/",
+                result.id
+            )),
+            "{log}"
+        );
+        assert!(
+            result
+                .uploaded_files()
+                .iter()
+                .any(|f| f.ends_with("out.txt")),
+            "the workspace came back"
+        );
+        randoms.push((result.id, random));
+    }
+    assert_ne!(randoms[0].1, randoms[1].1, "{randoms:?}");
+    // Cleanup left nothing of either job: staged objects, returned workspaces.
+    let left = w.keys("");
+    for (id, random) in &randoms {
+        assert!(
+            !left.iter().any(
+                |k| k.contains(random) || k.starts_with(&format!("sagemaker-executor/1/{id}/"))
+            ),
+            "{left:?}"
+        );
+    }
 }
 
 #[test]

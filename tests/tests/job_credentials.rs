@@ -20,33 +20,27 @@ const ROLE: &str = "arn:aws:iam::123456789012:role/ci-ml-churn";
 /// A world whose executor gives each job its project's role, with an OIDC provider for the
 /// simulator's issuer and a role `ci-ml-churn` whose trust policy admits `ml/churn`'s `main`.
 fn world() -> (World, String) {
-    let w = World::new(&format!(
+    let w = World::new(POLICY);
+    // The simulator is GitLab here: its issuer URL is known once it runs.
+    let issuer = format!("{}/_sim/oidc", w.sim.endpoint());
+    w.write_config(&w.config_text(&format!(
         r#"{POLICY}
 [aws]
 credentials = "job"
 [aws.job_credentials]
+issuer = "{issuer}"
 audience = "{AUDIENCE}"
 role_arn = "arn:aws:iam::123456789012:role/ci-{{project_path}}"
 
 [policy.projects."ml/*"]
 roles = ["arn:aws:iam::123456789012:role/ci-{{project_path}}"]
 "#
-    ));
-    let issuer = format!("{}/_sim/oidc", w.sim.endpoint());
+    )))
+    .unwrap();
     let provider_host = issuer.trim_start_matches("http://").to_owned();
-    let sdk = w.rt.block_on(
-        aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .endpoint_url(w.sim.endpoint())
-            .region(aws_config::Region::new("us-east-1"))
-            .credentials_provider(aws_sdk_s3::config::Credentials::new(
-                "testing", "testing", None, None, "tests",
-            ))
-            .load(),
-    );
-    let iam = aws_sdk_iam::Client::new(&sdk);
-    let provider = w
-        .rt
-        .block_on(
+    let iam = &w.iam;
+    let provider =
+        w.rt.block_on(
             iam.create_open_id_connect_provider()
                 .url(&issuer)
                 .client_id_list(AUDIENCE)
@@ -110,7 +104,9 @@ fn a_job_works_as_its_projects_role_through_its_id_token() {
     let log = result.plain_log();
     assert_eq!(result.outcome, JobOutcome::Success, "{log}");
     assert!(
-        log.contains(&format!("AWS credentials: role {ROLE} (session gitlab-7-4201")),
+        log.contains(&format!(
+            "AWS credentials: role {ROLE} (session gitlab-7-4201"
+        )),
         "{log}"
     );
     assert!(log.contains("trained-as-the-project"), "{log}");
@@ -126,6 +122,27 @@ fn a_job_works_as_its_projects_role_through_its_id_token() {
     );
     // The token is a secret: masked in the job log.
     assert!(!log.contains(&t));
+    // What the session created says which role it was, for gc.
+    let arn =
+        w.rt.block_on(
+            w.sagemaker
+                .describe_training_job()
+                .training_job_name(e2e::harness::training_job_name(7, 4201))
+                .send(),
+        )
+        .unwrap()
+        .training_job_arn()
+        .unwrap()
+        .to_owned();
+    let tags =
+        w.rt.block_on(w.sagemaker.list_tags().resource_arn(&arn).send())
+            .unwrap();
+    assert!(
+        tags.tags()
+            .iter()
+            .any(|t| t.key() == Some("sagemaker-executor:role") && t.value() == Some(ROLE)),
+        "{tags:?}"
+    );
 }
 
 #[test]
@@ -147,7 +164,9 @@ fn a_token_of_another_project_fails_the_job_before_anything_is_created() {
     );
     let calls = w.calls();
     assert!(
-        !calls.iter().any(|c| c.starts_with("STS.") || c.starts_with("SageMaker.Create")),
+        !calls
+            .iter()
+            .any(|c| c.starts_with("STS.") || c.starts_with("SageMaker.Create")),
         "{calls:?}"
     );
 }
@@ -164,7 +183,9 @@ fn a_ref_the_roles_trust_policy_does_not_admit_is_refused_by_sts_at_prepare() {
     // The trust policy's to refuse, not the runner's: a build failure, with STS's reason.
     assert_eq!(result.outcome, JobOutcome::Failed { exit_code: 1 }, "{log}");
     assert!(
-        log.contains(&format!("cannot assume {ROLE} with the job's GitLab ID token")),
+        log.contains(&format!(
+            "cannot assume {ROLE} with the job's GitLab ID token"
+        )),
         "{log}"
     );
     assert!(log.contains("AccessDenied"), "{log}");

@@ -10,7 +10,8 @@
 use std::time::Duration;
 
 use e2e::harness::{
-    ECR_IMAGE, POLICY, World, assert_outcome, assert_system_failure, line_index, training_job_name,
+    BUCKET, ECR_IMAGE, POLICY, World, assert_outcome, assert_system_failure, line_index,
+    training_job_name,
 };
 use e2e::runner::{JobOutcome, StopAction};
 
@@ -81,6 +82,71 @@ fn a_training_job_streams_its_lines_and_returns_model_artifacts_and_outputs() {
     assert!(
         w.keys(&format!("sagemaker-executor/1/{}/", result.id))
             .is_empty()
+    );
+}
+
+#[test]
+fn the_workspace_channel_is_an_unguessable_prefix_gone_after_cleanup_with_the_returned_workspace() {
+    let w = World::new(POLICY);
+    let fixture = w.fixture(&job(
+        "  - mkdir -p \"$SM_MODEL_DIR\" && echo weights > \"$SM_MODEL_DIR/model.bin\"\n  - echo trained > result.txt",
+        "artifacts:\n  paths: [result.txt]\n",
+    ));
+    let result = w.runner.run(&fixture).expect("job runs");
+    assert_outcome(&result, JobOutcome::Success);
+    let name = training_job_name(1, result.id);
+    let described =
+        w.rt.block_on(
+            w.sagemaker
+                .describe_training_job()
+                .training_job_name(&name)
+                .send(),
+        )
+        .expect("described");
+    let job_prefix = format!("s3://{BUCKET}/sagemaker-executor/1/{}/", result.id);
+    let channel = described
+        .input_data_config()
+        .iter()
+        .filter_map(|c| c.data_source()?.s3_data_source()?.s3_uri())
+        .find(|u| u.starts_with(&job_prefix))
+        .unwrap_or_else(|| panic!("no channel under {job_prefix}: {described:?}"))
+        .to_owned();
+    // <prefix>/<project>/<job>/<128 random bits in hex>/
+    let random = channel
+        .strip_prefix(&job_prefix)
+        .and_then(|r| r.strip_suffix('/'))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        random.len() == 32
+            && random
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+        "{channel}"
+    );
+    assert!(
+        !result.unmasked_log.contains(&random),
+        "the random part is not in the job log:\n{}",
+        result.unmasked_log
+    );
+    assert!(
+        result.plain_log().contains(&format!("to {job_prefix}…/")),
+        "{}",
+        result.plain_log()
+    );
+    // Cleanup left nothing of the job but its model: not the staged workspace, not SageMaker's
+    // output.tar.gz (the returned workspace, file variables included).
+    let left = w.keys("");
+    assert!(
+        !left.iter().any(|k| k.contains(&random)
+            || k.starts_with(&format!("sagemaker-executor/1/{}/", result.id))),
+        "{left:?}"
+    );
+    assert_eq!(
+        w.keys(&format!("sagemaker-executor/output/{name}/")),
+        [format!(
+            "sagemaker-executor/output/{name}/output/model.tar.gz"
+        )]
     );
 }
 

@@ -70,7 +70,12 @@ fn report(
         }
         // A script's own failure already spoke in its output.
         ExecutorError::Script(_) => {}
-        other => eprintln!("\x1b[31;1mERROR: {}\x1b[0;m", chain(other)),
+        // Errors of staging and restoring name S3 keys; the job log gets no run's random
+        // staging component (see `stages::workspace::StagingLocation`).
+        other => eprintln!(
+            "\x1b[31;1mERROR: {}\x1b[0;m",
+            stages::workspace::redact(&chain(other))
+        ),
     }
     let kind = err.failure_kind();
     if let Some(f) = file {

@@ -4,10 +4,14 @@
 //!
 //! Exit status: 0 on success, 1 on any failure (the executor reads the job container's status,
 //! not these, except to tell whether the workspace came back).
+//!
+//! What they print reaches the job log, so the run's staging prefix is shown without its random
+//! part ([`stages::workspace::redact`]).
 
 use std::process::ExitCode;
 
 use stages::fargate::helper;
+use stages::workspace::redact;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::WorkspaceCommand;
@@ -17,22 +21,31 @@ pub async fn run(op: WorkspaceCommand, cancel: &CancellationToken) -> ExitCode {
         WorkspaceCommand::Fetch {
             bucket,
             prefix,
+            objects,
             dest,
             volume_root,
             region,
             path_style,
         } => {
             let s3 = helper::s3_client(region.clone(), *path_style).await;
-            helper::fetch(&s3, bucket, prefix, dest, volume_root.as_deref(), cancel)
-                .await
-                .map(|m| {
-                    format!(
-                        "downloaded {} objects ({} bytes) from s3://{bucket}/{prefix} into {}",
-                        m.objects,
-                        m.bytes,
-                        dest.display()
-                    )
-                })
+            helper::fetch(
+                &s3,
+                bucket,
+                prefix,
+                objects,
+                dest,
+                volume_root.as_deref(),
+                cancel,
+            )
+            .await
+            .map(|m| {
+                format!(
+                    "downloaded {} objects ({} bytes) from s3://{bucket}/{prefix} into {}",
+                    m.objects,
+                    m.bytes,
+                    dest.display()
+                )
+            })
         }
         WorkspaceCommand::Push {
             bucket,
@@ -56,11 +69,11 @@ pub async fn run(op: WorkspaceCommand, cancel: &CancellationToken) -> ExitCode {
     };
     match result {
         Ok(done) => {
-            println!("{done}");
+            println!("{}", redact(&done));
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", redact(&e.to_string()));
             ExitCode::FAILURE
         }
     }

@@ -34,6 +34,9 @@ use crate::job::Job;
 use crate::policy::Rejection;
 use crate::policy::projects::{self, ProjectPolicy};
 
+/// Tag on every resource created with a job's role session: the role, so `gc` can act as it.
+pub const ROLE_TAG: &str = "sagemaker-executor:role";
+
 /// The job variable a job names its role with (else `aws.job_credentials.role_arn`).
 pub const ROLE_VARIABLE: &str = "SAGEMAKER_AWS_ROLE_ARN";
 
@@ -101,6 +104,7 @@ impl JobCredentials {
 /// The claims of a GitLab ID token the executor checks. GitLab sends booleans as strings.
 #[derive(Debug, Deserialize)]
 struct Claims {
+    iss: Option<String>,
     #[serde(default)]
     aud: Audience,
     exp: Option<u64>,
@@ -190,6 +194,14 @@ fn role_session(
         )));
     };
     let claims = read_claims(token).map_err(|r| reject(r.to_owned()))?;
+    let iss = claims.iss.as_deref().unwrap_or_default();
+    if iss.trim_end_matches('/') != settings.issuer {
+        return Err(reject(format!(
+            "was issued by {}, not by aws.job_credentials.issuer {}",
+            crate::excerpt::quoted(iss),
+            crate::excerpt::quoted(&settings.issuer)
+        )));
+    }
     if !claims.aud.contains(&settings.audience) {
         return Err(reject(format!(
             "was not issued for audience {} (aws.job_credentials.audience): set `aud: {}` in the job's id_tokens",

@@ -31,6 +31,8 @@ pub struct Aws {
     pub ecs: aws_sdk_ecs::Client,
     /// SageMaker Runtime (InvokeEndpoint).
     pub runtime: aws_sdk_sagemakerruntime::Client,
+    /// SQS (the state-change queue of `[watch] queue_url`).
+    pub sqs: aws_sdk_sqs::Client,
     /// The same clients with the SDK's retries off, for status calls in wait loops: those back
     /// off per operation themselves, so one throttled call never holds a loop for the SDK's
     /// backoff. (Log reads run in their own feed task and keep the retrying client.)
@@ -128,6 +130,64 @@ pub fn s3_client(sdk: &SdkConfig, path_style: bool) -> aws_sdk_s3::Client {
     )
 }
 
+/// A CloudWatch Logs client from `sdk` that reaches a custom endpoint for Live Tail too.
+pub fn logs_client(sdk: &SdkConfig) -> aws_sdk_cloudwatchlogs::Client {
+    aws_sdk_cloudwatchlogs::Client::from_conf(
+        aws_sdk_cloudwatchlogs::config::Builder::from(sdk)
+            .interceptor(NoHostPrefixOnCustomEndpoint)
+            .build(),
+    )
+}
+
+/// Takes the host prefix (`stream-`) off StartLiveTail requests to a custom endpoint.
+///
+/// AWS serves StartLiveTail on a host-prefixed endpoint, and the SDK prepends the prefix to
+/// whatever endpoint it resolved, a custom one (`AWS_ENDPOINT_URL*`: a VPC endpoint, a proxy,
+/// the simulator) included, where `stream-127.0.0.1` or `stream-vpce-...` does not resolve.
+/// aws-sdk-cloudwatchlogs 1.162 has no switch to leave the prefix off (smithy-rs applies any
+/// `EndpointPrefix` in the config bag unconditionally), so this interceptor takes it off again
+/// before signing, and only when a custom endpoint is configured: the standard AWS endpoints
+/// keep the prefix they need.
+#[derive(Debug)]
+struct NoHostPrefixOnCustomEndpoint;
+
+impl aws_smithy_runtime_api::client::interceptors::Intercept for NoHostPrefixOnCustomEndpoint {
+    fn name(&self) -> &'static str {
+        "NoHostPrefixOnCustomEndpoint"
+    }
+
+    fn modify_before_signing(
+        &self,
+        context: &mut aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextMut<'_>,
+        _components: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+        cfg: &mut aws_smithy_types::config_bag::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        let Some(custom) = cfg.load::<aws_types::endpoint_config::EndpointUrl>() else {
+            return Ok(());
+        };
+        let Some(prefix) = cfg.load::<aws_smithy_runtime_api::client::endpoint::EndpointPrefix>()
+        else {
+            return Ok(());
+        };
+        if let Some(uri) = strip_host_prefix(context.request().uri(), prefix.as_str(), &custom.0) {
+            context.request_mut().set_uri(uri.as_str())?;
+        }
+        Ok(())
+    }
+}
+
+/// `uri` without `prefix` at the start of its host, unless the custom endpoint's host starts
+/// with it too (then the prefix is the endpoint's own).
+fn strip_host_prefix(uri: &str, prefix: &str, custom: &str) -> Option<String> {
+    let (scheme, rest) = uri.split_once("://")?;
+    let unprefixed = rest.strip_prefix(prefix)?;
+    let custom_host = custom.split_once("://").map_or(custom, |(_, r)| r);
+    if prefix.is_empty() || custom_host.starts_with(prefix) {
+        return None;
+    }
+    Some(format!("{scheme}://{unprefixed}"))
+}
+
 impl Aws {
     /// Builds every client from one SDK config, with `creds`.
     pub async fn connect(cfg: &ExecutorConfig, creds: &credentials::JobCredentials) -> Aws {
@@ -147,9 +207,10 @@ impl Aws {
         Aws {
             sagemaker: aws_sdk_sagemaker::Client::new(sdk),
             s3: s3_client(sdk, path_style),
-            logs: aws_sdk_cloudwatchlogs::Client::new(sdk),
+            logs: logs_client(sdk),
             ecs: aws_sdk_ecs::Client::new(sdk),
             runtime: aws_sdk_sagemakerruntime::Client::new(sdk),
+            sqs: aws_sdk_sqs::Client::new(sdk),
             polling: Polling {
                 sagemaker: aws_sdk_sagemaker::Client::new(&once),
                 logs: aws_sdk_cloudwatchlogs::Client::new(&once),
@@ -157,5 +218,36 @@ impl Aws {
             },
             region: region.to_owned(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_live_tail_prefix_comes_off_a_custom_endpoint_only() {
+        assert_eq!(
+            strip_host_prefix(
+                "http://stream-127.0.0.1:5000/",
+                "stream-",
+                "http://127.0.0.1:5000"
+            )
+            .as_deref(),
+            Some("http://127.0.0.1:5000/")
+        );
+        // An endpoint whose own host starts with the prefix keeps it.
+        assert_eq!(
+            strip_host_prefix(
+                "https://stream-logs.example/",
+                "stream-",
+                "https://stream-logs.example"
+            ),
+            None
+        );
+        assert_eq!(
+            strip_host_prefix("https://logs.example/", "stream-", "https://logs.example"),
+            None
+        );
     }
 }

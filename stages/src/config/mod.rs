@@ -38,7 +38,36 @@ pub struct ExecutorConfig {
     pub policy: Policy,
     /// The unprivileged user local stages run as (`[local] user`); `None`: the executor's own.
     pub local_user: Option<LocalUser>,
+    /// How waits learn about status changes and log lines (`[watch]`).
+    pub watch: WatchSettings,
 }
+
+/// `[watch]`: push sources for waits. Both are off by default; polling is always the fallback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchSettings {
+    /// An SQS queue that receives EventBridge state-change events for this runner host
+    /// (SageMaker training jobs and endpoints, ECS tasks and deployments); `None`: poll only.
+    pub queue_url: Option<String>,
+    /// While the queue is delivering, the longest pause between status calls: a safety net for
+    /// an event that never arrives.
+    pub safety_interval: Duration,
+    /// Whether remote runs' logs are followed with CloudWatch Live Tail (GetLogEvents still
+    /// reads the head of each stream, every gap and the final drain).
+    pub live_tail: bool,
+}
+
+impl Default for WatchSettings {
+    fn default() -> Self {
+        WatchSettings {
+            queue_url: None,
+            safety_interval: DEFAULT_SAFETY_INTERVAL,
+            live_tail: false,
+        }
+    }
+}
+
+/// `[watch] safety_interval` by default.
+pub const DEFAULT_SAFETY_INTERVAL: Duration = Duration::from_secs(300);
 
 /// An unprivileged host user, resolved when the config is loaded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +117,9 @@ pub enum CredentialsMode {
 /// `[aws.job_credentials]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobCredentialsSettings {
+    /// The GitLab instance that signs the tokens (their `iss` claim), e.g.
+    /// `https://gitlab.example.com`; also the IAM OIDC provider `doctor` looks for.
+    pub issuer: String,
     /// The job variable that holds the token (the job's `id_tokens` entry).
     pub token_variable: String,
     /// The audience the token must be issued for (its `aud` claim).
@@ -290,6 +322,7 @@ fn merge(into: &mut raw::RawConfig, part: raw::RawConfig) {
         fargate,
         policy,
         local,
+        watch,
     } = part;
     macro_rules! take {
         ($($f:ident),*) => { $( if $f.is_some() { into.$f = $f; } )* };
@@ -303,7 +336,8 @@ fn merge(into: &mut raw::RawConfig, part: raw::RawConfig) {
         train,
         fargate,
         policy,
-        local
+        local,
+        watch
     );
 }
 

@@ -20,6 +20,15 @@ pub struct RawConfig {
     pub fargate: Option<RawFargate>,
     pub policy: Option<RawPolicy>,
     pub local: Option<RawLocal>,
+    pub watch: Option<RawWatch>,
+}
+
+/// `[watch]`: how waits learn about status changes and log lines.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawWatch {
+    pub queue_url: Option<String>,
+    pub safety_interval: Option<String>,
+    pub live_tail: Option<bool>,
 }
 
 /// `[local]`: how stages that run on the runner host run.
@@ -58,6 +67,7 @@ pub struct RawAws {
 /// `[aws.job_credentials]`: per-job credentials from the job's GitLab OIDC token.
 #[derive(Debug, Default, Deserialize)]
 pub struct RawJobCredentials {
+    pub issuer: Option<String>,
     pub token_variable: Option<String>,
     pub audience: Option<String>,
     pub role_arn: Option<String>,

@@ -435,3 +435,38 @@ fn host_code_needs_an_unprivileged_local_user() {
     let user = cfg.local_user.expect("a local user");
     assert_eq!((user.name.as_str(), user.uid != 0), ("nobody", true));
 }
+
+#[test]
+fn watch_is_off_by_default_and_its_values_are_checked() {
+    let cfg = load(MINIMAL).expect("minimal config loads");
+    assert_eq!(cfg.watch, WatchSettings::default());
+    assert_eq!(cfg.watch.safety_interval, Duration::from_secs(300));
+    let cfg = load(&format!(
+        "{MINIMAL}[watch]\nqueue_url = \"https://sqs.us-east-1.amazonaws.com/123456789012/runner-1\"\nsafety_interval = \"2m\"\nlive_tail = true\n"
+    ))
+    .expect("watch config loads");
+    assert_eq!(
+        cfg.watch.queue_url.as_deref(),
+        Some("https://sqs.us-east-1.amazonaws.com/123456789012/runner-1")
+    );
+    assert_eq!(cfg.watch.safety_interval, Duration::from_secs(120));
+    assert!(cfg.watch.live_tail);
+    let found = problems(&format!(
+        "{MINIMAL}[watch]\nqueue_url = \"runner-1\"\nsafety_interval = \"5s\"\nlive_tails = true\n"
+    ));
+    assert_eq!(found.len(), 3, "{found:?}");
+    assert!(
+        found.iter().any(|p| p.starts_with("watch.queue_url:")),
+        "{found:?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with("watch.safety_interval:")),
+        "{found:?}"
+    );
+    assert!(
+        found.iter().any(|p| p.starts_with("watch.live_tails:")),
+        "{found:?}"
+    );
+}

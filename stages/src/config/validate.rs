@@ -362,7 +362,10 @@ pub(super) fn validate(
         policy.allow_after_script || policy.allow_hooks,
     );
 
+    let watch = watch_settings(&mut c, raw.watch.unwrap_or_default());
+
     Some(ExecutorConfig {
+        watch,
         local_user,
         region: region?,
         default_action,
@@ -387,6 +390,36 @@ pub(super) fn validate(
         fargate,
         policy,
     })
+}
+
+/// `[watch]`: a queue URL must look like one (an https URL with the account and queue name in
+/// its path, or any http(s) URL for a local endpoint); the safety interval is at least the
+/// describe cadence it relaxes, and at most an hour, so a lost event costs bounded latency.
+fn watch_settings(c: &mut Checker<'_>, rw: super::raw::RawWatch) -> super::WatchSettings {
+    let queue_url = rw.queue_url.filter(|u| {
+        let ok = (u.starts_with("https://") || u.starts_with("http://"))
+            && u.split('/').filter(|p| !p.is_empty()).count() >= 4;
+        if !ok {
+            c.problem(
+                "watch.queue_url",
+                format!("{u:?} is not an SQS queue URL (https://sqs.<region>.amazonaws.com/<account>/<queue>)"),
+            );
+        }
+        ok
+    });
+    let safety_interval = c.duration(
+        "watch.safety_interval",
+        rw.safety_interval,
+        super::DEFAULT_SAFETY_INTERVAL,
+    );
+    if !(Duration::from_secs(30)..=Duration::from_secs(3600)).contains(&safety_interval) {
+        c.problem("watch.safety_interval", "must be between 30s and 1h");
+    }
+    super::WatchSettings {
+        queue_url,
+        safety_interval,
+        live_tail: rw.live_tail.unwrap_or(false),
+    }
 }
 
 /// `[local] user`: required once the policy lets job code run on the host.
@@ -484,6 +517,22 @@ fn credentials_mode(
             let audience = c
                 .required("aws.job_credentials.audience", raw.audience)
                 .unwrap_or_default();
+            let issuer = c
+                .required("aws.job_credentials.issuer", raw.issuer)
+                .unwrap_or_default()
+                .trim_end_matches('/')
+                .to_owned();
+            if !issuer.is_empty()
+                && !issuer.starts_with("https://")
+                && !issuer.starts_with("http://")
+            {
+                c.problem(
+                    "aws.job_credentials.issuer",
+                    format!(
+                        "{issuer:?} is not a URL (GitLab's, e.g. \"https://gitlab.example.com\")"
+                    ),
+                );
+            }
             if let Some(template) = &raw.role_arn {
                 let sample = crate::policy::projects::expand_role(template, "group/project");
                 c.role_arn("aws.job_credentials.role_arn", &sample, region);
@@ -516,6 +565,7 @@ fn credentials_mode(
                 );
             }
             super::CredentialsMode::Job(super::JobCredentialsSettings {
+                issuer,
                 token_variable,
                 audience,
                 role_arn: raw.role_arn,

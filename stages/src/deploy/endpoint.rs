@@ -21,6 +21,10 @@ use crate::settings::{Capacity, DeploySettings, ModelSource, Strategy};
 /// to delete by it (names are cut to 63 characters, tags are exact).
 pub const ENDPOINT_TAG: &str = "sagemaker-executor:endpoint";
 
+/// Tag saying whether a deployment's resources are a merge request's `candidate` or the
+/// `stable` endpoint's: `gc` sweeps old candidates, never a stable endpoint.
+pub const DEPLOYMENT_TAG: &str = "sagemaker-executor:deployment";
+
 /// The one production variant a deployment creates.
 pub const VARIANT: &str = "AllTraffic";
 
@@ -44,15 +48,20 @@ pub fn name_prefix(endpoint: &str) -> String {
     endpoint.to_ascii_lowercase().chars().take(40).collect()
 }
 
-/// The job's tags plus [`ENDPOINT_TAG`].
-pub fn tags(ctx: &StageCtx<'_>, endpoint: &str) -> Vec<Tag> {
+/// The job's tags plus [`ENDPOINT_TAG`] and [`DEPLOYMENT_TAG`].
+pub fn tags(ctx: &StageCtx<'_>, endpoint: &str, stable: bool) -> Vec<Tag> {
     let mut tags: Vec<Tag> = ctx
-        .job
         .resource_tags()
         .into_iter()
         .map(|(k, v)| Tag::builder().key(k).value(v).build())
         .collect();
     tags.push(Tag::builder().key(ENDPOINT_TAG).value(endpoint).build());
+    tags.push(
+        Tag::builder()
+            .key(DEPLOYMENT_TAG)
+            .value(if stable { "stable" } else { "candidate" })
+            .build(),
+    );
     tags
 }
 
@@ -212,7 +221,7 @@ pub async fn create_model(
                 .model_package_name(package_arn)
                 .build(),
         )
-        .set_tags(Some(tags(ctx, &d.endpoint)))
+        .set_tags(Some(tags(ctx, &d.endpoint, d.stable)))
         .send()
         .await
         .map_err(|e| AwsCallError::new("CreateModel", e))?;
@@ -271,7 +280,7 @@ pub async fn create_config(
         .endpoint_config_name(name)
         .production_variants(variant.build())
         .set_data_capture_config(capture)
-        .set_tags(Some(tags(ctx, &d.endpoint)))
+        .set_tags(Some(tags(ctx, &d.endpoint, d.stable)))
         .send()
         .await
         .map_err(|e| AwsCallError::new("CreateEndpointConfig", e))?;

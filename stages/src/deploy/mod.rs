@@ -674,7 +674,7 @@ async fn start(
             .create_endpoint()
             .endpoint_name(&d.endpoint)
             .endpoint_config_name(name)
-            .set_tags(Some(endpoint::tags(ctx, &d.endpoint)))
+            .set_tags(Some(endpoint::tags(ctx, &d.endpoint, d.stable)))
             .send()
             .await
             .map(|o| o.endpoint_arn().unwrap_or_default().to_owned())

@@ -465,7 +465,7 @@ async fn deploy(
     let (input, change) = revision::register_input(
         td,
         described.tags(),
-        &run.job.resource_tags(),
+        &run.resource_tags(),
         &d.container,
         &d.image,
     )

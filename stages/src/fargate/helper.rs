@@ -6,6 +6,11 @@
 //! container overrides) and their credentials are the task role's, through the SDK's default
 //! chain. Both stream between S3 and disk, so memory stays small whatever the workspace size.
 //!
+//! `fetch` downloads exactly the objects it is named, and never lists: the task role (which the
+//! job container shares) gets `s3:GetObject` and `s3:PutObject` under the staging prefix but no
+//! `s3:ListBucket`, so a job cannot discover another job's unguessable prefix (see
+//! [`crate::workspace::StagingLocation`] for why that, and not presigned URLs).
+//!
 //! The job container runs as its image's USER, which the executor does not know and which need
 //! not be root, while Fargate creates the task volume owned by root (mode 0755). So `fetch`,
 //! root in the helper image, opens the volume: the directories from its mount point down to
@@ -22,7 +27,6 @@ use std::path::{Path, PathBuf};
 use aws_sdk_s3::Client;
 use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::operation::get_object::GetObjectError;
-use aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Error;
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
@@ -41,30 +45,14 @@ const FETCHED_FILE_MODE: u32 = 0o644;
 /// Why a helper step failed.
 #[derive(Debug, thiserror::Error)]
 pub enum HelperError {
-    /// Listing the staged prefix failed.
-    #[error("listing s3://{bucket}/{prefix}: {}", errors::describe(source))]
-    List {
-        /// Bucket.
-        bucket: String,
-        /// Prefix.
-        prefix: String,
-        /// The SDK error.
-        #[source]
-        source: Box<SdkError<ListObjectsV2Error>>,
-    },
-    /// Nothing is staged under the prefix.
-    #[error("nothing is staged under s3://{bucket}/{prefix}")]
-    NothingStaged {
-        /// Bucket.
-        bucket: String,
-        /// Prefix.
-        prefix: String,
-    },
-    /// A key would land outside the destination directory.
-    #[error("refusing the staged key {key:?}: it is not a plain file name under the prefix")]
-    UnsafeKey {
-        /// The key.
-        key: String,
+    /// The command line named no object to fetch.
+    #[error("no staged object to fetch was named")]
+    NothingNamed,
+    /// A name would land outside the destination directory.
+    #[error("refusing the staged object name {name:?}: it is not a plain file name")]
+    UnsafeName {
+        /// The name.
+        name: String,
     },
     /// Downloading an object failed.
     #[error("downloading s3://{bucket}/{key}: {}", errors::describe(source))]
@@ -130,9 +118,8 @@ impl Classify for HelperError {
             // The job container decides what comes back; a missing or oversized archive is its
             // doing, as is a stop.
             HelperError::SourceMissing { .. } | HelperError::Cancelled(_) => FailureKind::Build,
-            HelperError::List { .. }
-            | HelperError::NothingStaged { .. }
-            | HelperError::UnsafeKey { .. }
+            HelperError::NothingNamed
+            | HelperError::UnsafeName { .. }
             | HelperError::Get { .. }
             | HelperError::Body { .. }
             | HelperError::Local { .. }
@@ -145,9 +132,8 @@ impl Classify for HelperError {
         match self {
             HelperError::SourceMissing { .. }
             | HelperError::Cancelled(_)
-            | HelperError::List { .. }
-            | HelperError::NothingStaged { .. }
-            | HelperError::UnsafeKey { .. }
+            | HelperError::NothingNamed
+            | HelperError::UnsafeName { .. }
             | HelperError::Get { .. }
             | HelperError::Body { .. }
             | HelperError::Local { .. }
@@ -181,12 +167,10 @@ pub struct Moved {
     pub bytes: u64,
 }
 
-/// The file name a staged key maps to: the part after `prefix`, which must be one plain name.
-fn file_name<'a>(key: &'a str, prefix: &str) -> Option<&'a str> {
-    let name = key.strip_prefix(prefix)?;
-    let plain =
-        !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\', '\0']);
-    plain.then_some(name)
+/// Whether `name` is one plain file name, so `dest/name` stays in `dest` and `prefix + name` is
+/// directly under the prefix.
+fn is_plain_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\', '\0'])
 }
 
 /// Gives `volume_root` and every directory below it down to `dest` (all existing) mode
@@ -226,17 +210,26 @@ async fn open_to_any_user(volume_root: &Path, dest: &Path) -> Result<(), HelperE
     Ok(())
 }
 
-/// Downloads every object directly under `prefix` (not those in "subdirectories") into `dest`,
-/// each file readable by every user. With `volume_root` (the task volume's mount point), the
-/// directories from it down to `dest` become writable by every user first (see the module doc).
+/// Downloads the objects `names` (plain names directly under `prefix`) into `dest`, each file
+/// readable by every user; it never lists the prefix (see the module doc). With `volume_root`
+/// (the task volume's mount point), the directories from it down to `dest` become writable by
+/// every user first (see the module doc).
 pub async fn fetch(
     s3: &Client,
     bucket: &str,
     prefix: &str,
+    names: &[String],
     dest: &Path,
     volume_root: Option<&Path>,
     cancel: &CancellationToken,
 ) -> Result<Moved, HelperError> {
+    if names.is_empty() {
+        return Err(HelperError::NothingNamed);
+    }
+    // Every name is checked before anything is written.
+    if let Some(bad) = names.iter().find(|n| !is_plain_name(n)) {
+        return Err(HelperError::UnsafeName { name: bad.clone() });
+    }
     tokio::fs::create_dir_all(dest)
         .await
         .map_err(local("creating", dest))?;
@@ -244,42 +237,10 @@ pub async fn fetch(
         open_to_any_user(root, dest).await?;
     }
     let mut moved = Moved::default();
-    let mut token: Option<String> = None;
-    loop {
-        let request = s3
-            .list_objects_v2()
-            .bucket(bucket)
-            .prefix(prefix)
-            .delimiter("/")
-            .set_continuation_token(token.take())
-            .send();
-        let page = cancel
-            .run_until_cancelled(request)
-            .await
-            .ok_or(HelperError::Cancelled("listing the staged objects"))?
-            .map_err(|e| HelperError::List {
-                bucket: bucket.to_owned(),
-                prefix: prefix.to_owned(),
-                source: Box::new(e),
-            })?;
-        for object in page.contents() {
-            let Some(key) = object.key() else { continue };
-            let name = file_name(key, prefix).ok_or_else(|| HelperError::UnsafeKey {
-                key: key.to_owned(),
-            })?;
-            moved.bytes += download(s3, bucket, key, &dest.join(name), cancel).await?;
-            moved.objects += 1;
-        }
-        match page.next_continuation_token() {
-            Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_owned()),
-            _ => break,
-        }
-    }
-    if moved.objects == 0 {
-        return Err(HelperError::NothingStaged {
-            bucket: bucket.to_owned(),
-            prefix: prefix.to_owned(),
-        });
+    for name in names {
+        let key = format!("{prefix}{name}");
+        moved.bytes += download(s3, bucket, &key, &dest.join(name), cancel).await?;
+        moved.objects += 1;
     }
     Ok(moved)
 }
@@ -387,11 +348,17 @@ mod tests {
 
     #[test]
     fn only_plain_names_directly_under_the_prefix_are_fetched() {
-        assert_eq!(file_name("p/1/2/job.env", "p/1/2/"), Some("job.env"));
-        assert_eq!(file_name("p/1/2/returned/workspace.tar.gz", "p/1/2/"), None);
-        assert_eq!(file_name("p/1/2/..", "p/1/2/"), None);
-        assert_eq!(file_name("p/1/2/", "p/1/2/"), None);
-        assert_eq!(file_name("other/x", "p/1/2/"), None);
+        assert!(is_plain_name("job.env"));
+        for bad in [
+            "returned/workspace.tar.gz",
+            "..",
+            ".",
+            "",
+            "a\\b",
+            "/etc/passwd",
+        ] {
+            assert!(!is_plain_name(bad), "{bad:?}");
+        }
     }
 
     use std::sync::{Arc, Mutex};
@@ -399,38 +366,36 @@ mod tests {
     use aws_sdk_s3::operation::complete_multipart_upload::CompleteMultipartUploadOutput;
     use aws_sdk_s3::operation::create_multipart_upload::CreateMultipartUploadOutput;
     use aws_sdk_s3::operation::get_object::GetObjectOutput;
-    use aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output;
     use aws_sdk_s3::operation::upload_part::UploadPartOutput;
-    use aws_sdk_s3::types::Object;
     use aws_smithy_mocks::{Rule, RuleMode, mock};
 
     fn s3(rules: &[&Rule]) -> Client {
         crate::aws::mock::s3(RuleMode::MatchAny, rules)
     }
 
+    fn names(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| (*n).to_owned()).collect()
+    }
+
     #[tokio::test]
-    async fn fetch_downloads_the_direct_children_and_refuses_nothing_staged() {
-        let list = mock!(Client::list_objects_v2)
-            .match_requests(|r| r.prefix() == Some("p/1/2/") && r.delimiter() == Some("/"))
-            .then_output(|| {
-                ListObjectsV2Output::builder()
-                    .contents(Object::builder().key("p/1/2/job.env").build())
-                    .contents(Object::builder().key("p/1/2/script").build())
+    async fn fetch_gets_exactly_the_named_objects_without_listing() {
+        // Only GetObject is mocked: a listing call would find no rule and fail the fetch.
+        let get = mock!(Client::get_object)
+            .match_requests(|r| r.bucket() == Some("b"))
+            .then_compute_output(|r| {
+                GetObjectOutput::builder()
+                    .body(ByteStream::from(
+                        format!("content of {}", r.key().unwrap_or_default()).into_bytes(),
+                    ))
                     .build()
             });
-        let get = mock!(Client::get_object).then_compute_output(|r| {
-            GetObjectOutput::builder()
-                .body(ByteStream::from(
-                    format!("content of {}", r.key().unwrap_or_default()).into_bytes(),
-                ))
-                .build()
-        });
         let dir = tempfile::tempdir().expect("tempdir");
         let dest = dir.path().join("channel");
         let moved = fetch(
-            &s3(&[&list, &get]),
+            &s3(&[&get]),
             "b",
-            "p/1/2/",
+            "p/1/2/r/",
+            &names(&["job.env", "script"]),
             &dest,
             None,
             &CancellationToken::new(),
@@ -438,28 +403,46 @@ mod tests {
         .await
         .expect("fetched");
         assert_eq!(moved.objects, 2);
+        assert_eq!(get.num_calls(), 2);
         assert_eq!(
             std::fs::read_to_string(dest.join("job.env")).expect("file"),
-            "content of p/1/2/job.env"
+            "content of p/1/2/r/job.env"
         );
         assert!(
             !dest.join("job.env.part").exists(),
             "no temporary file left"
         );
+    }
 
-        let empty =
-            mock!(Client::list_objects_v2).then_output(|| ListObjectsV2Output::builder().build());
+    #[tokio::test]
+    async fn fetch_refuses_no_names_and_unsafe_names_before_any_call() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dest = dir.path().join("channel");
         let err = fetch(
-            &s3(&[&empty]),
+            &s3(&[]),
             "b",
-            "p/1/2/",
+            "p/",
+            &[],
             &dest,
             None,
             &CancellationToken::new(),
         )
         .await
-        .expect_err("nothing staged");
-        assert!(matches!(err, HelperError::NothingStaged { .. }), "{err}");
+        .expect_err("nothing named");
+        assert!(matches!(err, HelperError::NothingNamed), "{err}");
+        let err = fetch(
+            &s3(&[]),
+            "b",
+            "p/",
+            &names(&["script", "../../etc/cron.d/x"]),
+            &dest,
+            None,
+            &CancellationToken::new(),
+        )
+        .await
+        .expect_err("unsafe");
+        assert!(matches!(err, HelperError::UnsafeName { .. }), "{err}");
+        assert!(!dest.exists(), "nothing written");
     }
 
     fn mode(path: &Path) -> u32 {
@@ -472,11 +455,6 @@ mod tests {
 
     #[tokio::test]
     async fn fetch_opens_the_volume_down_to_the_channel_dir_to_every_user() {
-        let list = mock!(Client::list_objects_v2).then_output(|| {
-            ListObjectsV2Output::builder()
-                .contents(Object::builder().key("p/script").build())
-                .build()
-        });
         let get = mock!(Client::get_object).then_output(|| {
             GetObjectOutput::builder()
                 .body(ByteStream::from_static(b"x"))
@@ -489,9 +467,10 @@ mod tests {
         std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).expect("chmod");
         let dest = root.join(".sme").join("42");
         fetch(
-            &s3(&[&list, &get]),
+            &s3(&[&get]),
             "b",
             "p/",
+            &names(&["script"]),
             &dest,
             Some(&root),
             &CancellationToken::new(),
@@ -519,6 +498,7 @@ mod tests {
             &s3(&[]),
             "b",
             "p/",
+            &names(&["script"]),
             &elsewhere.join("42"),
             Some(&root),
             &CancellationToken::new(),
@@ -531,6 +511,7 @@ mod tests {
             &s3(&[]),
             "b",
             "p/",
+            &names(&["script"]),
             &root.join(".sme").join("42"),
             Some(&root),
             &CancellationToken::new(),

@@ -12,6 +12,9 @@
 //! `/bin/sh bootstrap.sh <that dir>`, which restores the project at its runner-host path, runs
 //! the script and packs the workspace into `<that dir>/out/workspace.tar.gz`, and `push` uploads
 //! that archive to `<staging prefix>/returned/workspace.tar.gz`. [`helper`] is the helpers' side.
+//! The staging prefix is the run's unguessable one, and the helpers are told every key they
+//! touch, so the task role needs no right to list the bucket (see
+//! [`crate::workspace::StagingLocation`]).
 
 pub mod helper;
 pub mod lines;
@@ -35,17 +38,20 @@ use crate::aws::errors;
 use crate::config::FargateEnv;
 use crate::ctx::StageCtx;
 use crate::failure::{Classify, FailureKind};
+use crate::logs::StreamNaming;
 use crate::logs::feed::FeedCadence;
+use crate::logs::live::{self, LiveLines, Streams};
 use crate::outputs::Outputs;
 use crate::remote::{self, Attached, Backend, RemoteError};
 use crate::settings::FargateSettings;
 use crate::state::{Resource, ResourceKind};
 use crate::watch::Cadence;
+use crate::watch::events::ResourceKey;
 use crate::workspace::{self, ExtractLimits, JobManifest, RemoteMode};
 use lines::{TaskLogs, task_id};
 use outcome::{Ending, TaskEnd};
 use submit::{Commands, RETURNED, TaskPaths};
-use taskdef::{JOB, PUSH, TaskDefSpec};
+use taskdef::{FETCH, JOB, PUSH, STREAM_PREFIX, TaskDefSpec};
 use watch::TaskWatch;
 
 const FIRST_DESCRIBE: Duration = Duration::from_secs(2);
@@ -226,7 +232,7 @@ pub async fn run(ctx: &StageCtx<'_>, f: &FargateSettings) -> Result<Outputs, Err
     // Checked before anything exists: without a role the helpers fail inside the task, later
     // and less clearly.
     if f.task_role_arn.is_none() {
-        let loc = ctx.staging();
+        let loc = ctx.job_staging();
         return Err(RemoteError::Backend(FargateError::NoTaskRole {
             bucket: loc.bucket,
             prefix: loc.prefix,
@@ -246,7 +252,7 @@ impl Backend for FargateTask<'_> {
     type Ending = TaskEnded;
     type Error = FargateError;
     type Watch = TaskWatch;
-    type Lines = TaskLogs;
+    type Lines = LiveLines<TaskLogs>;
 
     fn short_id<'i>(&self, id: &'i str) -> &'i str {
         task_id(id)
@@ -304,7 +310,11 @@ impl Backend for FargateTask<'_> {
         }
     }
 
-    async fn submit(&self, ctx: &StageCtx<'_>) -> Result<String, FargateError> {
+    async fn submit(
+        &self,
+        ctx: &StageCtx<'_>,
+        loc: &workspace::StagingLocation,
+    ) -> Result<String, FargateError> {
         let (f, env) = (self.settings, self.env);
         let spec = TaskDefSpec::new(f, env, &ctx.cfg.region, &ctx.cfg.paths.builds_root);
         let td = taskdef::ensure(&ctx.aws.ecs, &spec, &ctx.log).await?;
@@ -318,14 +328,22 @@ impl Backend for FargateTask<'_> {
             f.image
         ));
         let commands = Commands::new(
-            &ctx.staging(),
+            loc,
             &self.paths,
             &ctx.cfg.region,
             ctx.cfg.aws.s3_force_path_style,
             ctx.cfg.staging.kms_key_id.as_deref(),
         );
-        let arn =
-            submit::run_task(&ctx.aws.ecs, env, f, ctx.job, &td, &self.name, &commands).await?;
+        let arn = submit::run_task(
+            &ctx.aws.ecs,
+            env,
+            f,
+            &ctx.resource_tags(),
+            &td,
+            &self.name,
+            &commands,
+        )
+        .await?;
         ctx.log.line(&format!("ECS task ARN: {arn}"));
         ctx.log.line(&format!(
             "Console: {}",
@@ -346,14 +364,35 @@ impl Backend for FargateTask<'_> {
         )
     }
 
-    fn lines(&self, ctx: &StageCtx<'_>, id: &str) -> (TaskLogs, FeedCadence) {
-        (
-            TaskLogs::new(ctx.aws.logs.clone(), &self.env.log_group, id),
-            FeedCadence {
-                active: LOGS_ACTIVE,
-                idle: LOGS_IDLE_MAX,
-            },
-        )
+    fn lines(&self, ctx: &StageCtx<'_>, id: &str) -> (LiveLines<TaskLogs>, FeedCadence) {
+        let polled = TaskLogs::new(ctx.aws.logs.clone(), &self.env.log_group, id);
+        if !ctx.cfg.watch.live_tail {
+            return (
+                LiveLines::polling(polled),
+                FeedCadence {
+                    active: LOGS_ACTIVE,
+                    idle: LOGS_IDLE_MAX,
+                },
+            );
+        }
+        let streams = [FETCH, JOB, PUSH]
+            .into_iter()
+            .map(|c| format!("{STREAM_PREFIX}/{c}/{}", task_id(id)))
+            .collect();
+        let live = LiveLines::start(
+            polled,
+            ctx.aws.logs.clone(),
+            &self.env.log_group,
+            Streams::Names(streams),
+            StreamNaming::Ecs,
+            // As polled: the job's lines as they are, the helpers' with their name.
+            Box::new(|source| source != JOB),
+        );
+        (live, live::LIVE_CADENCE)
+    }
+
+    fn event_key(&self, id: &str) -> ResourceKey {
+        ResourceKey::EcsTask(id.to_owned())
     }
 
     fn close(&self, watch: &mut TaskWatch, last: Option<&Task>) {
@@ -404,8 +443,10 @@ impl Backend for FargateTask<'_> {
         let push = end.container(PUSH);
         let pushed = push.and_then(|c| c.exit_code) == Some(0);
         let job_ran = end.container(JOB).and_then(|c| c.exit_code).is_some();
-        let loc = ctx.staging();
         if pushed {
+            // The prefix this stage staged under, found again in the state file when this
+            // attempt attached to a task an earlier one started.
+            let loc = remote::staging::location(ctx)?;
             let limits = ExtractLimits {
                 max_bytes: ctx.cfg.staging.max_return_bytes,
                 ..ExtractLimits::default()

@@ -1,9 +1,11 @@
 //! Starting the task (RunTask), or finding the one a previous attempt of this stage started.
 //!
 //! Per-job values travel in `overrides.containerOverrides`: the helper commands name the staging
-//! bucket, prefix and paths, the job container's command names its channel dir. They are not
-//! secret, and nothing else per job is sent: the job's variables reach the container only inside
-//! the staged stage script.
+//! bucket, the run's prefix, the objects to fetch and the paths, the job container's command
+//! names its channel dir. They are no credentials (the prefix is unguessable, not secret: see
+//! [`crate::workspace::StagingLocation`]), and nothing else per job is sent: the job's variables
+//! reach the container only inside the staged stage script. ECS caps the overrides at 8 KiB;
+//! these stay well under it (a test checks the longest names the config allows).
 
 use std::path::{Path, PathBuf};
 
@@ -15,9 +17,8 @@ use aws_sdk_ecs::types::{
 use super::FargateError;
 use super::taskdef::{FETCH, JOB, PUSH};
 use crate::config::FargateEnv;
-use crate::job::Job;
 use crate::settings::FargateSettings;
-use crate::workspace::{BOOTSTRAP, StagingLocation, WORKSPACE_ARCHIVE};
+use crate::workspace::{BOOTSTRAP, STAGED_OBJECTS, StagingLocation, WORKSPACE_ARCHIVE};
 
 /// Where the returned workspace is uploaded, relative to the staging prefix. A subdirectory, so
 /// `fetch` (which takes only the objects directly under the prefix) never downloads it, and so a
@@ -81,6 +82,13 @@ impl Commands {
             loc.bucket.clone(),
             "--prefix".to_owned(),
             loc.prefix.clone(),
+        ];
+        // Named, not listed: the task role may not list the staging bucket.
+        for name in STAGED_OBJECTS {
+            fetch.push("--object".to_owned());
+            fetch.push(name.to_owned());
+        }
+        fetch.extend([
             "--dest".to_owned(),
             text(&paths.channel),
             // The job image's USER is unknown (and may not be root): fetch, root in the helper
@@ -89,7 +97,7 @@ impl Commands {
             text(&paths.volume),
             "--region".to_owned(),
             region.to_owned(),
-        ];
+        ]);
         let mut push = vec![
             "workspace".to_owned(),
             "push".to_owned(),
@@ -138,7 +146,7 @@ pub async fn run_task(
     ecs: &aws_sdk_ecs::Client,
     env: &FargateEnv,
     settings: &FargateSettings,
-    job: &Job,
+    resource_tags: &[(String, String)],
     task_definition: &str,
     name: &str,
     commands: &Commands,
@@ -154,9 +162,9 @@ pub async fn run_task(
         })
         .build()
         .map_err(request("RunTask networkConfiguration"))?;
-    let tags: Vec<Tag> = job
-        .resource_tags()
-        .into_iter()
+    let tags: Vec<Tag> = resource_tags
+        .iter()
+        .cloned()
         .map(|(k, v)| Tag::builder().key(k).value(v).build())
         .collect();
     let mut req = ecs
@@ -263,6 +271,14 @@ mod tests {
                 "bucket",
                 "--prefix",
                 "pre/7/42/",
+                "--object",
+                "workspace.tar.gz",
+                "--object",
+                "script",
+                "--object",
+                "bootstrap.sh",
+                "--object",
+                "job.env",
                 "--dest",
                 "/srv/builds/.sme/42",
                 "--volume-root",
@@ -310,6 +326,32 @@ mod tests {
                 .fetch
                 .contains(&"--path-style".to_owned())
         );
+    }
+
+    #[test]
+    fn the_overrides_stay_under_ecss_8_kib_with_the_longest_names() {
+        // A 63-character bucket, a 512-character admin prefix, the largest ids, a 449-character
+        // builds root and a long KMS key ARN: beyond any real config, and still under the cap
+        // (each path appears in several arguments, so these are what could reach it).
+        let loc = StagingLocation::unguessable(
+            "b".repeat(63),
+            &"staging/".repeat(64),
+            u64::MAX,
+            u64::MAX,
+        )
+        .expect("rng");
+        let root = format!("/{}", "builds/".repeat(64));
+        let paths = TaskPaths::new(Path::new(&root), u64::MAX);
+        let kms = format!("arn:aws:kms:us-east-1:123456789012:key/{}", "k".repeat(64));
+        let c = Commands::new(&loc, &paths, "ap-southeast-3", true, Some(&kms));
+        // What RunTask sends: each container's name and command as JSON strings.
+        let json: usize = [(FETCH, &c.fetch), (JOB, &c.job), (PUSH, &c.push)]
+            .iter()
+            .map(|(name, command)| {
+                name.len() + 40 + command.iter().map(|a| a.len() + 3).sum::<usize>()
+            })
+            .sum();
+        assert!(json < 8192, "{json} bytes of overrides");
     }
 
     #[tokio::test]
@@ -431,9 +473,17 @@ mod tests {
                     .build()
             });
         let ecs = crate::aws::mock::ecs(aws_smithy_mocks::RuleMode::Sequential, &[&rule]);
-        let err = run_task(&ecs, &env, &settings, &job, "td:1", "gl-7-42", &commands)
-            .await
-            .expect_err("no task");
+        let err = run_task(
+            &ecs,
+            &env,
+            &settings,
+            &job.resource_tags(),
+            "td:1",
+            "gl-7-42",
+            &commands,
+        )
+        .await
+        .expect_err("no task");
         assert_eq!(
             err.to_string(),
             "ECS could not start the Fargate task: Capacity is unavailable at this time. (RESOURCE:FARGATE)"
@@ -456,9 +506,17 @@ mod tests {
                     .build()
             });
         let ecs = crate::aws::mock::ecs(aws_smithy_mocks::RuleMode::Sequential, &[&on_demand]);
-        let arn = run_task(&ecs, &env, &settings, &job, "td:1", "gl-7-42", &commands)
-            .await
-            .expect("started");
+        let arn = run_task(
+            &ecs,
+            &env,
+            &settings,
+            &job.resource_tags(),
+            "td:1",
+            "gl-7-42",
+            &commands,
+        )
+        .await
+        .expect("started");
         assert_eq!(arn, "arn:t");
     }
 }

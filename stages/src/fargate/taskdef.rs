@@ -40,6 +40,8 @@ use crate::config::FargateEnv;
 use crate::joblog::JobLog;
 use crate::settings::FargateSettings;
 
+/// Every family this executor registers starts with this (`gc` lists them by it).
+pub const FAMILY_PREFIX: &str = "sme-";
 /// The helper container that downloads the staged workspace.
 pub const FETCH: &str = "fetch";
 /// The container running the job's image and script.
@@ -116,7 +118,7 @@ impl TaskDefSpec {
         let json = serde_json::to_vec(self).unwrap_or_default();
         let digest = Sha256::digest(&json);
         let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
-        format!("sme-{hex}")
+        format!("{FAMILY_PREFIX}{hex}")
     }
 
     fn log_configuration(&self) -> Result<LogConfiguration, BuildError> {

@@ -40,6 +40,12 @@ pub trait LineSource: Send + 'static {
     /// Reads what is new, rendered for the job log.
     fn poll(&mut self) -> impl Future<Output = Result<Vec<String>, LogError>> + Send;
 
+    /// A warning the source wants shown once (it gave up a faster way of reading and reads the
+    /// way it always could); asked after every poll.
+    fn take_warning(&mut self) -> Option<String> {
+        None
+    }
+
     /// After the remote work ended: reads every stream to its end. Lines first, then a warning
     /// if some may be missing.
     fn drain(
@@ -129,6 +135,11 @@ impl<L: LineSource> LogFeed<L> {
                 };
                 if result.is_ok() {
                     retries.reset();
+                }
+                if let Some(text) = source.take_warning()
+                    && tx.send(FeedItem::Warn(text)).await.is_err()
+                {
+                    break;
                 }
                 let wait = match result {
                     Ok(lines) if lines.is_empty() => every.next(false),

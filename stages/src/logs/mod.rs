@@ -27,11 +27,13 @@
 //! of up to three hours that pushes new events every second. It has no history (the head of a
 //! stream and the final drain would still come from `GetLogEvents`), samples above 500 events
 //! per second, drops updates for a slow reader, and is billed per session-minute with a
-//! per-account limit on concurrent sessions. It is not implemented here yet.
+//! per-account limit on concurrent sessions. [`live`] implements it (`[watch] live_tail`),
+//! with GetLogEvents for the head of each stream, every gap and the final drain.
 
 mod error;
 pub mod feed;
 mod line;
+pub mod live;
 mod naming;
 mod tailer;
 

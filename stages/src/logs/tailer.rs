@@ -294,14 +294,26 @@ impl LogTailer {
     /// (or from [`take_pending`](Self::take_pending) when the caller gives up). A missing group
     /// or stream is not an error: it means no logs yet.
     pub async fn poll(&mut self, client: &Client) -> Result<Vec<LogLine>, LogError> {
+        self.poll_to_end(client).await.map(|(lines, _)| lines)
+    }
+
+    /// Like [`poll`](Self::poll), and whether the pass read every stream to its end as far as
+    /// CloudWatch showed it (only with [`PageFollow::UntilCaughtUp`]; false when it stopped
+    /// early with data possibly left): what Live Tail's gap reconciliation waits for.
+    ///
+    /// # Errors
+    /// As for `poll`.
+    pub async fn poll_to_end(&mut self, client: &Client) -> Result<(Vec<LogLine>, bool), LogError> {
         self.polls = self.polls.saturating_add(1);
         // After repeated failures of one stream the others' lines pile up; once the budget is
         // reached, hand them out instead of reading more, which keeps memory bounded.
+        let mut caught_up = false;
         if self.buffered_bytes < BUFFER_BUDGET_BYTES {
             let follow = self.follow;
-            self.pass(client, follow, false).await?;
+            let report = self.pass(client, follow, false).await?;
+            caught_up = follow == PageFollow::UntilCaughtUp && !report.cut_short;
         }
-        Ok(self.take_pending())
+        Ok((self.take_pending(), caught_up))
     }
 
     /// After the job ended: read until no stream's token moves, then one extra pass after

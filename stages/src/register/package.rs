@@ -25,8 +25,7 @@ const LOOKBACK: i32 = 20;
 
 /// The job's tags for every resource.
 fn tags(ctx: &StageCtx<'_>) -> Vec<Tag> {
-    ctx.job
-        .resource_tags()
+    ctx.resource_tags()
         .into_iter()
         .map(|(k, v)| Tag::builder().key(k).value(v).build())
         .collect()

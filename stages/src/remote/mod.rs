@@ -35,8 +35,9 @@ use crate::outputs::Outputs;
 use crate::project_files::ProjectFileError;
 use crate::resources::{self, Released};
 use crate::state::{Resource, StateError};
+use crate::watch::events::{EventWatch, Registry, ResourceKey, SqsQueue};
 use crate::watch::{self, Cadence, Followed, WatchError, Watched};
-use crate::workspace::{JobManifest, WorkspaceError};
+use crate::workspace::{JobManifest, StagingLocation, WorkspaceError};
 
 /// How long a cancelled run's last log lines are read for.
 const LAST_WORDS: Duration = Duration::from_secs(10);
@@ -79,8 +80,13 @@ pub trait Backend {
     /// The manifest the bootstrap reads.
     fn manifest(&self, ctx: &StageCtx<'_>) -> JobManifest;
 
-    /// Starts the run (the workspace is staged and the resource recorded); returns its id.
-    async fn submit(&self, ctx: &StageCtx<'_>) -> Result<String, Self::Error>;
+    /// Starts the run (the workspace is staged at `loc` and the resource recorded); returns its
+    /// id.
+    async fn submit(
+        &self,
+        ctx: &StageCtx<'_>,
+        loc: &StagingLocation,
+    ) -> Result<String, Self::Error>;
 
     /// Whether a failed [`Backend::submit`] may still have started the run: the create call
     /// failed only transiently, so one of its tries may have reached AWS with its answer lost.
@@ -92,6 +98,9 @@ pub trait Backend {
 
     /// The run's log lines and how often to read them.
     fn lines(&self, ctx: &StageCtx<'_>, id: &str) -> (Self::Lines, FeedCadence);
+
+    /// What the run's state-change events name it by (`[watch] queue_url`).
+    fn event_key(&self, id: &str) -> ResourceKey;
 
     /// After the last log lines: closes what the watch left open (the final transitions).
     fn close(&self, watch: &mut Self::Watch, last: Option<&Self::Status>);
@@ -240,12 +249,12 @@ pub async fn run<B: Backend>(
             attached.id
         }
         None => {
-            let loc = ctx.staging();
+            let loc = staging::location(ctx)?;
             stage_workspace(ctx, &loc, &b.manifest(ctx)).await?;
             // Recorded before the create call: a SIGKILL while it is in flight leaves a record
             // that cleanup resolves by name.
             ctx.state.intend(resource.clone())?;
-            let id = match b.submit(ctx).await {
+            let id = match b.submit(ctx, &loc).await {
                 Ok(id) => id,
                 Err(e) => {
                     // Refused: nothing to release. A create whose every try failed transiently
@@ -266,13 +275,25 @@ pub async fn run<B: Backend>(
     let (mut watch, cadence) = b.watch(ctx, &id);
     let (source, feed_cadence) = b.lines(ctx, &id);
     let mut feed = LogFeed::start(source, feed_cadence);
+    // State-change events, when the runner has a queue: status calls slow to the safety
+    // interval while it delivers; the wait polls as usual without it.
+    let mut events = ctx.cfg.watch.queue_url.as_ref().map(|url| {
+        EventWatch::start(
+            SqsQueue::new(ctx.aws.sqs.clone(), url.clone()),
+            b.event_key(&id),
+            Registry::new(&ctx.cfg.paths.state_root),
+            ctx.cfg.watch.safety_interval,
+        )
+    });
     let followed = watch::follow(
         &mut watch,
         watch::Options::new(cadence, ctx.cancel),
         Some(&mut feed),
-        None,
+        events.as_mut().map(|(hints, _)| hints),
     )
     .await;
+    // The stop path polls the run every second, and the drain needs no hints.
+    drop(events);
     let status = match followed {
         Ok(Followed::Done((), status)) => status,
         Ok(Followed::Cancelled(_) | Followed::TimedOut(_)) => {

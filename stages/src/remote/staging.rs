@@ -22,6 +22,9 @@ pub enum StagingError {
     /// The staged prefix could not be recorded in the state file.
     #[error(transparent)]
     State(#[from] StateError),
+    /// The OS random number generator failed (the staging prefix's random component).
+    #[error("cannot draw the staging prefix's random component: {0}")]
+    Random(#[source] getrandom::Error),
     /// The runner's stage script could not be read.
     #[error("cannot read the stage script {}: {source}", path.display())]
     ReadScript {
@@ -37,7 +40,9 @@ impl Classify for StagingError {
     fn failure_kind(&self) -> FailureKind {
         match self {
             StagingError::Workspace(e) => workspace_failure_kind(e),
-            StagingError::State(_) | StagingError::ReadScript { .. } => FailureKind::System,
+            StagingError::State(_) | StagingError::Random(_) | StagingError::ReadScript { .. } => {
+                FailureKind::System
+            }
         }
     }
 
@@ -45,6 +50,7 @@ impl Classify for StagingError {
         match self {
             StagingError::Workspace(_)
             | StagingError::State(_)
+            | StagingError::Random(_)
             | StagingError::ReadScript { .. } => None,
         }
     }
@@ -70,9 +76,54 @@ pub fn workspace_roots(project_dir: &Path) -> Vec<PathBuf> {
     vec![project_dir.to_owned(), PathBuf::from(tmp)]
 }
 
-/// Packs and uploads the workspace, then the stage script, the bootstrap and `manifest`, in a
-/// collapsed "staging" section. The prefix is recorded in the state file first, so cleanup
-/// deletes a half-finished upload too.
+/// Where this stage stages: the prefix recorded for it in the state file (an earlier attempt of
+/// the stage staged there, and a task it started returns the workspace there), else a new
+/// unguessable one ([`StagingLocation::unguessable`]), recorded before it is returned, so
+/// cleanup finds it whatever happens next (a half-finished upload, a SIGKILL).
+///
+/// # Errors
+/// The state file cannot be read or written, or the OS random number generator failed.
+pub fn location(ctx: &StageCtx<'_>) -> Result<StagingLocation, StagingError> {
+    let state = ctx.state.load()?;
+    // A record without a stage was written by an executor that staged every run at the job's
+    // own prefix: a job it started and this one attaches to returns its workspace there.
+    let legacy = ctx.job_staging();
+    let recorded = state.staged_by(ctx.stage).or_else(|| {
+        state
+            .staged
+            .iter()
+            .find(|s| s.stage.is_none() && s.prefix == legacy.prefix)
+    });
+    if let Some(staged) = recorded {
+        return Ok(StagingLocation {
+            bucket: staged.bucket.clone(),
+            prefix: staged.prefix.clone(),
+        });
+    }
+    let loc = StagingLocation::unguessable(
+        &ctx.cfg.staging.bucket,
+        &ctx.cfg.staging.prefix,
+        ctx.job.project_id,
+        ctx.job.id,
+    )
+    .map_err(StagingError::Random)?;
+    record(ctx, &loc)?;
+    Ok(loc)
+}
+
+/// Records `loc` as staged by this stage (once).
+fn record(ctx: &StageCtx<'_>, loc: &StagingLocation) -> Result<(), StateError> {
+    ctx.state.record_staged(Staged {
+        bucket: loc.bucket.clone(),
+        prefix: loc.prefix.clone(),
+        stage: Some(ctx.stage.to_owned()),
+    })
+}
+
+/// Packs and uploads the workspace, then the stage script, the bootstrap and `manifest`
+/// ([`workspace::STAGED_OBJECTS`], all of them), in a collapsed "staging" section. The prefix is
+/// recorded in the state file first (already by [`location`]), so cleanup deletes a
+/// half-finished upload too. The log shows the prefix without its random part.
 pub async fn stage_workspace(
     run: &StageCtx<'_>,
     loc: &StagingLocation,
@@ -81,10 +132,7 @@ pub async fn stage_workspace(
     let aws = &run.aws;
     let log = &run.log;
     log.section_start("staging", "Staging the workspace in S3", true);
-    run.state.record_staged(Staged {
-        bucket: loc.bucket.clone(),
-        prefix: loc.prefix.clone(),
-    })?;
+    record(run, loc)?;
     let roots = workspace_roots(run.project_dir);
     let opts = UploadOptions {
         kms_key_id: run.cfg.staging.kms_key_id.clone(),
@@ -127,7 +175,7 @@ pub async fn stage_workspace(
         summary.files,
         summary.bytes_in,
         summary.bytes_out,
-        loc.s3_uri()
+        loc.shown()
     ));
     log.section_end("staging");
     Ok(())

@@ -21,13 +21,16 @@ use crate::aws::errors::{AwsCallError, code};
 use crate::ctx::StageCtx;
 use crate::failure::{Classify, FailureKind};
 use crate::joblog::JobLog;
+use crate::logs::StreamNaming;
 use crate::logs::feed::FeedCadence;
+use crate::logs::live::{self, LiveLines, Streams};
 use crate::names::split_s3_uri;
 use crate::outputs::Outputs;
 use crate::remote::{self, Attached, Backend, RemoteError};
 use crate::settings::TrainSettings;
 use crate::state::{Resource, ResourceKind};
 use crate::watch::Cadence;
+use crate::watch::events::ResourceKey;
 use crate::workspace::{self, ExtractLimits, JobManifest, RemoteMode};
 use lines::TrainLines;
 use watch::TrainWatch;
@@ -119,7 +122,7 @@ impl Backend for Training<'_> {
     type Ending = Ending;
     type Error = TrainError;
     type Watch = TrainWatch;
-    type Lines = TrainLines;
+    type Lines = LiveLines<TrainLines>;
 
     fn short_id<'i>(&self, id: &'i str) -> &'i str {
         id
@@ -177,7 +180,11 @@ impl Backend for Training<'_> {
         }
     }
 
-    async fn submit(&self, ctx: &StageCtx<'_>) -> Result<String, TrainError> {
+    async fn submit(
+        &self,
+        ctx: &StageCtx<'_>,
+        loc: &workspace::StagingLocation,
+    ) -> Result<String, TrainError> {
         let t = self.settings;
         // SageMaker returns the workspace (file variables included) in output.tar.gz next to
         // the model; it must not outlive the job, whatever becomes of the executor.
@@ -193,7 +200,7 @@ impl Backend for Training<'_> {
             "Creating training job {} on {} x {}",
             self.name, t.instance_count, t.instance_type
         ));
-        let arn = submit::create(ctx, &self.name, t, &ctx.staging()).await?;
+        let arn = submit::create(ctx, &self.name, t, loc).await?;
         ctx.log.line(&format!("Training job ARN: {arn}"));
         ctx.log.line(&format!(
             "Console: {}",
@@ -209,15 +216,32 @@ impl Backend for Training<'_> {
         )
     }
 
-    fn lines(&self, ctx: &StageCtx<'_>, id: &str) -> (TrainLines, FeedCadence) {
+    fn lines(&self, ctx: &StageCtx<'_>, id: &str) -> (LiveLines<TrainLines>, FeedCadence) {
         let every = ctx.cfg.train.log_interval;
-        (
-            TrainLines::new(ctx.aws.logs.clone(), id, self.settings.instance_count),
-            FeedCadence {
-                active: every,
-                idle: every * 3,
-            },
-        )
+        let hosts = self.settings.instance_count;
+        let polled = TrainLines::new(ctx.aws.logs.clone(), id, hosts);
+        if !ctx.cfg.watch.live_tail {
+            return (
+                LiveLines::polling(polled),
+                FeedCadence {
+                    active: every,
+                    idle: every * 3,
+                },
+            );
+        }
+        let live = LiveLines::start(
+            polled,
+            ctx.aws.logs.clone(),
+            LOG_GROUP,
+            Streams::Prefix(format!("{id}/")),
+            StreamNaming::SageMakerTraining,
+            Box::new(move |_| hosts > 1),
+        );
+        (live, live::LIVE_CADENCE)
+    }
+
+    fn event_key(&self, id: &str) -> ResourceKey {
+        ResourceKey::TrainingJob(id.to_owned())
     }
 
     fn close(&self, watch: &mut TrainWatch, last: Option<&DescribeTrainingJobOutput>) {

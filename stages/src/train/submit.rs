@@ -80,7 +80,6 @@ pub async fn create(
     }
 
     let mut tags: Vec<Tag> = run
-        .job
         .resource_tags()
         .into_iter()
         .chain(t.tags.iter().map(|(k, v)| (k.clone(), v.clone())))

@@ -13,11 +13,18 @@
 //! failures; anything else, or an exhausted budget, ends the wait with the error. Failures leave
 //! the status cadence where it was, so the end of a job is noticed as soon after a throttling
 //! burst as before it.
+//!
+//! With a push source ([`events`]) the loop gets [`Hint`]s: `Changed` describes now (or right
+//! after the call in flight, which may predate the change), `Relax` lets status calls slow to a
+//! safety interval while the source is proven to deliver, and `Lost` puts the normal cadence
+//! back at once, with one warning in the job log.
 
 pub mod cadence;
+pub mod events;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
@@ -135,11 +142,24 @@ impl<'a> Options<'a> {
     }
 }
 
-/// Sources of "describe now": state-change events. A closed or absent source changes nothing
-/// (polling is the fallback).
-pub type Hints = mpsc::Receiver<()>;
+/// What a push source tells the wait loop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hint {
+    /// A state-change event for the watched resource: describe now.
+    Changed,
+    /// The source is delivering: status calls may slow down to this interval (a safety net for
+    /// an event that never comes).
+    Relax(Duration),
+    /// The source failed: back to the normal cadence, describing at once (events may have been
+    /// missed); the text is shown as a warning.
+    Lost(String),
+}
 
-async fn recv_hint(hints: &mut Option<&mut Hints>) -> Option<()> {
+/// Sources of hints: state-change events. A closed or absent source changes nothing (polling
+/// is the fallback).
+pub type Hints = mpsc::Receiver<Hint>;
+
+async fn recv_hint(hints: &mut Option<&mut Hints>) -> Option<Hint> {
     match hints {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
@@ -177,6 +197,10 @@ where
     let mut retries = RetryDelays::new();
     let mut last: Option<W::Status> = None;
     let mut held: Vec<String> = Vec::new();
+    // While a push source delivers: the interval that replaces the cadence after a success.
+    let mut relaxed: Option<Duration> = None;
+    // A hint arrived while a call was in flight: that call may predate the change.
+    let mut again = false;
     let far = Instant::now() + std::time::Duration::from_secs(100 * 365 * 24 * 3600);
     let deadline = opts.deadline.unwrap_or(far);
     loop {
@@ -210,7 +234,13 @@ where
                         if w.lines_ready() {
                             flush(w, &mut held);
                         }
-                        next = Instant::now() + opts.cadence.next(changed);
+                        let normal = opts.cadence.next(changed);
+                        let wait = if std::mem::take(&mut again) {
+                            Duration::ZERO
+                        } else {
+                            relaxed.unwrap_or(normal)
+                        };
+                        next = Instant::now() + wait;
                         last = Some(status);
                     }
                     Err(e) if e.retry().is_retryable() => {
@@ -228,11 +258,24 @@ where
                 }
             }
             () = sleep_until(next), if in_flight.is_none() => {}
-            Some(()) = recv_hint(&mut hints) => {
-                if in_flight.is_none() {
-                    next = Instant::now();
+            Some(hint) = recv_hint(&mut hints) => match hint {
+                Hint::Changed => {
+                    if in_flight.is_none() {
+                        next = Instant::now();
+                    } else {
+                        again = true;
+                    }
                 }
-            }
+                Hint::Relax(every) => relaxed = Some(every),
+                Hint::Lost(text) => {
+                    relaxed = None;
+                    opts.cadence.reset();
+                    w.warn(&text);
+                    if in_flight.is_none() {
+                        next = Instant::now();
+                    }
+                }
+            },
             Some(item) = recv_feed(&mut feed) => match item {
                 FeedItem::Lines(lines) => {
                     if w.lines_ready() && held.is_empty() {

@@ -14,7 +14,7 @@ use crate::logs::feed::{FeedCadence, LineSource, LogFeed, NoLines};
 
 #[derive(Debug, thiserror::Error)]
 #[error("scripted {0:?}")]
-struct Scripted(Retry);
+pub(crate) struct Scripted(Retry);
 
 impl Retryable for Scripted {
     fn retry(&self) -> Retry {
@@ -24,12 +24,12 @@ impl Retryable for Scripted {
 
 /// One scripted Describe: after `latency`, this result (a phase number, or an error).
 #[derive(Clone)]
-struct Step {
-    latency: Duration,
-    result: Result<u32, Retry>,
+pub(crate) struct Step {
+    pub(crate) latency: Duration,
+    pub(crate) result: Result<u32, Retry>,
 }
 
-fn ok(phase: u32) -> Step {
+pub(crate) fn ok(phase: u32) -> Step {
     Step {
         latency: Duration::from_millis(100),
         result: Ok(phase),
@@ -44,16 +44,16 @@ fn err(retry: Retry) -> Step {
 }
 
 /// Phases: 0 starting, 1 running the script, 2 done. Records what it printed and when.
-struct Job {
+pub(crate) struct Job {
     script: Arc<Mutex<VecDeque<Step>>>,
-    describes: Arc<Mutex<Vec<Instant>>>,
+    pub(crate) describes: Arc<Mutex<Vec<Instant>>>,
     phase: u32,
     printed: Vec<(Instant, String)>,
     started: Instant,
 }
 
 impl Job {
-    fn new(steps: Vec<Step>) -> Job {
+    pub(crate) fn new(steps: Vec<Step>) -> Job {
         Job {
             script: Arc::new(Mutex::new(steps.into())),
             describes: Arc::new(Mutex::new(Vec::new())),
@@ -71,7 +71,7 @@ impl Job {
             .unwrap_or_else(|| panic!("{text:?} not printed: {:?}", self.texts()))
     }
 
-    fn texts(&self) -> Vec<String> {
+    pub(crate) fn texts(&self) -> Vec<String> {
         self.printed.iter().map(|(_, t)| t.clone()).collect()
     }
 }
@@ -385,7 +385,7 @@ async fn the_deadline_and_push_hints() {
     let (tx, mut hints) = tokio::sync::mpsc::channel(4);
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_secs(5)).await;
-        let _ = tx.send(()).await;
+        let _ = tx.send(Hint::Changed).await;
     });
     let started = Instant::now();
     follow(

@@ -1,5 +1,23 @@
 //! Where a job's workspace is staged in S3, the names of the staged objects, and the `job.env`
 //! manifest the in-container bootstrap reads.
+//!
+//! Each run of a remote stage stages under its own unguessable prefix,
+//! `[<admin prefix>/]<project id>/<job id>/<32 hex>/`: the last component is 128 bits from the
+//! OS's random number generator. That, not a listing right, is what keeps jobs from reading each
+//! other's staged workspace (file variables included): the roles jobs run with (the Fargate task
+//! role, which the job container shares with the fetch/push helpers) may get and put objects
+//! under the staging prefix but not list it, so a key they were not told is out of reach.
+//! Presigned URLs were the alternative for the Fargate helpers; they were not chosen because the
+//! URLs would sit in the task's RunTask overrides, readable by anyone with `ecs:DescribeTasks`
+//! for as long as ECS shows the task (a credential there, where the prefix is only a name), and
+//! a URL for `push` signed at submit cannot outlive the signing session, shorter than a long job
+//! when credentials are assumed or per-job. The `<project>/<job>/` part stays, so `gc` still
+//! groups a job's runs and cleanup's prefix check still holds.
+//!
+//! The random component is kept out of the job log ([`redact`], [`StagingLocation::shown`]):
+//! logs are readable by more people than the job's role (everyone, for a public project with
+//! public pipelines), while the prefix appears only where AWS shows it to the account's
+//! operators (RunTask overrides, `DescribeTrainingJob`, CloudTrail) and in the job's state file.
 
 use std::fmt::Write as _;
 use std::path::{Component, Path, PathBuf};
@@ -19,13 +37,20 @@ pub const MANIFEST: &str = "job.env";
 pub const RETURNED_WORKSPACE_MEMBER: &str = "workspace.tar";
 /// The bootstrap script itself, staged as [`BOOTSTRAP`].
 pub const BOOTSTRAP_SH: &str = include_str!("bootstrap.sh");
+/// Every object staging writes directly under a run's prefix, and so everything the Fargate fetch
+/// helper downloads: it is told these names, because it may not list the prefix.
+pub const STAGED_OBJECTS: [&str; 4] = [WORKSPACE_ARCHIVE, SCRIPT, BOOTSTRAP, MANIFEST];
+/// Hex digits in a run's random component (128 bits).
+const RANDOM_HEX_DIGITS: usize = 32;
 
-/// An S3 prefix that holds one job's staged objects: `s3://<bucket>/<admin prefix>/<project>/<job>/`.
+/// An S3 prefix that holds staged objects: a job's `s3://<bucket>/<admin prefix>/<project>/<job>/`
+/// ([`StagingLocation::new`]), or one run's unguessable prefix below it
+/// ([`StagingLocation::unguessable`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StagingLocation {
     /// The staging bucket.
     pub bucket: String,
-    /// `"<admin prefix>/<project-id>/<job-id>/"`; never empty and always ends with '/'.
+    /// `"<admin prefix>/<project-id>/<job-id>/[<random>/]"`; never empty and always ends with '/'.
     pub prefix: String,
 }
 
@@ -48,6 +73,28 @@ impl StagingLocation {
             bucket: bucket.into(),
             prefix,
         }
+    }
+
+    /// One run's location: the job's prefix ([`StagingLocation::new`]) followed by a fresh
+    /// random component (see the module doc).
+    ///
+    /// # Errors
+    /// The OS random number generator failed.
+    pub fn unguessable(
+        bucket: impl Into<String>,
+        admin_prefix: &str,
+        project_id: u64,
+        job_id: u64,
+    ) -> Result<Self, getrandom::Error> {
+        let mut job = Self::new(bucket, admin_prefix, project_id, job_id);
+        job.prefix.push_str(&random_component()?);
+        job.prefix.push('/');
+        Ok(job)
+    }
+
+    /// `s3://bucket/prefix` with the random component replaced by `…`: what the job log shows.
+    pub fn shown(&self) -> String {
+        redact(&self.s3_uri())
     }
 
     /// The key of a staged object: the prefix followed by `name`.
@@ -81,6 +128,37 @@ impl StagingLocation {
             }),
         }
     }
+}
+
+/// 128 bits from the OS random number generator, as 32 lowercase hex digits.
+fn random_component() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; RANDOM_HEX_DIGITS / 2];
+    getrandom::fill(&mut bytes)?;
+    let mut hex = String::with_capacity(RANDOM_HEX_DIGITS);
+    for b in bytes {
+        // Writing to a String cannot fail.
+        let _ = write!(hex, "{b:02x}");
+    }
+    Ok(hex)
+}
+
+/// `text` with every run's random component replaced by `…`: a path segment of 32 hex digits
+/// that follows two all-digit segments (`<project id>/<job id>/<random>`), the shape only a
+/// staging prefix has, so other hex values (commit hashes, digests) are left alone.
+pub fn redact(text: &str) -> String {
+    let segments: Vec<&str> = text.split('/').collect();
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let random = |s: &str| s.len() == RANDOM_HEX_DIGITS && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let mut out = String::with_capacity(text.len());
+    for (i, segment) in segments.iter().enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        let hidden =
+            i >= 2 && random(segment) && digits(segments[i - 1]) && digits(segments[i - 2]);
+        out.push_str(if hidden { "…" } else { segment });
+    }
+    out
 }
 
 /// How the bootstrap returns the workspace.
@@ -173,6 +251,47 @@ mod tests {
 
         let bare = StagingLocation::new("bucket", "", 1, 2);
         assert_eq!(bare.prefix, "1/2/");
+    }
+
+    #[test]
+    fn each_run_gets_its_own_unguessable_prefix_below_the_jobs() {
+        let a = StagingLocation::unguessable("bucket", "staging", 12, 345).expect("rng");
+        let b = StagingLocation::unguessable("bucket", "staging", 12, 345).expect("rng");
+        let random = a
+            .prefix
+            .strip_prefix("staging/12/345/")
+            .and_then(|r| r.strip_suffix('/'))
+            .expect("below the job's prefix");
+        assert_eq!(random.len(), 32, "{random}");
+        assert!(
+            random
+                .bytes()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()),
+            "{random}"
+        );
+        assert_ne!(a.prefix, b.prefix, "128 random bits per run");
+        assert!(a.check().is_ok());
+        assert_eq!(a.shown(), "s3://bucket/staging/12/345/…/");
+        assert!(!a.shown().contains(random));
+    }
+
+    #[test]
+    fn only_a_staging_prefixs_random_component_is_redacted() {
+        let hex = "0123456789abcdef0123456789abcdef";
+        assert_eq!(
+            redact(&format!("downloading s3://b/pre/7/42/{hex}/script: denied")),
+            "downloading s3://b/pre/7/42/…/script: denied"
+        );
+        assert_eq!(redact(&format!("7/42/{hex}")), "7/42/…");
+        // Not after <project>/<job>: a digest, a commit, a user's own path.
+        for kept in [
+            format!("s3://b/models/{hex}/model.tar.gz"),
+            format!("s3://b/7/x/{hex}/"),
+            format!("{hex}/a"),
+            "s3://b/pre/7/42/0123456789abcdef0123456789abcdef01/".to_owned(),
+        ] {
+            assert_eq!(redact(&kept), kept);
+        }
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub struct World {
     pub ecs: aws_sdk_ecs::Client,
     /// CloudWatch Logs.
     pub logs: aws_sdk_cloudwatchlogs::Client,
+    /// IAM (roles, OIDC providers an admin would create).
+    pub iam: aws_sdk_iam::Client,
     /// The executor installation: temp dir, roots, config file.
     pub setup: ExecutorSetup,
 }
@@ -88,6 +90,7 @@ impl World {
             sagemaker: aws_sdk_sagemaker::Client::new(&sdk),
             ecs: aws_sdk_ecs::Client::new(&sdk),
             logs: aws_sdk_cloudwatchlogs::Client::new(&sdk),
+            iam: aws_sdk_iam::Client::new(&sdk),
             s3,
             runner,
             sim,

@@ -23,6 +23,7 @@ bucket = "ci-staging"
 [aws]
 credentials = "job"
 [aws.job_credentials]
+issuer = "https://gitlab.example.com"
 audience = "https://gitlab.example.com"
 {job_credentials}
 {projects}
@@ -157,6 +158,10 @@ fn tokens_that_are_not_this_jobs_are_refused_by_claim() {
         ),
         (json!({"aud": ["a", "b"]}), "was not issued for audience"),
         (json!({"exp": 1_000u64}), "has expired"),
+        (
+            json!({"iss": "https://evil.example.com"}),
+            "was issued by \"https://evil.example.com\"",
+        ),
     ];
     for (over, want) in cases {
         let mut c = claims();
@@ -300,9 +305,10 @@ credentials = "job"
         .to_string();
     assert!(e.contains("aws.credentials"), "{e}");
     assert!(e.contains("aws.job_credentials.audience"), "{e}");
+    assert!(e.contains("aws.job_credentials.issuer"), "{e}");
     let e = crate::config::load_str(
         &format!(
-            "{base}[aws.job_credentials]\naudience = \"a\"\nsession_tags = true\nsession_duration = \"2h\"\ntoken_variable = \"SAGEMAKER_TOKEN\"\n{ML}"
+            "{base}[aws.job_credentials]\nissuer = \"https://g\"\naudience = \"a\"\nsession_tags = true\nsession_duration = \"2h\"\ntoken_variable = \"SAGEMAKER_TOKEN\"\n{ML}"
         ),
         Path::new("t.toml"),
     )

@@ -1,0 +1,286 @@
+//! End-to-end tests of the push paths (`[watch]`): state-change events through EventBridge and
+//! SQS instead of frequent DescribeTrainingJob calls, and log lines through CloudWatch Live Tail
+//! instead of frequent GetLogEvents calls, against the simulator's EventBridge delivery
+//! (`tests/sim/simulator/events.py`) and Live Tail event stream (`livetail.py`).
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "an integration test reports failure by panicking"
+)]
+
+use e2e::harness::world::TASK_ROLE;
+use e2e::harness::{ECR_IMAGE, POLICY, World, assert_outcome};
+use e2e::runner::{JobOutcome, StopAction};
+use e2e::sim::http_request_with_headers;
+
+const LINES: u32 = 40;
+
+fn job() -> String {
+    format!(
+        "name: train-model\nimage: {ECR_IMAGE}\nscript:\n  - for i in $(seq 1 {LINES}); do echo \"line-$i\"; sleep 1; done\nsource:\n  README.md: \"model repo\\n\"\n"
+    )
+}
+
+/// One AWS JSON-protocol call to the simulator (`target` e.g. `AmazonSQS.CreateQueue`), as the
+/// AWS CLI would send it; the simulator routes by the signing scope and does not check the
+/// signature.
+fn aws_json(w: &World, service: &str, target: &str, body: serde_json::Value) -> serde_json::Value {
+    let (host, port) = w.sim.address();
+    let auth = format!(
+        "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/{service}/aws4_request, SignedHeaders=host, Signature=00"
+    );
+    let version = if service == "sqs" { "1.0" } else { "1.1" };
+    let content_type = format!("application/x-amz-json-{version}");
+    let (status, out) = http_request_with_headers(
+        host,
+        port,
+        "POST",
+        "/",
+        &[
+            ("Content-Type", content_type.as_str()),
+            ("X-Amz-Target", target),
+            ("Authorization", auth.as_str()),
+        ],
+        body.to_string().as_bytes(),
+    )
+    .unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    assert!(
+        (200..300).contains(&status),
+        "{target}: HTTP {status}: {text}"
+    );
+    serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
+}
+
+/// What a runner admin sets up for a host: a queue, and a rule delivering training job and ECS
+/// task state changes to it (with the queue policy that lets EventBridge send). Returns the queue URL.
+fn event_queue(w: &World) -> String {
+    let url = aws_json(
+        w,
+        "sqs",
+        "AmazonSQS.CreateQueue",
+        serde_json::json!({"QueueName": "runner-1-events"}),
+    )["QueueUrl"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let arn = aws_json(
+        w,
+        "sqs",
+        "AmazonSQS.GetQueueAttributes",
+        serde_json::json!({"QueueUrl": url, "AttributeNames": ["QueueArn"]}),
+    )["Attributes"]["QueueArn"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let pattern = serde_json::json!({
+        "source": ["aws.sagemaker", "aws.ecs"],
+        "detail-type": ["SageMaker Training Job State Change", "ECS Task State Change"]
+    });
+    let rule = aws_json(
+        w,
+        "events",
+        "AWSEvents.PutRule",
+        serde_json::json!({"Name": "runner-1", "EventPattern": pattern.to_string()}),
+    )["RuleArn"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    aws_json(
+        w,
+        "events",
+        "AWSEvents.PutTargets",
+        serde_json::json!({"Rule": "runner-1", "Targets": [{"Id": "q", "Arn": arn}]}),
+    );
+    let policy = serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": {"Service": "events.amazonaws.com"},
+                       "Action": "sqs:SendMessage", "Resource": arn,
+                       "Condition": {"ArnEquals": {"aws:SourceArn": rule}}}]
+    });
+    aws_json(
+        w,
+        "sqs",
+        "AmazonSQS.SetQueueAttributes",
+        serde_json::json!({"QueueUrl": url, "Attributes": {"Policy": policy.to_string()}}),
+    );
+    url
+}
+
+/// Runs the training job; checks that every line appears once and in order; returns the log.
+fn run_and_check(w: &World) -> String {
+    run_fixture_and_check(w, &job())
+}
+
+/// Runs the job of `yaml`, whose script prints `line-1` to `line-LINES`; checks that every
+/// line appears once and in order; returns the job log.
+fn run_fixture_and_check(w: &World, yaml: &str) -> String {
+    let result = w.runner.run(&w.fixture(yaml)).expect("job runs");
+    assert_outcome(&result, JobOutcome::Success);
+    let log = result.plain_log();
+    let mut last = 0;
+    for i in 1..=LINES {
+        let needle = format!("line-{i}");
+        let at: Vec<usize> = log
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| *l == needle)
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(
+            at.len(),
+            1,
+            "{needle} appeared {} times in:\n{log}",
+            at.len()
+        );
+        assert!(at[0] > last || i == 1, "{needle} out of order in:\n{log}");
+        last = at[0];
+    }
+    log
+}
+
+#[test]
+fn events_and_live_tail_deliver_every_line_once_with_far_fewer_status_and_log_calls() {
+    // Polling, as without [watch].
+    let polled = World::new(POLICY);
+    run_and_check(&polled);
+    let polled_describes = polled.count("SageMaker.DescribeTrainingJob");
+    let polled_reads = polled.count("Logs.GetLogEvents");
+    drop(polled);
+
+    let w = World::new(POLICY);
+    let url = event_queue(&w);
+    w.write_config(&w.config_text(&format!(
+        "{POLICY}\n[watch]\nqueue_url = \"{url}\"\nsafety_interval = \"30s\"\nlive_tail = true\n"
+    )))
+    .unwrap();
+    let log = run_and_check(&w);
+    for warning in ["polling instead", "reading the logs by polling"] {
+        assert!(!log.contains(warning), "{warning:?} in:\n{log}");
+    }
+    let describes = w.count("SageMaker.DescribeTrainingJob");
+    let reads = w.count("Logs.GetLogEvents");
+    let calls = w.calls();
+    eprintln!(
+        "DescribeTrainingJob {describes} (polling {polled_describes}), GetLogEvents {reads} (polling {polled_reads})"
+    );
+    assert!(
+        calls.iter().any(|c| c == "Logs.StartLiveTail"),
+        "no Live Tail session: {calls:?}"
+    );
+    assert!(
+        calls.iter().any(|c| c == "SQS.ReceiveMessage"),
+        "the queue was not read: {calls:?}"
+    );
+    assert!(
+        describes * 2 <= polled_describes,
+        "{describes} DescribeTrainingJob calls with events, {polled_describes} polling"
+    );
+    assert!(
+        reads * 2 <= polled_reads,
+        "{reads} GetLogEvents calls with Live Tail, {polled_reads} polling"
+    );
+}
+
+#[test]
+fn a_missing_queue_and_a_faulty_live_tail_still_deliver_every_line_once() {
+    let w = World::new(POLICY);
+    let (host, port) = w.sim.address();
+    let missing = format!("http://{host}:{port}/123456789012/no-such-queue");
+    w.write_config(&w.config_text(&format!(
+        "{POLICY}\n[watch]\nqueue_url = \"{missing}\"\nlive_tail = true\n"
+    )))
+    .unwrap();
+    // Sampled updates, an update delivered twice, one delivered late, then a dropped session.
+    w.sim
+        .post_json(
+            "/_sim/livetail-faults",
+            &serde_json::json!({"rules": [
+                {"kind": "sample", "keep_every": 2, "after_updates": 8, "updates": 3},
+                {"kind": "duplicate", "after_updates": 14},
+                {"kind": "reorder", "after_updates": 18},
+                {"kind": "drop_session", "after_updates": 24}
+            ]}),
+        )
+        .unwrap();
+    let log = run_and_check(&w);
+    let warnings = log
+        .lines()
+        .filter(|l| l.contains("state-change events are not used"))
+        .count();
+    assert_eq!(warnings, 1, "one warning for the missing queue in:\n{log}");
+    assert!(
+        !log.contains("reading the logs by polling"),
+        "Live Tail kept going in:\n{log}"
+    );
+    let sessions = w
+        .calls()
+        .iter()
+        .filter(|c| *c == "Logs.StartLiveTail")
+        .count();
+    assert!(
+        sessions >= 2,
+        "a new session after the dropped one: {sessions}"
+    );
+}
+
+#[test]
+fn a_fargate_task_is_followed_by_its_events_and_its_lines_by_live_tail() {
+    let w = World::fargate(TASK_ROLE);
+    let url = event_queue(&w);
+    let config = std::fs::read_to_string(&w.config_path).unwrap();
+    w.write_config(&format!(
+        "{config}\n[watch]\nqueue_url = \"{url}\"\nsafety_interval = \"30s\"\nlive_tail = true\n"
+    ))
+    .unwrap();
+    let log = run_fixture_and_check(
+        &w,
+        &format!(
+            "name: fargate-job\nimage: public.ecr.aws/docker/library/alpine:3.20\nvariables:\n  SAGEMAKER_ACTION: fargate\nscript:\n  - for i in $(seq 1 {LINES}); do echo \"line-$i\"; sleep 0.5; done\nsource:\n  README.md: \"app repo\\n\"\n"
+        ),
+    );
+    for warning in ["polling instead", "reading the logs by polling"] {
+        assert!(!log.contains(warning), "{warning:?} in:\n{log}");
+    }
+    let calls = w.calls();
+    for op in [
+        "Logs.StartLiveTail",
+        "SQS.ReceiveMessage",
+        "SQS.DeleteMessage",
+    ] {
+        assert!(calls.iter().any(|c| c == op), "no {op}: {calls:?}");
+    }
+}
+
+#[test]
+fn sigterm_while_following_by_events_and_live_tail_stops_the_job_promptly() {
+    let w = World::new(POLICY);
+    let url = event_queue(&w);
+    w.write_config(&w.config_text(&format!(
+        "{POLICY}\n[watch]\nqueue_url = \"{url}\"\nlive_tail = true\n"
+    )))
+    .unwrap();
+    let fixture = w.fixture(&format!(
+        "name: train-model\nimage: {ECR_IMAGE}\nscript:\n  - echo READY-TO-CANCEL\n  - sleep 300\nsource:\n  README.md: \"model repo\\n\"\n"
+    ));
+    // The line comes through Live Tail; the SIGTERM lands while a long poll is in flight.
+    let result = w.run_stopped_at(
+        &fixture,
+        "build_script",
+        "READY-TO-CANCEL",
+        StopAction::Cancel,
+    );
+    assert_outcome(&result, JobOutcome::Canceled);
+    assert_eq!(w.count("SageMaker.StopTrainingJob"), 1, "{:?}", w.calls());
+    let build = result.stage("build_script").expect("build_script ran");
+    assert!(
+        !build.was_sent("SIGKILL"),
+        "the executor exited within the grace period: {:?}",
+        build.signals
+    );
+    assert!(
+        result.plain_log().contains("was stopped"),
+        "{}",
+        result.plain_log()
+    );
+}
