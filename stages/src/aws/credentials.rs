@@ -341,10 +341,12 @@ impl WebIdentityProvider {
         let mut conf = aws_sdk_sts::config::Builder::from(sdk);
         conf.set_credentials_provider(None);
         let conf = conf.build();
-        WebIdentityProvider {
-            sts: aws_sdk_sts::Client::from_conf(conf),
-            session,
-        }
+        WebIdentityProvider::from_client(aws_sdk_sts::Client::from_conf(conf), session)
+    }
+
+    /// A provider for `session` whose STS calls go through `sts`.
+    pub fn from_client(sts: aws_sdk_sts::Client, session: RoleSession) -> WebIdentityProvider {
+        WebIdentityProvider { sts, session }
     }
 
     /// Opens one session.

@@ -32,3 +32,4 @@ mock_client!(s3, aws_sdk_s3);
 mock_client!(logs, aws_sdk_cloudwatchlogs);
 mock_client!(sagemaker, aws_sdk_sagemaker);
 mock_client!(sqs, aws_sdk_sqs);
+mock_client!(sts, aws_sdk_sts);

@@ -317,3 +317,130 @@ credentials = "job"
     assert!(e.contains("for a chained (tagged) session"), "{e}");
     assert!(e.contains("own settings namespace"), "{e}");
 }
+
+fn session(tags: bool) -> RoleSession {
+    let cfg = config(
+        &format!(
+            "role_arn = \"arn:aws:iam::123456789012:role/ci-{{project_path}}\"\nsession_tags = {tags}"
+        ),
+        ML,
+    );
+    match for_job(
+        &cfg,
+        &job(&[("SAGEMAKER_ID_TOKEN", &token(claims()))]),
+        SystemTime::now(),
+    )
+    .expect("allowed")
+    {
+        JobCredentials::Role(s) => s,
+        JobCredentials::Runner => panic!("not a role"),
+    }
+}
+
+fn sts_credentials(key: &str, expires: u64) -> aws_sdk_sts::types::Credentials {
+    aws_sdk_sts::types::Credentials::builder()
+        .access_key_id(key)
+        .secret_access_key("secret")
+        .session_token("token")
+        .expiration(aws_smithy_types::DateTime::from_secs(
+            i64::try_from(expires).expect("time"),
+        ))
+        .build()
+        .expect("credentials")
+}
+
+#[tokio::test]
+async fn every_resolution_opens_a_fresh_session_with_the_job_token_so_long_waits_renew() {
+    use aws_smithy_mocks::{RuleMode, mock};
+    let expires = unix_now(SystemTime::now()) + 900;
+    let exchange = mock!(aws_sdk_sts::Client::assume_role_with_web_identity)
+        .match_requests(|r| {
+            r.role_arn() == Some(ROLE)
+                && r.role_session_name() == Some("gitlab-7-42")
+                && r.duration_seconds() == Some(3600)
+                && r.web_identity_token().is_some_and(|t| t.split('.').count() == 3)
+        })
+        .then_output(move || {
+            aws_sdk_sts::operation::assume_role_with_web_identity::AssumeRoleWithWebIdentityOutput::builder()
+                .credentials(sts_credentials("ASIAWEB", expires))
+                .build()
+        });
+    let sts = crate::aws::mock::sts(RuleMode::MatchAny, &[&exchange]);
+    let provider = WebIdentityProvider::from_client(sts, session(false));
+    // The SDK's identity cache asks again when a session is about to end: each time the job's
+    // token opens a new session (nothing here holds on to an old one).
+    for _ in 0..2 {
+        let c = provider.provide_credentials().await.expect("credentials");
+        assert_eq!(c.access_key_id(), "ASIAWEB");
+        assert_eq!(
+            c.expiry()
+                .and_then(|e| e.duration_since(UNIX_EPOCH).ok())
+                .map(|d| d.as_secs()),
+            Some(expires)
+        );
+    }
+    assert_eq!(exchange.num_calls(), 2);
+}
+
+#[tokio::test]
+async fn session_tags_come_from_a_second_hop_on_the_same_role() {
+    use aws_smithy_mocks::{RuleMode, mock};
+    let expires = unix_now(SystemTime::now()) + 3600;
+    let exchange = mock!(aws_sdk_sts::Client::assume_role_with_web_identity).then_output(move || {
+        aws_sdk_sts::operation::assume_role_with_web_identity::AssumeRoleWithWebIdentityOutput::builder()
+            .credentials(sts_credentials("ASIAWEB", expires))
+            .build()
+    });
+    let tagged = mock!(aws_sdk_sts::Client::assume_role)
+        .match_requests(|r| {
+            let tag = |k: &str| {
+                r.tags()
+                    .iter()
+                    .find(|t| t.key() == k)
+                    .map(|t| t.value().to_owned())
+            };
+            r.role_arn() == Some(ROLE)
+                && r.duration_seconds() == Some(3600)
+                && tag("gitlab:project-path").as_deref() == Some("ml/churn")
+                && tag("gitlab:job-id").as_deref() == Some("42")
+        })
+        .then_output(move || {
+            aws_sdk_sts::operation::assume_role::AssumeRoleOutput::builder()
+                .credentials(sts_credentials("ASIATAGGED", expires))
+                .build()
+        });
+    let sts = crate::aws::mock::sts(RuleMode::MatchAny, &[&exchange, &tagged]);
+    let c = WebIdentityProvider::from_client(sts, session(true))
+        .provide_credentials()
+        .await
+        .expect("credentials");
+    assert_eq!(c.access_key_id(), "ASIATAGGED");
+    assert_eq!((exchange.num_calls(), tagged.num_calls()), (1, 1));
+}
+
+#[tokio::test]
+async fn a_refused_exchange_names_the_role_and_says_a_retry_will_not_help() {
+    use aws_smithy_mocks::{RuleMode, mock};
+    let denied = mock!(aws_sdk_sts::Client::assume_role_with_web_identity).then_error(|| {
+        aws_sdk_sts::operation::assume_role_with_web_identity::AssumeRoleWithWebIdentityError::generic(
+            aws_smithy_types::error::ErrorMetadata::builder()
+                .code("AccessDenied")
+                .message("Not authorized to perform sts:AssumeRoleWithWebIdentity")
+                .build(),
+        )
+    });
+    let sts = crate::aws::mock::sts(RuleMode::MatchAny, &[&denied]);
+    let e = WebIdentityProvider::from_client(sts, session(false))
+        .open()
+        .await
+        .expect_err("refused");
+    assert_eq!(e.retry, crate::aws::errors::Retry::Permanent);
+    let text = e.to_string();
+    assert!(
+        text.starts_with(&format!(
+            "cannot assume {ROLE} with the job's GitLab ID token"
+        )),
+        "{text}"
+    );
+    assert!(text.contains("AccessDenied"), "{text}");
+}
