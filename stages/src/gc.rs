@@ -227,6 +227,22 @@ async fn task_definitions(
     Ok(())
 }
 
+/// The tags of a SageMaker resource, by key.
+pub(crate) async fn tags_of(aws: &Aws, arn: &str) -> Result<BTreeMap<String, String>, GcError> {
+    let out = aws
+        .sagemaker
+        .list_tags()
+        .resource_arn(arn)
+        .send()
+        .await
+        .map_err(|e| GcError::List(AwsCallError::new("ListTags", e)))?;
+    Ok(out
+        .tags()
+        .iter()
+        .filter_map(|t| Some((t.key()?.to_owned(), t.value()?.to_owned())))
+        .collect())
+}
+
 /// An outcome, with why it was reached with the runner's credentials when that matters.
 pub(crate) fn with_note(outcome: String, note: Option<String>) -> String {
     match note {
@@ -265,17 +281,7 @@ async fn training_jobs(
             else {
                 continue;
             };
-            let tags: BTreeMap<String, String> = aws
-                .sagemaker
-                .list_tags()
-                .resource_arn(arn)
-                .send()
-                .await
-                .map_err(|e| GcError::List(AwsCallError::new("ListTags", e)))?
-                .tags()
-                .iter()
-                .filter_map(|t| Some((t.key()?.to_owned(), t.value()?.to_owned())))
-                .collect();
+            let tags = tags_of(&aws, arn).await?;
             if tags.get(MANAGED_BY.0).map(String::as_str) != Some(MANAGED_BY.1) {
                 continue;
             }

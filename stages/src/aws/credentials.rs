@@ -411,7 +411,8 @@ impl WebIdentityProvider {
     }
 }
 
-fn to_credentials(
+/// STS's temporary credentials as the SDK's, expiring when STS says (`source` names them).
+pub(crate) fn to_credentials(
     c: Option<&aws_sdk_sts::types::Credentials>,
     source: &'static str,
 ) -> Option<Credentials> {

@@ -4,11 +4,8 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use aws_sdk_sagemaker::types::Tag;
-
 use super::sessions::Sessions;
-use super::{GcError, GcOptions, MANAGED_BY, Orphan, age_of, outcome, with_note};
-use crate::aws::Aws;
+use super::{GcError, GcOptions, MANAGED_BY, Orphan, age_of, outcome, tags_of, with_note};
 use crate::aws::errors::AwsCallError;
 use crate::deploy::endpoint::{DEPLOYMENT_TAG, ENDPOINT_TAG};
 use crate::resources;
@@ -29,21 +26,6 @@ impl Listed {
     fn job(&self) -> String {
         self.tags.get("gitlab:job-id").cloned().unwrap_or_default()
     }
-}
-
-async fn tags_of(aws: &Aws, arn: &str) -> Result<BTreeMap<String, String>, GcError> {
-    let out = aws
-        .sagemaker
-        .list_tags()
-        .resource_arn(arn)
-        .send()
-        .await
-        .map_err(|e| GcError::List(AwsCallError::new("ListTags", e)))?;
-    Ok(out
-        .tags()
-        .iter()
-        .filter_map(|t: &Tag| Some((t.key()?.to_owned(), t.value()?.to_owned())))
-        .collect())
 }
 
 /// Sweeps candidate endpoints, then unserved configs and models.

@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 
 use aws_config::SdkConfig;
-use aws_credential_types::Credentials;
 
 use crate::aws::Aws;
 use crate::aws::credentials::ROLE_TAG;
@@ -71,16 +70,8 @@ impl Sessions {
             .send()
             .await
             .map_err(|e| crate::aws::errors::describe(&e))?;
-        let c = out
-            .credentials()
+        let creds = crate::aws::credentials::to_credentials(out.credentials(), "gc-role-session")
             .ok_or_else(|| "STS returned no credentials".to_owned())?;
-        let creds = Credentials::new(
-            c.access_key_id(),
-            c.secret_access_key(),
-            Some(c.session_token().to_owned()),
-            std::time::SystemTime::try_from(*c.expiration()).ok(),
-            "gc-role-session",
-        );
         let sdk = self
             .sdk
             .to_builder()
