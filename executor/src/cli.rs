@@ -59,6 +59,10 @@ pub enum Command {
     /// volume. Not for direct use; RunTask's container overrides supply the arguments.
     #[command(hide = true, subcommand)]
     Workspace(WorkspaceCommand),
+    /// The runner host's shared watcher of log streams and state-change events, started by the
+    /// first waiting job. Not for direct use.
+    #[command(hide = true)]
+    WatchHost,
 }
 
 /// What a helper container does.

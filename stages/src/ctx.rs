@@ -12,6 +12,7 @@ use crate::job::Job;
 use crate::joblog::JobLog;
 use crate::names::resource_name;
 use crate::state::StateFile;
+use crate::watch::host::{HostWatcher, Launcher};
 use crate::workspace::StagingLocation;
 
 /// What a front end hands the core for one user-script stage.
@@ -33,6 +34,9 @@ pub struct StageInput<'a> {
     pub cancel: &'a CancellationToken,
     /// Whose credentials the job's AWS calls use.
     pub credentials: &'a crate::aws::credentials::JobCredentials,
+    /// How to start this host's watcher (`[watch] host_watcher`); `None`: every wait reads
+    /// its own sessions and queue.
+    pub launcher: Option<&'a Launcher>,
 }
 
 /// Everything an action needs, built once per stage.
@@ -58,6 +62,8 @@ pub struct StageCtx<'a> {
     pub credentials: &'a crate::aws::credentials::JobCredentials,
     /// The job log.
     pub log: JobLog,
+    /// The host watcher that waits share, when it is on and something would use it.
+    pub host_watcher: Option<HostWatcher>,
 }
 
 impl<'a> StageCtx<'a> {
@@ -74,6 +80,13 @@ impl<'a> StageCtx<'a> {
             aws,
             credentials: input.credentials,
             log,
+            host_watcher: input
+                .launcher
+                .filter(|_| {
+                    let w = &input.cfg.watch;
+                    w.host_watcher && (w.live_tail || w.queue_url.is_some())
+                })
+                .map(|l| HostWatcher::new(&input.cfg.paths.state_root, l.clone())),
         }
     }
 

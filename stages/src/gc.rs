@@ -15,7 +15,9 @@
 //!   resource that ended or vanished meanwhile counts as done.
 //! - Read-only with `dry_run`.
 //! - Touches nothing without the `managed-by` tag, and no S3 key outside
-//!   `<prefix>/<project id>/<job id>/`.
+//!   `<prefix>/<project id>/<job id>/` but a training job's returned workspace
+//!   (`…/<project id>/<job id>/<random>/<training job>/output/output.tar.gz`, which holds the
+//!   job's file variables): never a model.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -426,6 +428,8 @@ async fn staged(
     let prefix = cfg.staging.prefix.trim_matches('/');
     // Newest object per job prefix: a staged workspace is an orphan once all of it is old.
     let mut newest: BTreeMap<String, (String, i64)> = BTreeMap::new();
+    // SageMaker's returned workspaces (under the default output path, inside the prefix).
+    let mut returned: Vec<(String, String, i64)> = Vec::new();
     let mut token: Option<String> = None;
     loop {
         let page = aws
@@ -445,7 +449,9 @@ async fn staged(
             let (Some(key), Some(modified)) = (object.key(), object.last_modified()) else {
                 continue;
             };
-            if let Some((job_prefix, job)) = job_prefix(prefix, key) {
+            if let Some(job) = returned_workspace_job(key) {
+                returned.push((key.to_owned(), job.to_owned(), modified.secs()));
+            } else if let Some((job_prefix, job)) = job_prefix(prefix, key) {
                 let entry = newest
                     .entry(job_prefix.to_owned())
                     .or_insert_with(|| (job.to_owned(), i64::MIN));
@@ -482,7 +488,43 @@ async fn staged(
             outcome,
         });
     }
+    for (key, job, modified) in returned {
+        let age = age_of(modified);
+        if live.contains(&job) || age < opts.older_than {
+            continue;
+        }
+        let outcome = if opts.dry_run {
+            "would delete".to_owned()
+        } else {
+            match aws.s3.delete_object().bucket(bucket).key(&key).send().await {
+                Ok(_) => "deleted".to_owned(),
+                Err(e) => format!("failed: {}", AwsCallError::new("DeleteObject", e)),
+            }
+        };
+        found.push(Orphan {
+            kind: "returned workspace",
+            id: format!("s3://{bucket}/{key}"),
+            job,
+            age,
+            outcome,
+        });
+    }
     Ok(())
+}
+
+/// The GitLab job of a training job's returned workspace, `output.tar.gz` below a run's output
+/// path (`…/<project id>/<job id>/<random>/<training job>/output/output.tar.gz`). Only that
+/// exact shape counts, so a model (`model.tar.gz`) or anything a user stored is never matched.
+fn returned_workspace_job(key: &str) -> Option<&str> {
+    let mut rev = key.rsplit('/');
+    let ends = rev.next()? == "output.tar.gz" && rev.next()? == "output";
+    let _training_job = rev.next().filter(|n| !n.is_empty())?;
+    let random = rev.next()?;
+    let job = rev.next()?;
+    let project = rev.next()?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let hex = random.len() == 32 && random.bytes().all(|b| b.is_ascii_hexdigit());
+    (ends && hex && digits(job) && digits(project)).then_some(job)
 }
 
 /// The sweep as a table, one row per orphan.
@@ -534,12 +576,39 @@ mod tests {
             Some(("ci/7/42/", "42"))
         );
         assert_eq!(
-            job_prefix("ci", "ci/output/gl-1-2/output/model.tar.gz"),
+            job_prefix(
+                "ci",
+                "ci/output/1/2/0123456789abcdef0123456789abcdef/gl-1-2/output/model.tar.gz"
+            ),
             None
         );
         assert_eq!(job_prefix("ci", "ci/checkpoints/7/main/x"), None);
         assert_eq!(job_prefix("ci", "other/7/42/x"), None);
         assert_eq!(job_prefix("", "7/42/x"), Some(("7/42/", "42")));
+    }
+
+    #[test]
+    fn only_a_runs_output_tar_gz_is_a_returned_workspace() {
+        let random = "0123456789abcdef0123456789abcdef";
+        assert_eq!(
+            returned_workspace_job(&format!(
+                "ci/output/7/42/{random}/gl-7-42/output/output.tar.gz"
+            )),
+            Some("42")
+        );
+        for key in [
+            format!("ci/output/7/42/{random}/gl-7-42/output/model.tar.gz"),
+            format!("ci/output/7/42/{random}/output/output.tar.gz"),
+            "ci/output/gl-7-42/output/output.tar.gz".to_owned(),
+            format!("ci/output/7/x/{random}/gl-7-42/output/output.tar.gz"),
+            format!(
+                "ci/output/7/42/{}/gl-7-42/output/output.tar.gz",
+                &random[1..]
+            ),
+            "output.tar.gz".to_owned(),
+        ] {
+            assert_eq!(returned_workspace_job(&key), None, "{key}");
+        }
     }
 
     #[test]

@@ -118,7 +118,11 @@ fn orphans_are_listed_then_released_and_foreign_or_live_resources_are_kept() {
     std::fs::write(state_root.join("job-903.json"), "{}").unwrap();
     put(&w, "sagemaker-executor/9/901/workspace.tar.gz");
     put(&w, "sagemaker-executor/9/901/script");
-    put(&w, "sagemaker-executor/output/gl-9-901/output/model.tar.gz");
+    let run_output =
+        "sagemaker-executor/output/9/901/0123456789abcdef0123456789abcdef/gl-9-901/output";
+    put(&w, &format!("{run_output}/model.tar.gz"));
+    // SageMaker's returned workspace (file variables included), left by a killed executor.
+    put(&w, &format!("{run_output}/output.tar.gz"));
     for name in ["gl-9-901", "someone-elses", "gl-9-903"] {
         w.eventually("the job to run", Duration::from_secs(30), || {
             w.training_status(name) == "InProgress"
@@ -142,8 +146,13 @@ fn orphans_are_listed_then_released_and_foreign_or_live_resources_are_kept() {
         "{out}"
     );
     assert!(
-        row("output/gl-9-901").is_none(),
-        "model output is not a staged workspace: {out}"
+        row("model.tar.gz").is_none(),
+        "a model is never swept: {out}"
+    );
+    assert!(
+        row(&format!("{run_output}/output.tar.gz"))
+            .is_some_and(|r| r.starts_with("returned workspace") && r.ends_with("would delete")),
+        "{out}"
     );
     assert_eq!(
         w.training_status("gl-9-901"),
@@ -169,8 +178,15 @@ fn orphans_are_listed_then_released_and_foreign_or_live_resources_are_kept() {
     w.eventually("the orphan to stop", Duration::from_secs(30), || {
         w.training_status("gl-9-901") == "Stopped"
     });
+    assert!(
+        row_in(&out, "output.tar.gz").is_some_and(|r| r.ends_with("deleted")),
+        "{out}"
+    );
     assert!(w.keys("sagemaker-executor/9/901/").is_empty());
-    assert_eq!(w.keys("sagemaker-executor/output/").len(), 1);
+    assert_eq!(
+        w.keys("sagemaker-executor/output/"),
+        [format!("{run_output}/model.tar.gz")]
+    );
     assert_eq!(w.training_status("someone-elses"), "InProgress");
     assert_eq!(w.training_status("gl-9-903"), "InProgress");
 

@@ -206,3 +206,51 @@ fn a_ref_the_roles_trust_policy_does_not_admit_is_refused_by_sts_at_prepare() {
         "{calls:?}"
     );
 }
+
+#[test]
+fn a_wait_longer_than_a_session_renews_the_session_with_the_same_token() {
+    let (w, _) = world();
+    // Sessions end after 20 s (real ones last at least 15 min): the job outlives two of them,
+    // and STS refuses a session's calls once it has ended.
+    w.sim
+        .post_json("/_sim/oidc/session-lifetime", &json!({"seconds": 20}))
+        .unwrap();
+    let t = token(
+        &w,
+        json!({"project_path": "ml/churn", "project_id": "7", "job_id": "4204", "ref": "main", "aud": AUDIENCE}),
+    );
+    let fixture = w.fixture(&format!(
+        "name: train\nid: 4204\nref: main\nproject: {{path: ml/churn, id: 7}}\nimage: {ECR_IMAGE}\nvariables:\n  SAGEMAKER_ID_TOKEN: {{value: {t:?}, masked: true}}\nscript:\n  - sleep 45\n  - echo outlived-the-session\nsource:\n  README.md: \"x\\n\"\n"
+    ));
+    let result = w.runner.run(&fixture).unwrap();
+    let log = result.plain_log();
+    assert_eq!(result.outcome, JobOutcome::Success, "{log}");
+    assert!(log.contains("outlived-the-session"), "{log}");
+    let session = "arn:aws:sts::123456789012:assumed-role/ci-ml-churn/gitlab-7-4204";
+    let calls = w.sim.calls_json().unwrap();
+    let expired: Vec<&Value> = calls
+        .iter()
+        .filter(|c| c["error"] == "ExpiredToken")
+        .collect();
+    assert!(
+        expired.is_empty(),
+        "calls with an ended session: {expired:?}"
+    );
+    // The one wait of the script stage outlived its first session: its status calls span more
+    // than a session, all made as the role, none refused.
+    let describes: Vec<f64> = calls
+        .iter()
+        .filter(|c| c["op"] == "SageMaker.DescribeTrainingJob" && c["principal"] == session)
+        .filter_map(|c| c["t"].as_f64())
+        .collect();
+    let span = describes.iter().copied().fold(f64::MIN, f64::max)
+        - describes.iter().copied().fold(f64::MAX, f64::min);
+    assert!(span > 30.0, "describes over {span:.0} s: {describes:?}");
+    assert!(
+        calls
+            .iter()
+            .filter(|c| c["op"] == "SageMaker.DescribeTrainingJob")
+            .all(|c| c["principal"] == session),
+        "{calls:?}"
+    );
+}

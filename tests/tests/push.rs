@@ -12,6 +12,7 @@ use e2e::harness::world::TASK_ROLE;
 use e2e::harness::{ECR_IMAGE, POLICY, World, assert_outcome};
 use e2e::runner::{JobOutcome, StopAction};
 use e2e::sim::http_request_with_headers;
+use std::time::Duration;
 
 const LINES: u32 = 40;
 
@@ -283,4 +284,101 @@ fn sigterm_while_following_by_events_and_live_tail_stops_the_job_promptly() {
         "{}",
         result.plain_log()
     );
+}
+
+/// The host watcher of `w`'s executor (`watch-host` with its config), if one runs.
+fn watcher_pid(w: &World) -> Option<i32> {
+    let config = w.config_path.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let args: Vec<String> = cmdline
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            (args.iter().any(|a| a == "watch-host") && args.contains(&config)).then_some(pid)
+        })
+}
+
+/// A world whose runner host reads a queue and follows logs with Live Tail.
+fn pushed_world() -> World {
+    let w = World::new(POLICY);
+    let url = event_queue(&w);
+    w.write_config(&w.config_text(&format!(
+        "{POLICY}\n[watch]\nqueue_url = \"{url}\"\nsafety_interval = \"30s\"\nlive_tail = true\n"
+    )))
+    .unwrap();
+    w
+}
+
+#[test]
+fn the_jobs_of_a_host_share_one_watcher_with_one_live_tail_session() {
+    let w = pushed_world();
+    let logs = std::thread::scope(|s| {
+        let a = s.spawn(|| run_and_check(&w));
+        let b = s.spawn(|| run_and_check(&w));
+        [a.join().unwrap(), b.join().unwrap()]
+    });
+    for log in &logs {
+        for warning in ["polling instead", "reading the logs by polling"] {
+            assert!(!log.contains(warning), "{warning:?} in:\n{log}");
+        }
+    }
+    assert_eq!(
+        w.count("Logs.StartLiveTail"),
+        1,
+        "both jobs' lines came through the watcher's one session: {:?}",
+        w.calls()
+    );
+    let watcher_log =
+        std::fs::read_to_string(w.builds_root.join(".state").join("watcher.log")).unwrap();
+    assert!(watcher_log.contains("serving"), "{watcher_log}");
+    assert!(
+        watcher_pid(&w).is_some(),
+        "it stays for the next job while idle"
+    );
+}
+
+#[test]
+fn a_watcher_killed_while_jobs_wait_costs_no_line_and_the_job_goes_on_alone() {
+    let w = pushed_world();
+    let log = std::thread::scope(|s| {
+        s.spawn(|| {
+            // Once lines flow through the watcher, SIGKILL it.
+            let mut pid = None;
+            w.eventually("the watcher and line-5", Duration::from_secs(120), || {
+                pid = watcher_pid(&w);
+                pid.is_some() && log_has(&w, "line-5")
+            });
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid.unwrap()),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .unwrap();
+        });
+        run_and_check(&w)
+    });
+    assert!(
+        !log.contains("reading the logs by polling"),
+        "the job's own Live Tail session took over:\n{log}"
+    );
+    assert!(
+        w.count("Logs.StartLiveTail") >= 2,
+        "the watcher's session, then the job's own: {:?}",
+        w.calls()
+    );
+}
+
+/// Whether a training job's log stream of `w` has a line `text`.
+fn log_has(w: &World, text: &str) -> bool {
+    w.rt.block_on(
+        w.logs
+            .filter_log_events()
+            .log_group_name("/aws/sagemaker/TrainingJobs")
+            .send(),
+    )
+    .is_ok_and(|out| out.events().iter().any(|e| e.message() == Some(text)))
 }

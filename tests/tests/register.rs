@@ -408,3 +408,46 @@ fn the_model_archive_can_travel_in_the_bundle_under_the_runners_cap() {
         "{log}"
     );
 }
+
+#[test]
+fn with_a_staging_kms_key_the_metrics_file_and_the_model_are_encrypted_with_it() {
+    let w = world();
+    let key = "arn:aws:kms:us-east-1:123456789012:key/0b6d1f0e-5e43-4b8e-9a8e-9d3c0c5f1a21";
+    w.write_config(&w.config_text(POLICY).replace(
+        "[staging]\n",
+        &format!("[staging]\nkms_key_id = \"{key}\"\n"),
+    ))
+    .unwrap();
+    let upstream = train(&w, "0.91", "0.8");
+    let result = run(
+        &w,
+        &register_job(
+            &upstream,
+            &format!("  SAGEMAKER_MODEL_PACKAGE_GROUP: {GROUP}\n"),
+            "",
+        ),
+    );
+    assert_eq!(
+        result.outcome,
+        JobOutcome::Success,
+        "{}",
+        result.plain_log()
+    );
+    let model = get(&upstream, "SAGEMAKER_MODEL_DATA").expect("model data");
+    let metrics = model.replace("model.tar.gz", &format!("metrics-{}.json", result.id));
+    for uri in [model, metrics.as_str()] {
+        let (bucket, object) = uri
+            .strip_prefix("s3://")
+            .and_then(|r| r.split_once('/'))
+            .expect("an s3 uri");
+        let head =
+            w.rt.block_on(w.s3.head_object().bucket(bucket).key(object).send())
+                .unwrap_or_else(|e| panic!("{uri}: {e:?}"));
+        assert_eq!(
+            head.server_side_encryption().map(|s| s.as_str()),
+            Some("aws:kms"),
+            "{uri}"
+        );
+        assert_eq!(head.ssekms_key_id(), Some(key), "{uri}");
+    }
+}

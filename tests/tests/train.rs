@@ -54,11 +54,15 @@ fn a_training_job_streams_its_lines_and_returns_model_artifacts_and_outputs() {
     }
 
     let name = training_job_name(1, result.id);
-    let model_key = format!("sagemaker-executor/output/{name}/output/model.tar.gz");
-    assert_eq!(
-        w.keys(&format!("sagemaker-executor/output/{name}/output/")),
-        vec![model_key.clone()],
-        "model.tar.gz stays in S3; output.tar.gz (the workspace, file variables included) is deleted at cleanup"
+    let outputs = w.keys(&format!("sagemaker-executor/output/1/{}/", result.id));
+    let [model_key] = outputs.as_slice() else {
+        panic!(
+            "model.tar.gz stays in S3; output.tar.gz (the workspace, file variables included) is deleted at cleanup: {outputs:?}"
+        )
+    };
+    assert!(
+        model_key.ends_with(&format!("/{name}/output/model.tar.gz")),
+        "{model_key}"
     );
 
     let uploaded = result.uploaded_files();
@@ -135,18 +139,31 @@ fn the_workspace_channel_is_an_unguessable_prefix_gone_after_cleanup_with_the_re
         result.plain_log()
     );
     // Cleanup left nothing of the job but its model: not the staged workspace, not SageMaker's
-    // output.tar.gz (the returned workspace, file variables included).
+    // output.tar.gz (the returned workspace, file variables included). The model is below the
+    // same random part, so another job's role that may read the staging prefix cannot guess it.
+    let model = format!(
+        "sagemaker-executor/output/1/{}/{random}/{name}/output/model.tar.gz",
+        result.id
+    );
     let left = w.keys("");
     assert!(
-        !left.iter().any(|k| k.contains(&random)
-            || k.starts_with(&format!("sagemaker-executor/1/{}/", result.id))),
+        !left.iter().any(|k| k != &model
+            && (k.contains(&random)
+                || k.starts_with(&format!("sagemaker-executor/1/{}/", result.id)))),
         "{left:?}"
     );
+    assert!(left.contains(&model), "{model} not in {left:?}");
     assert_eq!(
-        w.keys(&format!("sagemaker-executor/output/{name}/")),
-        [format!(
-            "sagemaker-executor/output/{name}/output/model.tar.gz"
-        )]
+        described
+            .output_data_config()
+            .and_then(|o| o.s3_output_path()),
+        Some(
+            format!(
+                "s3://{BUCKET}/sagemaker-executor/output/1/{}/{random}",
+                result.id
+            )
+            .as_str()
+        )
     );
 }
 

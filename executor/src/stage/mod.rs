@@ -6,6 +6,7 @@ mod cleanup;
 mod config;
 mod prepare;
 mod run;
+mod watch_host;
 mod workspace;
 
 use std::process::ExitCode;
@@ -44,6 +45,7 @@ pub async fn dispatch(cli: Cli, codes: ExitCodes) -> ExitCode {
             older_than,
         } => admin::gc(&cli.config, dry_run, &older_than, &cancel).await,
         Command::Workspace(op) => workspace::run(op, &cancel).await,
+        Command::WatchHost => watch_host::run(&cli.config, &cancel).await,
     }
 }
 

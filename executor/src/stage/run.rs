@@ -51,6 +51,7 @@ pub async fn run(
         stages::aws::credentials::for_job(&cfg, &ctx.job, std::time::SystemTime::now())
             .map_err(ExecutorError::Rejected)?;
     let state = StateFile::new(&cfg.paths.state_root, ctx.job.id);
+    let launcher = watcher_launcher(config);
     let input = stages::ctx::StageInput {
         cfg: &cfg,
         job: &ctx.job,
@@ -60,9 +61,21 @@ pub async fn run(
         state: &state,
         cancel,
         credentials: &credentials,
+        launcher: launcher.as_ref(),
     };
     stages::run::run_user_stage(&plan, input).await?;
     Ok(())
+}
+
+/// This binary in its `watch-host` mode with the same config (an absolute path: the watcher
+/// runs from the state root); `None` when the binary's own path is unknown.
+fn watcher_launcher(config: &Path) -> Option<stages::watch::host::Launcher> {
+    let program = std::env::current_exe().ok()?;
+    let config = std::path::absolute(config).ok()?;
+    Some(stages::watch::host::Launcher {
+        program,
+        args: vec!["--config".into(), config.into(), "watch-host".into()],
+    })
 }
 
 /// Reads the spec file named by `SAGEMAKER_SPEC`, relative to the checked-out project.

@@ -54,6 +54,11 @@ pub struct WatchSettings {
     /// Whether remote runs' logs are followed with CloudWatch Live Tail (GetLogEvents still
     /// reads the head of each stream, every gap and the final drain).
     pub live_tail: bool,
+    /// Whether the waiting jobs of this host share one Live Tail session per log group and one
+    /// reader of the queue, through a watcher process the first of them starts.
+    pub host_watcher: bool,
+    /// How long the host watcher stays up without a waiting job.
+    pub host_watcher_idle: Duration,
 }
 
 impl Default for WatchSettings {
@@ -62,12 +67,18 @@ impl Default for WatchSettings {
             queue_url: None,
             safety_interval: DEFAULT_SAFETY_INTERVAL,
             live_tail: false,
+            host_watcher: true,
+            host_watcher_idle: DEFAULT_HOST_WATCHER_IDLE,
         }
     }
 }
 
 /// `[watch] safety_interval` by default.
 pub const DEFAULT_SAFETY_INTERVAL: Duration = Duration::from_secs(300);
+
+/// `[watch] host_watcher_idle` by default: a job that starts within it finds the watcher's
+/// sessions already running.
+pub const DEFAULT_HOST_WATCHER_IDLE: Duration = Duration::from_secs(60);
 
 /// An unprivileged host user, resolved when the config is loaded.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -29,6 +29,8 @@ pub struct RawWatch {
     pub queue_url: Option<String>,
     pub safety_interval: Option<String>,
     pub live_tail: Option<bool>,
+    pub host_watcher: Option<bool>,
+    pub host_watcher_idle: Option<String>,
 }
 
 /// `[local]`: how stages that run on the runner host run.

@@ -415,10 +415,20 @@ fn watch_settings(c: &mut Checker<'_>, rw: super::raw::RawWatch) -> super::Watch
     if !(Duration::from_secs(30)..=Duration::from_secs(3600)).contains(&safety_interval) {
         c.problem("watch.safety_interval", "must be between 30s and 1h");
     }
+    let host_watcher_idle = c.duration(
+        "watch.host_watcher_idle",
+        rw.host_watcher_idle,
+        super::DEFAULT_HOST_WATCHER_IDLE,
+    );
+    if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&host_watcher_idle) {
+        c.problem("watch.host_watcher_idle", "must be between 1s and 1h");
+    }
     super::WatchSettings {
         queue_url,
         safety_interval,
         live_tail: rw.live_tail.unwrap_or(false),
+        host_watcher: rw.host_watcher.unwrap_or(true),
+        host_watcher_idle,
     }
 }
 

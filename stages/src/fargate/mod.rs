@@ -379,14 +379,22 @@ impl Backend for FargateTask<'_> {
             .into_iter()
             .map(|c| format!("{STREAM_PREFIX}/{c}/{}", task_id(id)))
             .collect();
-        let live = LiveLines::start(
+        let streams = Streams::Names(streams);
+        let session = crate::watch::host::session(
+            ctx.host_watcher.clone(),
+            ctx.aws.logs.clone(),
+            self.env.log_group.clone(),
+            streams.clone(),
+        );
+        let live = LiveLines::live(
             polled,
             ctx.aws.logs.clone(),
             &self.env.log_group,
-            Streams::Names(streams),
+            streams,
             StreamNaming::Ecs,
             // As polled: the job's lines as they are, the helpers' with their name.
             Box::new(|source| source != JOB),
+            session,
         );
         (live, live::LIVE_CADENCE)
     }

@@ -71,7 +71,7 @@ const MAX_UNCONFIRMED: usize = 20_000;
 /// same event delivered by Live Tail after a reconcile.
 const CONFIRMED_WINDOW_MS: i64 = 300_000;
 /// Updates waiting for the reader; beyond this the session task drops them and says so (a gap).
-const CHANNEL_UPDATES: usize = 256;
+pub(crate) const CHANNEL_UPDATES: usize = 256;
 /// Pause before a new session after one ended.
 const RESTART_AFTER: Duration = Duration::from_secs(1);
 /// Longest pause between session starts while the log group does not exist yet.
@@ -117,6 +117,20 @@ pub enum Streams {
     Prefix(String),
     /// These streams (ECS awslogs).
     Names(Vec<String>),
+    /// Every stream of the group: the host watcher's one session per group, whose events it
+    /// hands each job filtered by that job's own `Prefix` or `Names`.
+    All,
+}
+
+impl Streams {
+    /// Whether events of `stream` belong to this selection.
+    pub fn accepts(&self, stream: &str) -> bool {
+        match self {
+            Streams::Prefix(p) => stream.starts_with(p.as_str()),
+            Streams::Names(n) => n.iter().any(|x| x == stream),
+            Streams::All => true,
+        }
+    }
 }
 
 /// A running session task; stops when dropped.
@@ -146,6 +160,24 @@ impl Session {
         }
     }
 
+    /// A session fed by `task` through `items`; dropping it cancels `stop` and aborts `task`.
+    pub(crate) fn with_task(
+        items: mpsc::Receiver<LiveItem>,
+        stop: CancellationToken,
+        task: JoinHandle<()>,
+    ) -> Session {
+        Session {
+            items,
+            stop,
+            task: Some(task),
+        }
+    }
+
+    /// The next item; `None` once the task has stopped and everything it sent was taken.
+    pub async fn recv(&mut self) -> Option<LiveItem> {
+        self.items.recv().await
+    }
+
     /// Starts Live Tail sessions on `group` for `streams` with `client`, one after the other
     /// until stopped; the first that cannot start ends the task with [`LiveItem::Failed`].
     pub fn start(client: Client, group: String, streams: Streams) -> Session {
@@ -167,7 +199,9 @@ impl Session {
     }
 }
 
-async fn run_sessions(
+/// Runs sessions into `tx` until it closes (see [`Session::start`]); also the host watcher's
+/// fallback feed once the watcher is gone.
+pub(crate) async fn run_sessions(
     client: &Client,
     group: &str,
     streams: &Streams,
@@ -179,6 +213,7 @@ async fn run_sessions(
         request = match streams {
             Streams::Prefix(p) => request.log_stream_name_prefixes(p),
             Streams::Names(names) => request.set_log_stream_names(Some(names.clone())),
+            Streams::All => request,
         };
         let mut output = match request.send().await {
             Ok(o) => o,
@@ -502,10 +537,7 @@ impl Live {
     }
 
     fn accepts(&self, stream: &str) -> bool {
-        match &self.streams_filter {
-            Streams::Prefix(p) => stream.starts_with(p.as_str()),
-            Streams::Names(n) => n.iter().any(|x| x == stream),
-        }
+        self.streams_filter.accepts(stream)
     }
 
     fn render(&self, source: &str, timestamp_ms: i64, message: String) -> String {

@@ -18,6 +18,7 @@ mod package;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use aws_sdk_s3::types::ServerSideEncryption;
 use serde_json::json;
 
 use crate::aws::errors::AwsCallError;
@@ -62,8 +63,8 @@ pub enum RegisterError {
     /// Waiting for the version failed.
     #[error("waiting for the model package version: {0}")]
     Wait(#[source] WatchError<AwsCallError>),
-    /// The job was cancelled while waiting.
-    #[error("cancelled while SageMaker was creating model package {0}")]
+    /// The job was cancelled during the step this names.
+    #[error("cancelled while {0}")]
     Cancelled(String),
     /// The state file could not be written.
     #[error(transparent)]
@@ -271,7 +272,9 @@ pub async fn run(ctx: &StageCtx<'_>, s: &RegisterSettings) -> Result<Outputs, Re
     let described = match followed {
         Followed::Done(d, _) => d,
         Followed::Cancelled(_) | Followed::TimedOut(_) => {
-            return Err(RegisterError::Cancelled(arn));
+            return Err(RegisterError::Cancelled(format!(
+                "SageMaker was creating model package {arn}"
+            )));
         }
     };
     if let Some(e) = package::failed(&described) {
@@ -408,15 +411,29 @@ async fn upload_metrics(
         format!("{dir}/metrics-{}.json", ctx.job.id)
     };
     let body = serde_json::to_vec_pretty(metrics).unwrap_or_default();
-    ctx.aws
+    // Encrypted like the staged objects when it lands in the staging bucket; elsewhere the
+    // bucket's own default encryption applies (the staging key's policy may not cover it).
+    let kms_key_id = ctx
+        .cfg
+        .staging
+        .kms_key_id
+        .clone()
+        .filter(|_| bucket == ctx.cfg.staging.bucket);
+    let put = ctx
+        .aws
         .s3
         .put_object()
         .bucket(bucket)
         .key(&key)
         .content_type("application/json")
+        .set_server_side_encryption(kms_key_id.as_ref().map(|_| ServerSideEncryption::AwsKms))
+        .set_ssekms_key_id(kms_key_id)
         .body(body.into())
-        .send()
+        .send();
+    ctx.cancel
+        .run_until_cancelled(put)
         .await
+        .ok_or_else(|| RegisterError::Cancelled("uploading the metrics file".to_owned()))?
         .map_err(|e| RegisterError::Aws(AwsCallError::new("PutObject", e)))?;
     Ok(Some(format!("s3://{bucket}/{key}")))
 }

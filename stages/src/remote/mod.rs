@@ -35,7 +35,7 @@ use crate::outputs::Outputs;
 use crate::project_files::ProjectFileError;
 use crate::resources::{self, Released};
 use crate::state::{Resource, StateError};
-use crate::watch::events::{EventWatch, Registry, ResourceKey, SqsQueue};
+use crate::watch::events::{Registry, ResourceKey, SqsQueue};
 use crate::watch::{self, Cadence, Followed, WatchError, Watched};
 use crate::workspace::{JobManifest, StagingLocation, WorkspaceError};
 
@@ -278,7 +278,8 @@ pub async fn run<B: Backend>(
     // State-change events, when the runner has a queue: status calls slow to the safety
     // interval while it delivers; the wait polls as usual without it.
     let mut events = ctx.cfg.watch.queue_url.as_ref().map(|url| {
-        EventWatch::start(
+        crate::watch::host::events(
+            ctx.host_watcher.clone(),
             SqsQueue::new(ctx.aws.sqs.clone(), url.clone()),
             b.event_key(&id),
             Registry::new(&ctx.cfg.paths.state_root),

@@ -96,11 +96,25 @@ pub async fn run(ctx: &StageCtx<'_>, t: &TrainSettings) -> Result<Outputs, Error
 }
 
 impl Training<'_> {
-    /// Where SageMaker puts the returned workspace.
-    fn output_archive(&self) -> String {
+    /// The job's S3OutputPath: the configured output path followed by the run's
+    /// `<project>/<job>/<random>` (the staging location's), so the model and the returned
+    /// workspace are as hard to find as the staged objects: a job task role that may read the
+    /// staging prefix cannot guess another job's output. A location without a random component
+    /// (recorded by an older executor) keeps the configured path.
+    fn output_path(&self, loc: &workspace::StagingLocation) -> String {
+        let base = self.settings.output_path.trim_end_matches('/');
+        match loc.run_path() {
+            Some(run) => format!("{base}/{run}"),
+            None => base.to_owned(),
+        }
+    }
+
+    /// Where SageMaker puts the returned workspace of a job whose S3OutputPath is `output_path`.
+    fn output_archive(&self, output_path: &str) -> String {
         format!(
             "{}/{}/output/output.tar.gz",
-            self.settings.output_path, self.name
+            output_path.trim_end_matches('/'),
+            self.name
         )
     }
 
@@ -188,7 +202,8 @@ impl Backend for Training<'_> {
         let t = self.settings;
         // SageMaker returns the workspace (file variables included) in output.tar.gz next to
         // the model; it must not outlive the job, whatever becomes of the executor.
-        if let Some((bucket, key)) = split_s3_uri(&self.output_archive()) {
+        let output_path = self.output_path(loc);
+        if let Some((bucket, key)) = split_s3_uri(&self.output_archive(&output_path)) {
             ctx.state
                 .record_object(crate::state::JobObject {
                     bucket: bucket.to_owned(),
@@ -200,7 +215,7 @@ impl Backend for Training<'_> {
             "Creating training job {} on {} x {}",
             self.name, t.instance_count, t.instance_type
         ));
-        let arn = submit::create(ctx, &self.name, t, loc).await?;
+        let arn = submit::create(ctx, &self.name, t, loc, &output_path).await?;
         ctx.log.line(&format!("Training job ARN: {arn}"));
         ctx.log.line(&format!(
             "Console: {}",
@@ -229,13 +244,21 @@ impl Backend for Training<'_> {
                 },
             );
         }
-        let live = LiveLines::start(
+        let streams = Streams::Prefix(format!("{id}/"));
+        let session = crate::watch::host::session(
+            ctx.host_watcher.clone(),
+            ctx.aws.logs.clone(),
+            LOG_GROUP.to_owned(),
+            streams.clone(),
+        );
+        let live = LiveLines::live(
             polled,
             ctx.aws.logs.clone(),
             LOG_GROUP,
-            Streams::Prefix(format!("{id}/")),
+            streams,
             StreamNaming::SageMakerTraining,
             Box::new(move |_| hosts > 1),
+            session,
         );
         (live, live::LIVE_CADENCE)
     }
@@ -282,7 +305,13 @@ impl Backend for Training<'_> {
         d: &DescribeTrainingJobOutput,
         completed: bool,
     ) -> Result<Outputs, Error> {
-        let output = self.output_archive();
+        // The job's own record of its output path: an attached job may predate this run.
+        let output_path = d
+            .output_data_config()
+            .and_then(|o| o.s3_output_path())
+            .filter(|p| !p.is_empty())
+            .unwrap_or(&self.settings.output_path);
+        let output = self.output_archive(output_path);
         if let Some((bucket, key)) = split_s3_uri(&output) {
             let limits = ExtractLimits {
                 max_bytes: ctx.cfg.staging.max_return_bytes,

@@ -37,12 +37,13 @@ fn name_taken(code: Option<&str>) -> bool {
     code == Some("ResourceInUse")
 }
 
-/// Builds and sends CreateTrainingJob for `name`.
+/// Builds and sends CreateTrainingJob for `name`, with its output under `output_path`.
 pub async fn create(
     run: &StageCtx<'_>,
     name: &str,
     t: &TrainSettings,
     loc: &StagingLocation,
+    output_path: &str,
 ) -> Result<String, TrainError> {
     let sm = &run.aws.sagemaker;
     // Every host gets the whole workspace and every input.
@@ -95,7 +96,7 @@ pub async fn create(
         .set_input_data_config(Some(channels))
         .output_data_config(
             OutputDataConfig::builder()
-                .s3_output_path(&t.output_path)
+                .s3_output_path(output_path)
                 .set_kms_key_id(run.cfg.staging.kms_key_id.clone())
                 .build(),
         )

@@ -273,6 +273,24 @@ impl EventWatch {
         registry: Registry,
         safety: Duration,
     ) -> (Hints, EventWatch) {
+        Self::start_after(queue, key, registry, safety, |tx| async move { Some(tx) })
+    }
+
+    /// As [`EventWatch::start`], but hints come from `first` until it hands the sender back
+    /// (then this job reads the queue itself) or keeps it (`None`: the wait is gone). The host
+    /// watcher's relay is such a `first`.
+    pub fn start_after<Q, F, Fut>(
+        queue: Q,
+        key: ResourceKey,
+        registry: Registry,
+        safety: Duration,
+        first: F,
+    ) -> (Hints, EventWatch)
+    where
+        Q: Queue,
+        F: FnOnce(mpsc::Sender<Hint>) -> Fut + Send + 'static,
+        Fut: Future<Output = Option<mpsc::Sender<Hint>>> + Send,
+    {
         let (tx, rx) = mpsc::channel(4);
         let stop = CancellationToken::new();
         let stopping = stop.clone();
@@ -293,7 +311,14 @@ impl EventWatch {
                     return;
                 }
             };
-            consume(&queue, &key, &registry, safety, &tx, &stopping).await;
+            let relayed = tokio::select! {
+                biased;
+                () = stopping.cancelled() => None,
+                tx = first(tx) => tx,
+            };
+            if let Some(tx) = relayed {
+                consume(&queue, &key, &registry, safety, &tx, &stopping).await;
+            }
             drop(registration);
         });
         (rx, EventWatch { stop, task })

@@ -21,6 +21,7 @@
 
 pub mod cadence;
 pub mod events;
+pub mod host;
 
 use std::future::Future;
 use std::pin::Pin;

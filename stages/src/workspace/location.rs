@@ -102,6 +102,22 @@ impl StagingLocation {
         format!("{}{name}", self.prefix)
     }
 
+    /// The part of the prefix that names this job's run: `<project>/<job>/<random>` for an
+    /// unguessable location, `None` for a job's own prefix (one without a random component).
+    /// Output that must be as hard to find as the staged objects goes below it elsewhere.
+    pub fn run_path(&self) -> Option<&str> {
+        let trimmed = self.prefix.trim_end_matches('/');
+        let mut segments = trimmed.rsplitn(4, '/');
+        let random = segments.next()?;
+        let job = segments.next()?;
+        let project = segments.next()?;
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        let is_random =
+            random.len() == RANDOM_HEX_DIGITS && random.bytes().all(|b| b.is_ascii_hexdigit());
+        (is_random && digits(job) && digits(project))
+            .then(|| &trimmed[trimmed.len() - random.len() - job.len() - project.len() - 2..])
+    }
+
     /// `s3://bucket/prefix`, e.g. the S3 URI of a SageMaker input channel.
     pub fn s3_uri(&self) -> String {
         format!("s3://{}/{}", self.bucket, self.prefix)
@@ -251,6 +267,32 @@ mod tests {
 
         let bare = StagingLocation::new("bucket", "", 1, 2);
         assert_eq!(bare.prefix, "1/2/");
+    }
+
+    #[test]
+    fn a_runs_path_is_project_job_and_random_and_a_jobs_own_prefix_has_none() {
+        let run = StagingLocation::unguessable("bucket", "a/b", 12, 345).expect("rng");
+        let path = run
+            .run_path()
+            .expect("an unguessable location has a run path");
+        assert!(
+            run.prefix.ends_with(&format!("{path}/")),
+            "{path} in {}",
+            run.prefix
+        );
+        assert!(path.starts_with("12/345/"), "{path}");
+        assert_eq!(path.len(), "12/345/".len() + RANDOM_HEX_DIGITS);
+        let bare = StagingLocation::unguessable("bucket", "", 1, 2).expect("rng");
+        assert!(bare.run_path().expect("run path").starts_with("1/2/"));
+        assert_eq!(
+            StagingLocation::new("bucket", "a", 12, 345).run_path(),
+            None
+        );
+        let hand_built = StagingLocation {
+            bucket: "b".into(),
+            prefix: format!("x/{}/", "f".repeat(RANDOM_HEX_DIGITS)),
+        };
+        assert_eq!(hand_built.run_path(), None);
     }
 
     #[test]

@@ -25,14 +25,21 @@ Owns:
     AssumedRole (so moto's reset clears them); GET /_sim/oidc/sessions lists them, and the
     call log (calls.py) shows a session's tags with its principal.
 
+  * Expiry of issued sessions, as AWS enforces it: a request signed with the access key of an
+    STS session past its Expiration is refused with 400 ExpiredToken (server.py asks
+    `expired`). Real sessions last at least 900 s; so that a test can watch a renewal without
+    waiting that long, POST /_sim/oidc/session-lifetime {"seconds": N} caps the lifetime of the
+    sessions issued from then on (the Expiration STS returns says so); {"seconds": null} or a
+    reset lifts the cap.
+
 Not modelled (see tests/README.md, Fidelity): TLS thumbprints and fetching a remote JWKS
 (only this issuer's key verifies), JWKS caching and key rotation, `nbf`/`iat` checks, session
-tags from the token's `https://aws.amazon.com/tags` claim, session policies, SourceIdentity,
-expiry of the issued session credentials.
+tags from the token's `https://aws.amazon.com/tags` claim, session policies, SourceIdentity.
 """
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
 import json
 import re
@@ -45,6 +52,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from moto.core.exceptions import ServiceException, _RESTError
 from moto.core.responses import ActionResult
+from moto.core.utils import utcnow
 from moto.iam.models import iam_backends
 from moto.sts import responses as stsr
 from moto.sts.models import sts_backends
@@ -430,6 +438,7 @@ def _assume_role_with_web_identity(self):
     session = self.backend.assume_role(
         region_name=self.region, role_session_name=session_name, role_arn=role_arn,
         policy=self._get_param("Policy"), duration=duration, external_id=None)
+    _cap_lifetime(session)
     session.sim_record = {"source": "AssumeRoleWithWebIdentity", "provider": provider.arn,
                           "sub": sub, "aud": matched[0]}
     session.session_tags, session.transitive_tag_keys = {}, []
@@ -543,8 +552,55 @@ def _assume_role(self):
     session = result.result["Credentials"]  # moto's AssumedRole
     session.session_tags = {**inherited, **new_tags}
     session.transitive_tag_keys = sorted(set(inherited) | set(transitive))
+    _cap_lifetime(session)
     session.sim_record = {"source": "AssumeRole", "caller": who[0] if who else None}
     return result
+
+
+# --------------------------------------------------------------------------------------------
+# Session expiry
+# --------------------------------------------------------------------------------------------
+_lifetime_cap: float | None = None
+
+
+def _cap_lifetime(session) -> None:
+    """Shortens a new session to the test's cap (see the module doc)."""
+    if _lifetime_cap is not None:
+        session.expiration = min(session.expiration,
+                                 utcnow() + datetime.timedelta(seconds=_lifetime_cap))
+
+
+def expired(environ) -> bool:
+    """Whether the request is signed with the access key of an STS session that has expired."""
+    auth = environ.get("HTTP_AUTHORIZATION", "")
+    if "Credential=" not in auth:
+        return False
+    key_id = auth.partition("Credential=")[2].partition("/")[0]
+    if not key_id.startswith("ASIA"):
+        return False
+    for acct in list(sts_backends.keys()):
+        for backend in list(sts_backends[acct].values()):
+            for s in list(backend.assumed_roles):
+                if s.access_key_id == key_id:
+                    return s.expiration <= utcnow()
+    return False
+
+
+def _session_lifetime_control(method, body):
+    global _lifetime_cap
+    if method != "POST" or not isinstance(body, dict) or "seconds" not in body:
+        return 400, {"error": 'POST {"seconds": N} (or null to lift the cap)'}
+    seconds = body["seconds"]
+    if seconds is not None and (not isinstance(seconds, (int, float)) or isinstance(seconds, bool)
+                                or seconds <= 0):
+        raise ValueError("seconds must be a positive number or null")
+    _lifetime_cap = None if seconds is None else float(seconds)
+    return 200, {"seconds": _lifetime_cap}
+
+
+def _reset() -> None:
+    global _lifetime_cap
+    _lifetime_cap = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -595,6 +651,8 @@ def install(ctx) -> None:
     ctx.register_control("oidc/jwks", lambda m, b: (200, {"keys": [_issuer.jwk]}))
     ctx.register_control("oidc/token", _control_token)
     ctx.register_control("oidc/sessions", lambda m, b: (200, {"sessions": _sessions()}))
+    ctx.register_control("oidc/session-lifetime", _session_lifetime_control)
+    ctx.on_reset(_reset)
     _orig["assume_role"] = stsr.TokenResponse.assume_role
     _orig["assume_role_with_web_identity"] = stsr.TokenResponse.assume_role_with_web_identity
     stsr.TokenResponse.assume_role = _assume_role

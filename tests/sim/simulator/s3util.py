@@ -109,17 +109,23 @@ def download_prefix(uri: str, dest_dir: str, *, account_id: str = DEFAULT_ACCOUN
     return count
 
 
-def put_bytes(uri: str, data: bytes, *, account_id: str = DEFAULT_ACCOUNT) -> None:
+def put_bytes(uri: str, data: bytes, *, account_id: str = DEFAULT_ACCOUNT,
+              kms_key_id: str | None = None) -> None:
+    """Writes one object; with `kms_key_id` it is stored SSE-KMS with that key (as SageMaker
+    writes outputs when OutputDataConfig.KmsKeyId is set)."""
     bucket, key = parse_uri(uri)
     if not key:
         raise S3Error(f"no key in {uri!r}")
     _bucket(account_id, bucket)
-    _backend(account_id).put_object(bucket, key, data)
+    _backend(account_id).put_object(bucket, key, data,
+                                    encryption="aws:kms" if kms_key_id else None,
+                                    kms_key_id=kms_key_id or None)
 
 
-def upload_file(path: str, uri: str, *, account_id: str = DEFAULT_ACCOUNT) -> None:
+def upload_file(path: str, uri: str, *, account_id: str = DEFAULT_ACCOUNT,
+                kms_key_id: str | None = None) -> None:
     with open(path, "rb") as f:
-        put_bytes(uri, f.read(), account_id=account_id)
+        put_bytes(uri, f.read(), account_id=account_id, kms_key_id=kms_key_id)
 
 
 def upload_dir(src_dir: str, uri_prefix: str, *, account_id: str = DEFAULT_ACCOUNT) -> int:
@@ -145,11 +151,11 @@ def tar_gz_dir(src_dir: str, out_path: str) -> None:
 
 
 def upload_dir_tar(src_dir: str, uri: str, *, account_id: str = DEFAULT_ACCOUNT,
-                   tmp_dir: str | None = None) -> None:
+                   tmp_dir: str | None = None, kms_key_id: str | None = None) -> None:
     fd, tmp = tempfile.mkstemp(suffix=".tar.gz", dir=tmp_dir)
     os.close(fd)
     try:
         tar_gz_dir(src_dir, tmp)
-        upload_file(tmp, uri, account_id=account_id)
+        upload_file(tmp, uri, account_id=account_id, kms_key_id=kms_key_id)
     finally:
         os.unlink(tmp)

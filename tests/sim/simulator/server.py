@@ -84,6 +84,8 @@ class _Dropped(ConnectionResetError):
 
 def make_middleware(app, control: control_mod.Control, faults: faults_mod.Faults,
                     calls: calls_mod.CallLog):
+    from . import oidc as oidc_mod  # late: it loads moto's STS
+
     def wrapped(environ, start_response):
         path = environ.get("PATH_INFO", "")
         if path.startswith("/_sim/") or path == "/_sim":
@@ -114,6 +116,16 @@ def make_middleware(app, control: control_mod.Control, faults: faults_mod.Faults
                 except OSError:
                     pass
             raise _Dropped("sim fault: connection dropped")
+
+        if rule is None and oidc_mod.expired(environ):
+            # What AWS answers a request signed with a session's credentials after it ended.
+            rec["status"], rec["error"] = 400, "ExpiredToken"
+            status, headers, body = faults_mod.error_response(
+                {"status": 400, "code": "ExpiredToken",
+                 "message": "The security token included in the request is expired"},
+                protocol, environ.get("REQUEST_METHOD", "GET"))
+            start_response(status, headers)
+            return [body]
 
         if rule is not None:
             kind = rule["kind"]

@@ -491,8 +491,10 @@ class JobRun:
         # uploads nothing.
         iam_access.check_training_output(self.account, self.job.role_arn,
                                          [uri for _, uri in uploads])
+        # SageMaker encrypts what it writes with OutputDataConfig.KmsKeyId when one is given.
+        kms = (self.job.output_data_config or {}).get("KmsKeyId") or None
         for d, uri in uploads:
-            s3util.upload_dir_tar(d, uri, account_id=self.account, tmp_dir=tmp)
+            s3util.upload_dir_tar(d, uri, account_id=self.account, tmp_dir=tmp, kms_key_id=kms)
         ck_uri = (self.job.checkpoint_config or {}).get("S3Uri")
         if ck_uri:
             for layout in layouts:

@@ -163,6 +163,43 @@ def test_web_identity_session_is_the_role_and_expires_after_the_duration(sim, aw
     assert rec["tags"] == {} and rec["aud"] == AUD
 
 
+def test_a_session_past_its_expiration_is_refused_with_expired_token(sim, aws, unique, oidc):
+    iss, host, provider = oidc
+    role = web_role(aws("iam"), unique, provider, host)
+    sim.post("/_sim/oidc/session-lifetime", {"seconds": 2})
+    try:
+        before = datetime.datetime.now(datetime.timezone.utc)
+        creds = assume(sim, role, token(sim, aud=AUD), DurationSeconds=900)["Credentials"]
+    finally:
+        sim.post("/_sim/oidc/session-lifetime", {"seconds": None})
+    assert (creds["Expiration"] - before).total_seconds() <= 3, "STS says when it ends"
+    s3 = client_as(sim, "s3", creds)
+    s3.list_buckets()  # still valid
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            s3.list_buckets()
+        except ClientError as e:
+            assert e.response["Error"]["Code"] == "ExpiredToken", e.response
+            assert e.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+            break
+        assert time.monotonic() < deadline, "the session never expired"
+        time.sleep(0.2)
+    refused = [c for c in sim.calls("S3.GET /") if c.get("error") == "ExpiredToken"]
+    assert refused and refused[-1]["status"] == 400
+    # Sessions issued after the cap is lifted last what was asked for.
+    r = assume(sim, role, token(sim, aud=AUD), DurationSeconds=900)
+    left = (r["Credentials"]["Expiration"] - datetime.datetime.now(datetime.timezone.utc))
+    assert left.total_seconds() > 800
+    client_as(sim, "s3", r["Credentials"]).list_buckets()
+
+
+def test_session_lifetime_control_is_validated(sim):
+    for body in ({}, {"seconds": 0}, {"seconds": "10"}, {"seconds": True}):
+        with pytest.raises(AssertionError, match="-> 400"):
+            sim.post("/_sim/oidc/session-lifetime", body)
+
+
 def test_audience_may_be_a_list_and_set_operators_apply(sim, aws, unique, oidc):
     _iss, host, provider = oidc
     role = web_role(aws("iam"), unique, provider, host, condition={
