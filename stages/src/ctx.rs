@@ -12,6 +12,7 @@ use crate::job::Job;
 use crate::joblog::JobLog;
 use crate::names::resource_name;
 use crate::state::StateFile;
+use crate::watch::events::{Registry, ResourceKey, SqsQueue};
 use crate::watch::host::{HostWatcher, Launcher};
 use crate::workspace::StagingLocation;
 
@@ -101,6 +102,23 @@ impl<'a> StageCtx<'a> {
             ));
         }
         tags
+    }
+
+    /// State-change hints for a wait on `key`, when the runner host has a queue (`[watch]
+    /// queue_url`): through the host watcher when it is on, else read by this job. Keep the
+    /// second half alive for as long as the wait; `None`: the wait polls.
+    pub fn state_events(
+        &self,
+        key: ResourceKey,
+    ) -> Option<(crate::watch::Hints, crate::watch::events::EventWatch)> {
+        let url = self.cfg.watch.queue_url.as_ref()?;
+        Some(crate::watch::host::events(
+            self.host_watcher.clone(),
+            SqsQueue::new(self.aws.sqs.clone(), url.clone()),
+            key,
+            Registry::new(&self.cfg.paths.state_root),
+            self.cfg.watch.safety_interval,
+        ))
     }
 
     /// The deterministic name of what this stage creates (`gl-<project>-<job>[-<step>]`).

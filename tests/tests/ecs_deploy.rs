@@ -286,3 +286,44 @@ fn cancel_stops_waiting_and_shows_where_the_deployment_stands() {
     let build = result.stage("build_script").unwrap();
     assert!(!build.was_sent("SIGKILL"), "{:?}", build.signals);
 }
+
+#[test]
+fn with_a_state_change_queue_the_rollout_is_followed_by_its_deployment_events() {
+    let w = deploy_world();
+    let url = w.event_queue();
+    let config = std::fs::read_to_string(&w.config_path).unwrap();
+    // A safety interval far above the rollout: only an event can end the wait soon.
+    w.write_config(&format!(
+        "{config}\n[watch]\nqueue_url = \"{url}\"\nsafety_interval = \"5m\"\n"
+    ))
+    .unwrap();
+    let result = w.runner.run(&w.fixture(&job("web"))).unwrap();
+    assert_outcome(&result, JobOutcome::Success);
+    let log = result.plain_log();
+    assert!(!log.contains("polling instead"), "{log}");
+    assert!(
+        log.lines().any(|l| l.contains("Deployment ecs-svc/")
+            && l.contains("completed: service api runs api:2")),
+        "{log}"
+    );
+    assert_eq!(service_td(&w), "api:2");
+    // The completion event woke the wait: its last DescribeServices came right after the event
+    // reached the queue, not a safety interval later.
+    let calls = w.sim.calls_json().unwrap();
+    let completed = calls
+        .iter()
+        .filter(|c| c["op"] == "SQS.DeleteMessage")
+        .filter_map(|c| c["t"].as_f64())
+        .fold(f64::MIN, f64::max);
+    let last_describe = calls
+        .iter()
+        .filter(|c| c["op"] == "ECS.DescribeServices")
+        .filter_map(|c| c["t"].as_f64())
+        .fold(f64::MIN, f64::max);
+    assert!(completed > 0.0, "no event was consumed: {calls:?}");
+    assert!(
+        last_describe - completed < 10.0,
+        "the last describe came {:.0} s after the last event",
+        last_describe - completed
+    );
+}

@@ -11,7 +11,6 @@
 use e2e::harness::world::TASK_ROLE;
 use e2e::harness::{ECR_IMAGE, POLICY, World, assert_outcome};
 use e2e::runner::{JobOutcome, StopAction};
-use e2e::sim::http_request_with_headers;
 use std::time::Duration;
 
 const LINES: u32 = 40;
@@ -20,92 +19,6 @@ fn job() -> String {
     format!(
         "name: train-model\nimage: {ECR_IMAGE}\nscript:\n  - for i in $(seq 1 {LINES}); do echo \"line-$i\"; sleep 1; done\nsource:\n  README.md: \"model repo\\n\"\n"
     )
-}
-
-/// One AWS JSON-protocol call to the simulator (`target` e.g. `AmazonSQS.CreateQueue`), as the
-/// AWS CLI would send it; the simulator routes by the signing scope and does not check the
-/// signature.
-fn aws_json(w: &World, service: &str, target: &str, body: serde_json::Value) -> serde_json::Value {
-    let (host, port) = w.sim.address();
-    let auth = format!(
-        "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/{service}/aws4_request, SignedHeaders=host, Signature=00"
-    );
-    let version = if service == "sqs" { "1.0" } else { "1.1" };
-    let content_type = format!("application/x-amz-json-{version}");
-    let (status, out) = http_request_with_headers(
-        host,
-        port,
-        "POST",
-        "/",
-        &[
-            ("Content-Type", content_type.as_str()),
-            ("X-Amz-Target", target),
-            ("Authorization", auth.as_str()),
-        ],
-        body.to_string().as_bytes(),
-    )
-    .unwrap();
-    let text = String::from_utf8_lossy(&out).into_owned();
-    assert!(
-        (200..300).contains(&status),
-        "{target}: HTTP {status}: {text}"
-    );
-    serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
-}
-
-/// What a runner admin sets up for a host: a queue, and a rule delivering training job and ECS
-/// task state changes to it (with the queue policy that lets EventBridge send). Returns the queue URL.
-fn event_queue(w: &World) -> String {
-    let url = aws_json(
-        w,
-        "sqs",
-        "AmazonSQS.CreateQueue",
-        serde_json::json!({"QueueName": "runner-1-events"}),
-    )["QueueUrl"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let arn = aws_json(
-        w,
-        "sqs",
-        "AmazonSQS.GetQueueAttributes",
-        serde_json::json!({"QueueUrl": url, "AttributeNames": ["QueueArn"]}),
-    )["Attributes"]["QueueArn"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let pattern = serde_json::json!({
-        "source": ["aws.sagemaker", "aws.ecs"],
-        "detail-type": ["SageMaker Training Job State Change", "ECS Task State Change"]
-    });
-    let rule = aws_json(
-        w,
-        "events",
-        "AWSEvents.PutRule",
-        serde_json::json!({"Name": "runner-1", "EventPattern": pattern.to_string()}),
-    )["RuleArn"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    aws_json(
-        w,
-        "events",
-        "AWSEvents.PutTargets",
-        serde_json::json!({"Rule": "runner-1", "Targets": [{"Id": "q", "Arn": arn}]}),
-    );
-    let policy = serde_json::json!({
-        "Version": "2012-10-17",
-        "Statement": [{"Effect": "Allow", "Principal": {"Service": "events.amazonaws.com"},
-                       "Action": "sqs:SendMessage", "Resource": arn,
-                       "Condition": {"ArnEquals": {"aws:SourceArn": rule}}}]
-    });
-    aws_json(
-        w,
-        "sqs",
-        "AmazonSQS.SetQueueAttributes",
-        serde_json::json!({"QueueUrl": url, "Attributes": {"Policy": policy.to_string()}}),
-    );
-    url
 }
 
 /// Runs the training job; checks that every line appears once and in order; returns the log.
@@ -150,7 +63,7 @@ fn events_and_live_tail_deliver_every_line_once_with_far_fewer_status_and_log_ca
     drop(polled);
 
     let w = World::new(POLICY);
-    let url = event_queue(&w);
+    let url = w.event_queue();
     w.write_config(&w.config_text(&format!(
         "{POLICY}\n[watch]\nqueue_url = \"{url}\"\nsafety_interval = \"30s\"\nlive_tail = true\n"
     )))
@@ -228,7 +141,7 @@ fn a_missing_queue_and_a_faulty_live_tail_still_deliver_every_line_once() {
 #[test]
 fn a_fargate_task_is_followed_by_its_events_and_its_lines_by_live_tail() {
     let w = World::fargate(TASK_ROLE);
-    let url = event_queue(&w);
+    let url = w.event_queue();
     let config = std::fs::read_to_string(&w.config_path).unwrap();
     w.write_config(&format!(
         "{config}\n[watch]\nqueue_url = \"{url}\"\nsafety_interval = \"30s\"\nlive_tail = true\n"
@@ -256,7 +169,7 @@ fn a_fargate_task_is_followed_by_its_events_and_its_lines_by_live_tail() {
 #[test]
 fn sigterm_while_following_by_events_and_live_tail_stops_the_job_promptly() {
     let w = World::new(POLICY);
-    let url = event_queue(&w);
+    let url = w.event_queue();
     w.write_config(&w.config_text(&format!(
         "{POLICY}\n[watch]\nqueue_url = \"{url}\"\nlive_tail = true\n"
     )))
@@ -306,7 +219,7 @@ fn watcher_pid(w: &World) -> Option<i32> {
 /// A world whose runner host reads a queue and follows logs with Live Tail.
 fn pushed_world() -> World {
     let w = World::new(POLICY);
-    let url = event_queue(&w);
+    let url = w.event_queue();
     w.write_config(&w.config_text(&format!(
         "{POLICY}\n[watch]\nqueue_url = \"{url}\"\nsafety_interval = \"30s\"\nlive_tail = true\n"
     )))

@@ -33,6 +33,7 @@ use crate::outputs::Outputs;
 use crate::project_files::ProjectFileError;
 use crate::settings::{Capacity, DeploySettings, ModelSource};
 use crate::state::{Phase, Resource, ResourceKind, StateError};
+use crate::watch::events::ResourceKey;
 use crate::watch::{self, Cadence, Followed, WatchError};
 use endpoint::PackageError;
 use rollout::{EndpointWatch, Verdict, summarize};
@@ -350,13 +351,16 @@ pub async fn run(ctx: &StageCtx<'_>, d: &DeploySettings) -> Result<Outputs, Depl
         &name,
         log.clone(),
     );
+    // Endpoint state-change events, when the host has a queue: the rollout is described on each.
+    let mut events = ctx.state_events(ResourceKey::Endpoint(d.endpoint.clone()));
     let followed = watch::follow(
         &mut w,
         watch::Options::new(cadence(), ctx.cancel).with_deadline(Instant::now() + d.timeout),
         None::<&mut LogFeed<NoLines<DescribeEndpointOutput>>>,
-        None,
+        events.as_mut().map(|(hints, _)| hints),
     )
     .await;
+    drop(events);
     log.section_end("deploying");
     let endpoint_name = d.endpoint.clone();
     let verdict = match followed {

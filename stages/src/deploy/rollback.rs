@@ -11,6 +11,7 @@ use crate::ctx::StageCtx;
 use crate::logs::feed::{LogFeed, NoLines};
 use crate::resources::{self, Released};
 use crate::state::{Resource, ResourceKind};
+use crate::watch::events::ResourceKey;
 use crate::watch::{self, Followed};
 use aws_sdk_sagemaker::operation::describe_endpoint::DescribeEndpointOutput;
 
@@ -61,14 +62,16 @@ async fn restore_inner(
         previous,
         ctx.log.clone(),
     );
+    let mut events = ctx.state_events(ResourceKey::Endpoint(endpoint.to_owned()));
     let followed = watch::follow(
         &mut w,
         watch::Options::new(super::cadence(), ctx.cancel)
             .with_deadline(Instant::now() + RESTORE_TIMEOUT),
         None::<&mut LogFeed<NoLines<DescribeEndpointOutput>>>,
-        None,
+        events.as_mut().map(|(hints, _)| hints),
     )
     .await;
+    drop(events);
     match followed {
         Ok(Followed::Done(Verdict::Serving, _)) => Ok(format!(
             "endpoint {endpoint} serves its previous config {previous} again"

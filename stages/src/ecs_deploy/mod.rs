@@ -30,6 +30,7 @@ use crate::joblog::JobLog;
 use crate::outputs::Outputs;
 use crate::settings::EcsDeploySettings;
 use crate::state::{Phase, Resource, ResourceKind, StateError};
+use crate::watch::events::ResourceKey;
 use crate::watch::{self, Cadence, Followed, WatchError};
 use verdict::{ServiceWatch, Verdict, short_td, summarize};
 
@@ -302,14 +303,19 @@ pub async fn run(ctx: &StageCtx<'_>, d: &EcsDeploySettings) -> Result<Outputs, E
         seen,
         log.clone(),
     );
+    // Deployment state-change events name the service by ARN.
+    let mut events = svc
+        .service_arn()
+        .and_then(|arn| ctx.state_events(ResourceKey::EcsService(arn.to_owned())));
     let followed = watch::follow(
         &mut w,
         watch::Options::new(Cadence::new(FIRST_POLL, MAX_POLL), ctx.cancel)
             .with_deadline(Instant::now() + d.timeout),
         None::<&mut crate::logs::feed::LogFeed<crate::logs::feed::NoLines<Service>>>,
-        None,
+        events.as_mut().map(|(hints, _)| hints),
     )
     .await;
+    drop(events);
     log.section_end("deploying");
     let service = d.service.clone();
     let (verdict, svc) = match followed {

@@ -35,7 +35,7 @@ use crate::outputs::Outputs;
 use crate::project_files::ProjectFileError;
 use crate::resources::{self, Released};
 use crate::state::{Resource, StateError};
-use crate::watch::events::{Registry, ResourceKey, SqsQueue};
+use crate::watch::events::ResourceKey;
 use crate::watch::{self, Cadence, Followed, WatchError, Watched};
 use crate::workspace::{JobManifest, StagingLocation, WorkspaceError};
 
@@ -277,15 +277,7 @@ pub async fn run<B: Backend>(
     let mut feed = LogFeed::start(source, feed_cadence);
     // State-change events, when the runner has a queue: status calls slow to the safety
     // interval while it delivers; the wait polls as usual without it.
-    let mut events = ctx.cfg.watch.queue_url.as_ref().map(|url| {
-        crate::watch::host::events(
-            ctx.host_watcher.clone(),
-            SqsQueue::new(ctx.aws.sqs.clone(), url.clone()),
-            b.event_key(&id),
-            Registry::new(&ctx.cfg.paths.state_root),
-            ctx.cfg.watch.safety_interval,
-        )
-    });
+    let mut events = ctx.state_events(b.event_key(&id));
     let followed = watch::follow(
         &mut watch,
         watch::Options::new(cadence, ctx.cancel),

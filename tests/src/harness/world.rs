@@ -10,7 +10,7 @@ use aws_config::BehaviorVersion;
 
 use super::setup::{BUCKET, ExecutorSetup, POLICY, REGION};
 use crate::runner::{JobFixture, JobResult, Runner, StopAction};
-use crate::sim::{SimOptions, Simulator};
+use crate::sim::{SimOptions, Simulator, http_request_with_headers};
 
 /// How long a job stopped by a trigger may take to end.
 const STOPPED_JOB_WAIT: Duration = Duration::from_secs(120);
@@ -230,5 +230,99 @@ memory = 512
         w.rt.block_on(w.logs.create_log_group().log_group_name(LOG_GROUP).send())
             .expect("log group");
         w
+    }
+}
+
+/// The push paths' AWS set-up, as a runner admin does it with the AWS CLI.
+impl World {
+    /// One AWS JSON-protocol call to the simulator (`target` e.g. `AmazonSQS.CreateQueue`), as the
+    /// AWS CLI would send it; the simulator routes by the signing scope and does not check the
+    /// signature.
+    pub fn aws_json(
+        &self,
+        service: &str,
+        target: &str,
+        body: serde_json::Value,
+    ) -> serde_json::Value {
+        let (host, port) = self.sim.address();
+        let auth = format!(
+            "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/{service}/aws4_request, SignedHeaders=host, Signature=00"
+        );
+        let version = if service == "sqs" { "1.0" } else { "1.1" };
+        let content_type = format!("application/x-amz-json-{version}");
+        let (status, out) = http_request_with_headers(
+            host,
+            port,
+            "POST",
+            "/",
+            &[
+                ("Content-Type", content_type.as_str()),
+                ("X-Amz-Target", target),
+                ("Authorization", auth.as_str()),
+            ],
+            body.to_string().as_bytes(),
+        )
+        .expect("the simulator answers");
+        let text = String::from_utf8_lossy(&out).into_owned();
+        assert!(
+            (200..300).contains(&status),
+            "{target}: HTTP {status}: {text}"
+        );
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// What a runner admin sets up for a host: a queue, and a rule delivering training job, endpoint,
+    /// ECS task and ECS deployment state changes to it (with the queue policy that lets EventBridge send). Returns the queue URL.
+    pub fn event_queue(&self) -> String {
+        let url = self.aws_json(
+            "sqs",
+            "AmazonSQS.CreateQueue",
+            serde_json::json!({"QueueName": "runner-1-events"}),
+        )["QueueUrl"]
+            .as_str()
+            .expect("the simulator answers with it")
+            .to_owned();
+        let arn = self.aws_json(
+            "sqs",
+            "AmazonSQS.GetQueueAttributes",
+            serde_json::json!({"QueueUrl": url, "AttributeNames": ["QueueArn"]}),
+        )["Attributes"]["QueueArn"]
+            .as_str()
+            .expect("the simulator answers with it")
+            .to_owned();
+        let pattern = serde_json::json!({
+            "source": ["aws.sagemaker", "aws.ecs"],
+            "detail-type": [
+                "SageMaker Training Job State Change",
+                "ECS Task State Change",
+                "SageMaker Endpoint State Change",
+                "ECS Deployment State Change"
+            ]
+        });
+        let rule = self.aws_json(
+            "events",
+            "AWSEvents.PutRule",
+            serde_json::json!({"Name": "runner-1", "EventPattern": pattern.to_string()}),
+        )["RuleArn"]
+            .as_str()
+            .expect("the simulator answers with it")
+            .to_owned();
+        self.aws_json(
+            "events",
+            "AWSEvents.PutTargets",
+            serde_json::json!({"Rule": "runner-1", "Targets": [{"Id": "q", "Arn": arn}]}),
+        );
+        let policy = serde_json::json!({
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Principal": {"Service": "events.amazonaws.com"},
+                           "Action": "sqs:SendMessage", "Resource": arn,
+                           "Condition": {"ArnEquals": {"aws:SourceArn": rule}}}]
+        });
+        self.aws_json(
+            "sqs",
+            "AmazonSQS.SetQueueAttributes",
+            serde_json::json!({"QueueUrl": url, "Attributes": {"Policy": policy.to_string()}}),
+        );
+        url
     }
 }
