@@ -52,44 +52,14 @@ pub fn config() -> ExecutorConfig {
     }
 }
 
-/// Setting names the resolver reads, so short inputs can name them by one byte.
-const NAMES: &[&str] = &[
-    "SAGEMAKER_ACTION",
-    "SAGEMAKER_INSTANCE_TYPE",
-    "SAGEMAKER_INSTANCE_COUNT",
-    "SAGEMAKER_VOLUME_SIZE_GB",
-    "SAGEMAKER_MAX_RUNTIME",
-    "SAGEMAKER_SPOT",
-    "SAGEMAKER_MAX_WAIT",
-    "SAGEMAKER_CHECKPOINT_S3_URI",
-    "SAGEMAKER_ROLE_ARN",
-    "SAGEMAKER_OUTPUT_PATH",
-    "SAGEMAKER_KEEP_ALIVE",
-    "SAGEMAKER_INPUT_",
-    "SAGEMAKER_METRIC_",
-    "SAGEMAKER_TAG_",
-    "SAGEMAKER_MODEL_PACKAGE_GROUP",
-    "SAGEMAKER_MODEL_DATA",
-    "SAGEMAKER_INFERENCE_IMAGE",
-    "SAGEMAKER_APPROVAL",
-    "SAGEMAKER_APPROVAL_GATES",
-    "SAGEMAKER_APPROVAL_METRICS_FILE",
-    "SAGEMAKER_GATE_FAILURE",
-    "FARGATE_CPU",
-    "FARGATE_MEMORY",
-    "FARGATE_SPOT",
-    "FARGATE_ARCHITECTURE",
-    "FARGATE_TASK_ROLE_ARN",
-    "ECS_CLUSTER",
-    "ECS_SERVICE",
-    "ECS_CONTAINER",
-    "ECS_IMAGE",
-    "ECS_TIMEOUT",
-];
+/// Setting names the resolver reads (the core's own list), so short inputs can name them by a
+/// number.
+static NAMES: std::sync::LazyLock<Vec<&'static str>> =
+    std::sync::LazyLock::new(|| stages::settings::known_names().collect());
 
 /// A job from fuzz input: one `KEY=value` per line; a key `#N` stands for the N-th known
-/// setting name (a prefix such as `SAGEMAKER_TAG_` takes the rest of the key after a space:
-/// `#13 team=x`); `image=` sets the job's image and `protected=` its ref protection.
+/// setting name of [`stages::settings::known_names`] (a prefix such as `SAGEMAKER_TAG_` takes
+/// the rest of the key after a space); `image=` sets the job's image and `protected=` its ref protection.
 pub fn job(text: &str) -> Job {
     let mut vars = Vec::new();
     let mut image = None;

@@ -74,6 +74,17 @@ fn likely_typo(var: &str) -> bool {
         .any(|k| strsim::levenshtein(k, var) <= 2)
 }
 
+/// Every setting name some action reads, then the prefixes of the per-key ones
+/// (`SAGEMAKER_TAG_`, ...): what a fuzzer or a generator of job variables names.
+pub fn known_names() -> impl Iterator<Item = &'static str> {
+    KNOWN
+        .iter()
+        .chain(register::KNOWN)
+        .chain(deploy::KNOWN)
+        .chain(KNOWN_PREFIXES)
+        .copied()
+}
+
 /// Whether `var` is one of the settings some action reads.
 fn is_known(var: &str) -> bool {
     KNOWN.contains(&var) || register::KNOWN.contains(&var) || deploy::KNOWN.contains(&var)
