@@ -28,7 +28,6 @@ use tokio::time::Instant;
 use crate::aws::errors::AwsCallError;
 use crate::ctx::StageCtx;
 use crate::failure::{Classify, FailureKind};
-use crate::logs::feed::{LogFeed, NoLines};
 use crate::outputs::Outputs;
 use crate::project_files::ProjectFileError;
 use crate::settings::{Capacity, DeploySettings, ModelSource};
@@ -356,7 +355,6 @@ pub async fn run(ctx: &StageCtx<'_>, d: &DeploySettings) -> Result<Outputs, Depl
     let followed = watch::follow(
         &mut w,
         watch::Options::new(cadence(), ctx.cancel).with_deadline(Instant::now() + d.timeout),
-        None::<&mut LogFeed<NoLines<DescribeEndpointOutput>>>,
         events.as_mut().map(|(hints, _)| hints),
     )
     .await;

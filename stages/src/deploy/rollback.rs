@@ -8,12 +8,10 @@ use tokio::time::Instant;
 
 use super::rollout::{EndpointWatch, Verdict, summarize};
 use crate::ctx::StageCtx;
-use crate::logs::feed::{LogFeed, NoLines};
 use crate::resources::{self, Released};
 use crate::state::{Resource, ResourceKind};
 use crate::watch::events::ResourceKey;
 use crate::watch::{self, Followed};
-use aws_sdk_sagemaker::operation::describe_endpoint::DescribeEndpointOutput;
 
 /// Longest wait for an endpoint to return to its previous config.
 const RESTORE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
@@ -67,7 +65,6 @@ async fn restore_inner(
         &mut w,
         watch::Options::new(super::cadence(), ctx.cancel)
             .with_deadline(Instant::now() + RESTORE_TIMEOUT),
-        None::<&mut LogFeed<NoLines<DescribeEndpointOutput>>>,
         events.as_mut().map(|(hints, _)| hints),
     )
     .await;

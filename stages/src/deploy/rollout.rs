@@ -231,14 +231,6 @@ impl Watched for EndpointWatch {
         judge(&self.ours, self.left_in_service, ep)
     }
 
-    fn lines_ready(&self) -> bool {
-        true
-    }
-
-    fn print_lines(&mut self, lines: &[String]) {
-        self.log.lines(lines);
-    }
-
     fn warn(&mut self, text: &str) {
         self.log.warn(text);
     }

@@ -311,7 +311,6 @@ pub async fn run(ctx: &StageCtx<'_>, d: &EcsDeploySettings) -> Result<Outputs, E
         &mut w,
         watch::Options::new(Cadence::new(FIRST_POLL, MAX_POLL), ctx.cancel)
             .with_deadline(Instant::now() + d.timeout),
-        None::<&mut crate::logs::feed::LogFeed<crate::logs::feed::NoLines<Service>>>,
         events.as_mut().map(|(hints, _)| hints),
     )
     .await;

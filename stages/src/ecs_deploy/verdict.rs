@@ -193,14 +193,6 @@ impl Watched for ServiceWatch {
         }
     }
 
-    fn lines_ready(&self) -> bool {
-        true
-    }
-
-    fn print_lines(&mut self, lines: &[String]) {
-        self.log.lines(lines);
-    }
-
     fn warn(&mut self, text: &str) {
         self.log.warn(text);
     }

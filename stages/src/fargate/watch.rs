@@ -10,7 +10,7 @@ use super::lines::task_id;
 use super::taskdef::{FETCH, JOB, PUSH};
 use crate::aws::errors::{AwsCallError, Retry};
 use crate::joblog::JobLog;
-use crate::watch::{Describe, Watched};
+use crate::watch::{Describe, ShowsLines, Watched};
 
 /// Sections in the order the task goes through them; they only move forward.
 const PHASES: &[(&str, &str, &str)] = &[
@@ -136,10 +136,15 @@ impl Watched for TaskWatch {
         is_terminal(task).then_some(())
     }
 
+    fn warn(&mut self, text: &str) {
+        self.log.warn(text);
+    }
+}
+
+impl ShowsLines for TaskWatch {
     fn lines_ready(&self) -> bool {
         true
     }
-
     fn print_lines(&mut self, lines: &[String]) {
         for l in lines {
             let phase = if l.starts_with("[fetch] ") {
@@ -155,10 +160,6 @@ impl Watched for TaskWatch {
             }
             self.log.line(l);
         }
-    }
-
-    fn warn(&mut self, text: &str) {
-        self.log.warn(text);
     }
 }
 

@@ -264,7 +264,6 @@ pub async fn run(ctx: &StageCtx<'_>, s: &RegisterSettings) -> Result<Outputs, Re
             ctx.cancel,
         )
         .with_deadline(tokio::time::Instant::now() + CREATE_DEADLINE),
-        None::<&mut crate::logs::feed::LogFeed<crate::logs::feed::NoLines<_>>>,
         None,
     )
     .await

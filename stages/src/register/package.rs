@@ -266,12 +266,6 @@ impl Watched for VersionWatch {
         }
     }
 
-    fn lines_ready(&self) -> bool {
-        true
-    }
-
-    fn print_lines(&mut self, _lines: &[String]) {}
-
     fn warn(&mut self, _text: &str) {}
 }
 

@@ -36,7 +36,7 @@ use crate::project_files::ProjectFileError;
 use crate::resources::{self, Released};
 use crate::state::{Resource, StateError};
 use crate::watch::events::ResourceKey;
-use crate::watch::{self, Cadence, Followed, WatchError, Watched};
+use crate::watch::{self, Cadence, Followed, ShowsLines, WatchError, Watched};
 use crate::workspace::{JobManifest, StagingLocation, WorkspaceError};
 
 /// How long a cancelled run's last log lines are read for.
@@ -64,7 +64,7 @@ pub trait Backend {
     /// The action's own failures (building and sending its requests).
     type Error: Classify + std::error::Error + 'static;
     /// What the wait loop watches.
-    type Watch: Watched<Status = Self::Status, Done = (), Error = AwsCallError>;
+    type Watch: ShowsLines + Watched<Status = Self::Status, Done = (), Error = AwsCallError>;
     /// Where the run's log lines come from.
     type Lines: LineSource<Status = Self::Status>;
 
@@ -223,7 +223,7 @@ impl<E: Classify + std::error::Error + 'static, X: Classify + fmt::Display + fmt
 }
 
 /// Prints what the feed handed over after the wait ended.
-fn print_items<W: Watched>(w: &mut W, items: Vec<FeedItem>) {
+fn print_items<W: ShowsLines>(w: &mut W, items: Vec<FeedItem>) {
     for item in items {
         match item {
             FeedItem::Lines(lines) => w.print_lines(&lines),
@@ -278,7 +278,7 @@ pub async fn run<B: Backend>(
     // State-change events, when the runner has a queue: status calls slow to the safety
     // interval while it delivers; the wait polls as usual without it.
     let mut events = ctx.state_events(b.event_key(&id));
-    let followed = watch::follow(
+    let followed = watch::follow_lines(
         &mut watch,
         watch::Options::new(cadence, ctx.cancel),
         Some(&mut feed),
@@ -341,7 +341,7 @@ async fn stop<B: Backend>(
         b,
         inner: &mut watch,
     };
-    let followed = watch::follow(
+    let followed = watch::follow_lines(
         &mut terminal,
         watch::Options::new(Cadence::fixed(Duration::from_secs(1)), &unbounded)
             .with_deadline(tokio::time::Instant::now() + grace),
@@ -405,15 +405,17 @@ impl<B: Backend> Watched for TerminalWatch<'_, B> {
         self.b.is_terminal(status).then_some(())
     }
 
+    fn warn(&mut self, text: &str) {
+        self.inner.warn(text);
+    }
+}
+
+impl<B: Backend> ShowsLines for TerminalWatch<'_, B> {
     fn lines_ready(&self) -> bool {
         true
     }
 
     fn print_lines(&mut self, lines: &[String]) {
         self.inner.print_lines(lines);
-    }
-
-    fn warn(&mut self, text: &str) {
-        self.inner.warn(text);
     }
 }

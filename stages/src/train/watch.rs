@@ -9,7 +9,7 @@ use aws_sdk_sagemaker::types::TrainingJobStatus;
 
 use crate::aws::errors::AwsCallError;
 use crate::joblog::JobLog;
-use crate::watch::{Describe, Watched};
+use crate::watch::{Describe, ShowsLines, Watched};
 
 /// Whether a status is final.
 pub fn is_terminal(d: &DescribeTrainingJobOutput) -> bool {
@@ -130,15 +130,16 @@ impl Watched for TrainWatch {
         is_terminal(d).then_some(())
     }
 
+    fn warn(&mut self, text: &str) {
+        self.log.warn(text);
+    }
+}
+
+impl ShowsLines for TrainWatch {
     fn lines_ready(&self) -> bool {
         matches!(self.open, Some("training" | "uploading"))
     }
-
     fn print_lines(&mut self, lines: &[String]) {
         self.log.lines(lines);
-    }
-
-    fn warn(&mut self, text: &str) {
-        self.log.warn(text);
     }
 }

@@ -18,7 +18,6 @@ use crate::ctx::StageCtx;
 use crate::deploy::endpoint::{self, Owned};
 use crate::failure::{Classify, FailureKind};
 use crate::joblog::JobLog;
-use crate::logs::feed::{LogFeed, NoLines};
 use crate::outputs::Outputs;
 use crate::settings::UndeploySettings;
 use crate::watch::{self, Describe, Followed, WatchError, Watched};
@@ -223,7 +222,6 @@ async fn wait_gone(ctx: &StageCtx<'_>, name: &str) -> Result<(), UndeployError> 
         &mut w,
         watch::Options::new(crate::deploy::cadence(), ctx.cancel)
             .with_deadline(Instant::now() + DELETE_TIMEOUT),
-        None::<&mut LogFeed<NoLines<Option<String>>>>,
         None,
     )
     .await;
@@ -284,14 +282,6 @@ impl Watched for GoneWatch {
 
     fn judge(&self, status: &Option<String>) -> Option<()> {
         status.is_none().then_some(())
-    }
-
-    fn lines_ready(&self) -> bool {
-        true
-    }
-
-    fn print_lines(&mut self, lines: &[String]) {
-        self.log.lines(lines);
     }
 
     fn warn(&mut self, text: &str) {

@@ -73,15 +73,51 @@ pub trait Watched {
     /// Pure: `Some` when the wait is over.
     fn judge(&self, status: &Self::Status) -> Option<Self::Done>;
 
+    /// Prints a warning (a push source that stopped working, the log feed's troubles).
+    fn warn(&mut self, text: &str);
+}
+
+/// A wait that also shows a remote run's log lines ([`follow_lines`]).
+pub trait ShowsLines: Watched {
     /// Whether log lines may be printed now (false while an earlier phase's section is open, so
     /// the first lines of the script wait for the status that opens its section).
     fn lines_ready(&self) -> bool;
 
     /// Prints lines from the log feed.
     fn print_lines(&mut self, lines: &[String]);
+}
 
-    /// Prints a warning (from the log feed).
-    fn warn(&mut self, text: &str);
+/// A wait without log lines, for [`follow`]: lines never come, so there is nothing to hold.
+struct Silent<'w, W>(&'w mut W);
+
+impl<W: Watched> Watched for Silent<'_, W> {
+    type Status = W::Status;
+    type Done = W::Done;
+    type Error = W::Error;
+
+    fn describe(&self) -> Describe<W::Status, W::Error> {
+        self.0.describe()
+    }
+
+    fn observe(&mut self, status: &W::Status) -> bool {
+        self.0.observe(status)
+    }
+
+    fn judge(&self, status: &W::Status) -> Option<W::Done> {
+        self.0.judge(status)
+    }
+
+    fn warn(&mut self, text: &str) {
+        self.0.warn(text);
+    }
+}
+
+impl<W: Watched> ShowsLines for Silent<'_, W> {
+    fn lines_ready(&self) -> bool {
+        true
+    }
+
+    fn print_lines(&mut self, _lines: &[String]) {}
 }
 
 /// How a wait ended.
@@ -176,19 +212,37 @@ async fn recv_feed<L: crate::logs::feed::LineSource>(
     }
 }
 
-/// Follows `w` until its judge says done, the deadline passes or `opts.cancel` fires; see the
-/// module docs. Lines held for [`Watched::lines_ready`] are printed before it returns.
+/// Follows `w` until its judge says done, the deadline passes or `opts.cancel` fires, describing
+/// on each of `hints`; see the module docs.
 ///
 /// # Errors
 /// [`WatchError`] when Describe fails permanently or past the failure budget.
-pub async fn follow<W, L>(
+pub async fn follow<W>(
+    w: &mut W,
+    opts: Options<'_>,
+    hints: Option<&mut Hints>,
+) -> Result<Followed<W::Done, W::Status>, WatchError<W::Error>>
+where
+    W: Watched,
+    W::Status: Clone + Send + Sync,
+{
+    let none: Option<&mut LogFeed<crate::logs::feed::NoLines<W::Status>>> = None;
+    follow_lines(&mut Silent(w), opts, none, hints).await
+}
+
+/// As [`follow`], printing the lines of `feed` as they come; lines held for
+/// [`ShowsLines::lines_ready`] are printed before it returns.
+///
+/// # Errors
+/// [`WatchError`] when Describe fails permanently or past the failure budget.
+pub async fn follow_lines<W, L>(
     w: &mut W,
     mut opts: Options<'_>,
     mut feed: Option<&mut LogFeed<L>>,
     mut hints: Option<&mut Hints>,
 ) -> Result<Followed<W::Done, W::Status>, WatchError<W::Error>>
 where
-    W: Watched,
+    W: ShowsLines,
     W::Status: Clone,
     L: crate::logs::feed::LineSource<Status = W::Status>,
 {
@@ -297,7 +351,7 @@ where
     }
 }
 
-fn flush<W: Watched>(w: &mut W, held: &mut Vec<String>) {
+fn flush<W: ShowsLines>(w: &mut W, held: &mut Vec<String>) {
     if !held.is_empty() {
         w.print_lines(held);
         held.clear();

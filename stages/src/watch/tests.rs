@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::*;
 use crate::logs::LogError;
-use crate::logs::feed::{FeedCadence, LineSource, LogFeed, NoLines};
+use crate::logs::feed::{FeedCadence, LineSource, LogFeed};
 
 #[derive(Debug, thiserror::Error)]
 #[error("scripted {0:?}")]
@@ -112,17 +112,18 @@ impl Watched for Job {
         (*status == 2).then_some("done")
     }
 
+    fn warn(&mut self, text: &str) {
+        self.printed.push((Instant::now(), format!("WARN {text}")));
+    }
+}
+
+impl ShowsLines for Job {
     fn lines_ready(&self) -> bool {
         self.phase >= 1
     }
-
     fn print_lines(&mut self, lines: &[String]) {
         let now = Instant::now();
         self.printed.extend(lines.iter().map(|l| (now, l.clone())));
-    }
-
-    fn warn(&mut self, text: &str) {
-        self.printed.push((Instant::now(), format!("WARN {text}")));
     }
 }
 
@@ -178,14 +179,9 @@ async fn describes_slow_down_while_nothing_changes_and_end_on_the_judges_word() 
     let mut steps = vec![ok(1); 6];
     steps.push(ok(2));
     let mut job = Job::new(steps);
-    let followed = follow(
-        &mut job,
-        Options::new(cadence(), &cancel),
-        None::<&mut LogFeed<NoLines<u32>>>,
-        None,
-    )
-    .await
-    .expect("followed");
+    let followed = follow(&mut job, Options::new(cadence(), &cancel), None)
+        .await
+        .expect("followed");
     assert!(matches!(followed, Followed::Done("done", 2)));
     let times = job.describes.lock().expect("lock").clone();
     let gaps: Vec<u64> = times
@@ -207,14 +203,9 @@ async fn a_cancel_ends_the_wait_during_a_stalled_describe() {
         trigger.cancel();
     });
     let started = Instant::now();
-    let followed = follow(
-        &mut job,
-        Options::new(cadence(), &cancel),
-        None::<&mut LogFeed<NoLines<u32>>>,
-        None,
-    )
-    .await
-    .expect("followed");
+    let followed = follow(&mut job, Options::new(cadence(), &cancel), None)
+        .await
+        .expect("followed");
     assert!(matches!(followed, Followed::Cancelled(Some(1))));
     assert_eq!(started.elapsed(), Duration::from_secs(60));
 }
@@ -238,7 +229,7 @@ async fn throttled_status_calls_never_hold_back_log_lines() {
             idle: Duration::from_secs(4),
         },
     );
-    let followed = follow(
+    let followed = follow_lines(
         &mut job,
         Options::new(cadence(), &cancel),
         Some(&mut feed),
@@ -286,10 +277,9 @@ async fn a_throttling_burst_is_retried_soon_and_leaves_the_cadence_where_it_was(
     steps.extend((0..9).map(|_| err(Retry::Throttling)));
     steps.extend([ok(1), ok(1), ok(2)]);
     let mut job = Job::new(steps);
-    let followed =
-        follow::<_, NoLines<u32>>(&mut job, Options::new(cadence(), &cancel), None, None)
-            .await
-            .expect("followed");
+    let followed = follow(&mut job, Options::new(cadence(), &cancel), None)
+        .await
+        .expect("followed");
     assert!(matches!(followed, Followed::Done("done", 2)));
     let times = job.describes.lock().expect("lock").clone();
     assert_eq!(times.len(), 15);
@@ -322,7 +312,7 @@ async fn early_lines_wait_for_the_status_that_opens_their_section() {
             idle: Duration::from_secs(1),
         },
     );
-    follow(
+    follow_lines(
         &mut job,
         Options::new(cadence(), &cancel),
         Some(&mut feed),
@@ -345,25 +335,19 @@ async fn transient_failures_are_retried_within_the_budget_and_permanent_ones_end
     let mut opts = Options::new(cadence(), &cancel);
     opts.failure_budget = 2;
     assert!(matches!(
-        follow(&mut job, opts, None::<&mut LogFeed<NoLines<u32>>>, None).await,
+        follow(&mut job, opts, None).await,
         Ok(Followed::Done(..))
     ));
     let mut job = Job::new(vec![err(Retry::Transient); 3]);
     let mut opts = Options::new(cadence(), &cancel);
     opts.failure_budget = 2;
     assert!(matches!(
-        follow(&mut job, opts, None::<&mut LogFeed<NoLines<u32>>>, None).await,
+        follow(&mut job, opts, None).await,
         Err(WatchError::Exhausted { failures: 3, .. })
     ));
     let mut job = Job::new(vec![ok(1), err(Retry::Permanent)]);
     assert!(matches!(
-        follow(
-            &mut job,
-            Options::new(cadence(), &cancel),
-            None::<&mut LogFeed<NoLines<u32>>>,
-            None
-        )
-        .await,
+        follow(&mut job, Options::new(cadence(), &cancel), None).await,
         Err(WatchError::Describe(Scripted(Retry::Permanent)))
     ));
 }
@@ -374,9 +358,7 @@ async fn the_deadline_and_push_hints() {
     let mut job = Job::new(vec![ok(1); 100]);
     let opts =
         Options::new(cadence(), &cancel).with_deadline(Instant::now() + Duration::from_secs(50));
-    let followed = follow(&mut job, opts, None::<&mut LogFeed<NoLines<u32>>>, None)
-        .await
-        .expect("followed");
+    let followed = follow(&mut job, opts, None).await.expect("followed");
     assert!(matches!(followed, Followed::TimedOut(Some(1))));
 
     // A hint makes the loop describe at once instead of waiting out a 30 s interval.
@@ -388,14 +370,9 @@ async fn the_deadline_and_push_hints() {
         let _ = tx.send(Hint::Changed).await;
     });
     let started = Instant::now();
-    follow(
-        &mut job,
-        Options::new(slow, &cancel),
-        None::<&mut LogFeed<NoLines<u32>>>,
-        Some(&mut hints),
-    )
-    .await
-    .expect("followed");
+    follow(&mut job, Options::new(slow, &cancel), Some(&mut hints))
+        .await
+        .expect("followed");
     // 0 s, the hint at 5 s, then 30 s later: done at about 35 s rather than 60 s.
     assert!(
         started.elapsed() < Duration::from_secs(40),

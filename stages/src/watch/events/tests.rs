@@ -270,7 +270,6 @@ async fn access_denied_from_sqs_is_a_permanent_failure() {
 /// after it, an event wakes it, a lost queue brings the cadence back with one warning.
 mod with_the_wait {
     use super::*;
-    use crate::logs::feed::{LogFeed, NoLines};
     use crate::watch::tests::{Job, ok};
     use crate::watch::{Cadence, Options, follow};
 
@@ -297,12 +296,7 @@ mod with_the_wait {
         let cadence = Cadence::new(Duration::from_secs(2), Duration::from_secs(30));
         let _ = tokio::time::timeout(
             Duration::from_secs(760),
-            follow(
-                &mut job,
-                Options::new(cadence, &cancel),
-                None::<&mut LogFeed<NoLines<u32>>>,
-                Some(&mut hints),
-            ),
+            follow(&mut job, Options::new(cadence, &cancel), Some(&mut hints)),
         )
         .await;
         let at: Vec<u64> = job
@@ -353,7 +347,6 @@ mod with_the_wait {
         follow(
             &mut job,
             Options::new(Cadence::fixed(Duration::from_secs(2)), &cancel),
-            None::<&mut LogFeed<NoLines<u32>>>,
             Some(&mut hints),
         )
         .await
