@@ -442,7 +442,9 @@ def scenario(a, key, label):
         sim.wait(timeout=30)
     row = measure(a, label, followers, sampler, calls)
     if a.keep:
-        print(f"  {label}: kept {work}", file=sys.stderr)
+        with open(os.path.join(work, "calls.json"), "w") as f:
+            json.dump({"started": [f.started for f in followers], "calls": calls}, f)
+        print(f"  {label}: kept {work} (calls.json: the simulator's call log)", file=sys.stderr)
     else:
         shutil.rmtree(work, ignore_errors=True)
     return row
@@ -547,7 +549,8 @@ def main():
     ap.add_argument("--jobs", type=int, default=100, help="concurrent jobs of the fleet rows (default 100)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 1.5 minutes, 10 jobs, 30 s warm-up")
     ap.add_argument("--only", default=",".join(k for k, _ in SCENARIOS), help="scenarios, comma-separated")
-    ap.add_argument("--keep", action="store_true", help="keep each scenario's work dir (logs, config)")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep each scenario's work dir (stderr logs, config, the call log)")
     ap.add_argument("--exe", default=os.path.join(REPO, "target", "release", "sagemaker-executor"))
     a = ap.parse_args()
     a.exe = os.path.abspath(a.exe)

@@ -4,8 +4,8 @@
 //! long-polls it and sends the wait of the matching resource a [`Hint::Changed`].
 //!
 //! # Who consumes the queue
-//! One queue per runner host, several waiting jobs, each its own process. Every waiting job
-//! long-polls the queue and, for each message:
+//! One queue per runner host, several waiting jobs, each its own process. Without the host
+//! watcher, every waiting job long-polls the queue and, for each message:
 //! - its own resource: hint, then delete;
 //! - a resource another live job of this host waits for (a file under
 //!   `<state_root>/waiting/`, see [`Registry`]): leave it; it becomes visible again after
@@ -14,9 +14,10 @@
 //!   message): delete, so the queue does not fill with events nobody will consume.
 //!
 //! A visibility timeout of 0 without deletes was rejected: a long poll returns at once while
-//! any message is visible, so every job would spin on every message until it expired. One
-//! watcher per host that consumes the queue and fans hints out would remove the bouncing; until
-//! it exists, the bounce costs the owner a few seconds at most per event with a handful of jobs.
+//! any message is visible, so every job would spin on every message until it expired. With the
+//! host watcher ([`super::host`]) one process reads the queue for every job of the host and
+//! nothing bounces; this per-job reading is what a job does without it (switched off, or
+//! gone), where a bounce costs the owner a few seconds at most per event.
 //!
 //! # Falling back
 //! The wait keeps its normal cadence until the first receive succeeds (the queue exists and may
