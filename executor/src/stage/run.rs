@@ -24,16 +24,13 @@ pub async fn run(
     stage: &str,
     cancel: &CancellationToken,
 ) -> Result<(), ExecutorError> {
-    let cfg = stages::config::load_file(config)?;
     if !is_user_script(stage) {
-        let run_as = match &cfg.local_user {
+        let host = stages::config::load_host_stage(config)?;
+        let run_as = match host.local_user {
             None => local::RunAs::Executor,
             Some(user) => local::RunAs::User {
-                user: user.clone(),
-                builds_dir: cfg
-                    .paths
-                    .builds_root
-                    .join(context::load()?.job.id.to_string()),
+                user,
+                builds_dir: host.builds_root.join(context::load()?.job.id.to_string()),
             },
         };
         return match local::run_script(script, &run_as, cancel).await? {
@@ -41,6 +38,7 @@ pub async fn run(
             code => Err(ExecutorError::Script(code)),
         };
     }
+    let cfg = stages::config::load_file(config)?;
     let ctx = context::load()?;
     let project_dir = context::project_dir()?;
     let spec = read_spec(&ctx.job, &project_dir)?;

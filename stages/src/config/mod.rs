@@ -273,6 +273,56 @@ pub fn load_file(path: &Path) -> Result<ExecutorConfig, ConfigError> {
     load_str(&text, path)
 }
 
+/// What a stage that runs on the runner host (`get_sources`, `after_script`, ...) needs: where
+/// the job's dir is and which user runs the script.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostStageConfig {
+    /// `[paths] builds_root`.
+    pub builds_root: PathBuf,
+    /// `[local] user`, resolved.
+    pub local_user: Option<LocalUser>,
+}
+
+/// Reads only `[paths] builds_root` and `[local] user` from the config at `path`. A local stage
+/// runs after the same job's `prepare` loaded and validated the whole file, so it skips the
+/// policy (its patterns are compiled globs) and everything else it does not use: every local
+/// stage pays for what it reads, and most stages of a job are local.
+///
+/// # Errors
+/// The file cannot be read, is not TOML, or these two keys are wrong.
+pub fn load_host_stage(path: &Path) -> Result<HostStageConfig, ConfigError> {
+    #[derive(serde::Deserialize)]
+    struct Parts {
+        paths: Option<raw::RawPaths>,
+        local: Option<raw::RawLocal>,
+    }
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let parts: Parts = toml::from_str(&text).map_err(|e| ConfigError::Syntax {
+        path: path.to_owned(),
+        message: e.to_string().trim().replace('\n', " "),
+    })?;
+    let mut problems = Vec::new();
+    let mut c = validate::Checker {
+        problems: &mut problems,
+    };
+    let builds_root = c.abs_path("paths.builds_root", parts.paths.and_then(|p| p.builds_root));
+    // Whether the policy requires a user was checked at prepare.
+    let local_user = validate::local_user(&mut c, parts.local.and_then(|l| l.user), false);
+    match builds_root {
+        Some(builds_root) if problems.is_empty() => Ok(HostStageConfig {
+            builds_root,
+            local_user,
+        }),
+        _ => Err(ConfigError::Invalid {
+            path: path.to_owned(),
+            problems,
+        }),
+    }
+}
+
 /// Validates config text; `path` is only used in messages.
 pub fn load_str(text: &str, path: &Path) -> Result<ExecutorConfig, ConfigError> {
     let table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Syntax {

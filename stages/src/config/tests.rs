@@ -470,3 +470,47 @@ fn watch_is_off_by_default_and_its_values_are_checked() {
         "{found:?}"
     );
 }
+
+#[test]
+fn a_host_stage_reads_only_its_paths_and_user() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("executor.toml");
+    let host_problems = |text: &str| -> Vec<String> {
+        std::fs::write(&path, text).expect("write");
+        match load_host_stage(&path) {
+            Err(ConfigError::Invalid { problems, .. }) => {
+                problems.iter().map(ToString::to_string).collect()
+            }
+            other => panic!("expected problems, got {other:?}"),
+        }
+    };
+    // The policy is not read (prepare validated it): a broken one does not matter here.
+    let broken_policy = format!("{MINIMAL}[policy]\nallowed_actions = 7\n");
+    std::fs::write(&path, &broken_policy).expect("write");
+    let host = load_host_stage(&path).expect("loads");
+    assert_eq!(host.builds_root, Path::new("/srv/sme/builds"));
+    assert_eq!(host.local_user, None);
+    assert!(
+        load_str(&broken_policy, &path).is_err(),
+        "the whole file is invalid"
+    );
+
+    assert_eq!(
+        host_problems(&format!("{broken_policy}[local]\nuser = \"root\"\n")),
+        ["local.user: \"root\" is root; name an unprivileged user"]
+    );
+    let missing = host_problems(&format!("{MINIMAL}[local]\nuser = \"no-such-user-here\"\n"));
+    assert!(
+        missing.len() == 1 && missing[0].contains("is not a user on this host"),
+        "{missing:?}"
+    );
+    assert_eq!(
+        host_problems("[paths]\nbuilds_root = \"relative\"\n"),
+        ["paths.builds_root: \"relative\" must be an absolute path"]
+    );
+    std::fs::write(&path, "[paths\n").expect("write");
+    assert!(matches!(
+        load_host_stage(&path),
+        Err(ConfigError::Syntax { .. })
+    ));
+}

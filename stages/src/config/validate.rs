@@ -433,7 +433,7 @@ fn watch_settings(c: &mut Checker<'_>, rw: super::raw::RawWatch) -> super::Watch
 }
 
 /// `[local] user`: required once the policy lets job code run on the host.
-fn local_user(
+pub(super) fn local_user(
     c: &mut Checker<'_>,
     name: Option<String>,
     host_code_allowed: bool,
