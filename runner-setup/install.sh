@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs sagemaker-executor on a gitlab-runner host: the binary, a config dir, the per-job
+# Installs sagemaker-executor on a gitlab-runner host: the binaries (sagemaker-executor and the
+# small sagemaker-executor-run beside it, the runner's run_exec), a config dir, the per-job
 # directories owned by the runner's user, and a check of the config. Every prerequisite is
 # checked before anything is touched, and a config that does not validate stops the install
 # with its problems on the screen.
@@ -26,6 +27,8 @@ prefix="${SME_PREFIX:-/usr/local}"
 etc="${SME_ETC:-/etc/sagemaker-executor}"
 var="${SME_VAR:-/var/lib/sagemaker-executor}"
 installed="$prefix/bin/sagemaker-executor"
+run_bin="$(dirname "$bin")/sagemaker-executor-run"
+installed_run="$prefix/bin/sagemaker-executor-run"
 config="$etc/config.toml"
 
 fail() {
@@ -37,6 +40,7 @@ fail() {
 [ "$(id -u)" = 0 ] || fail "run as root (it installs into $prefix and $etc and chowns $var)"
 [ -f "$bin" ] && [ -x "$bin" ] || fail "no executable at $bin: build it first (cargo build --release)"
 version="$("$bin" --version 2>/dev/null)" || fail "$bin does not run on this host"
+[ -f "$run_bin" ] && [ -x "$run_bin" ] || fail "no executable at $run_bin: it is built with $bin (cargo build --release)"
 id "$user" >/dev/null 2>&1 || fail "the runner user '$user' does not exist (install gitlab-runner first, or name its user as the second argument)"
 group="$(id -gn "$user")"
 if $register; then
@@ -56,6 +60,7 @@ fi
 # --- install ---------------------------------------------------------------------------------
 install -d -m 0755 "$prefix/bin" "$etc"
 install -m 0755 "$bin" "$installed"
+install -m 0755 "$run_bin" "$installed_run"
 new_config=false
 if [ ! -f "$config" ]; then
     install -m 0640 -g "$group" "$here/sagemaker-executor.toml" "$config"
@@ -78,9 +83,11 @@ fi
 register_command() { # name config-file token-variable
     local args=(gitlab-runner register --non-interactive --url "\${GITLAB_URL}" --token "\${$3}"
         --executor custom --description "$1")
-    local stage
+    local stage exec
     for stage in config prepare run cleanup; do
-        args+=(--custom-"$stage"-exec "$installed"
+        exec="$installed"
+        [ "$stage" = run ] && exec="$installed_run"
+        args+=(--custom-"$stage"-exec "$exec"
             --custom-"$stage"-args --config --custom-"$stage"-args "$2" --custom-"$stage"-args "$stage")
     done
     printf '%s\n' "${args[*]}"

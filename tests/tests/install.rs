@@ -69,6 +69,11 @@ fn an_install_validates_the_config_and_prints_the_register_commands() {
     let shown = text(&out);
     assert_eq!(out.status.code(), Some(0), "{shown}");
     assert!(dir.path().join("prefix/bin/sagemaker-executor").is_file());
+    assert!(
+        dir.path()
+            .join("prefix/bin/sagemaker-executor-run")
+            .is_file()
+    );
     assert!(dir.path().join("etc/config.toml").is_file());
     assert!(dir.path().join("var/builds").is_dir() && dir.path().join("var/cache").is_dir());
     let config = dir.path().join("etc/config.toml");
@@ -79,6 +84,10 @@ fn an_install_validates_the_config_and_prints_the_register_commands() {
             "--custom-config-exec {} --custom-config-args --config --custom-config-args {} --custom-config-args config",
             installed.display(),
             config.display()
+        ),
+        format!(
+            "--custom-run-exec {}-run --custom-run-args --config",
+            installed.display()
         ),
         "--custom-cleanup-args cleanup".to_owned(),
         "--description fargate".to_owned(),

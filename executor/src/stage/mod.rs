@@ -5,7 +5,7 @@ mod admin;
 mod cleanup;
 mod config;
 mod prepare;
-mod run;
+pub(crate) mod run;
 mod watch_host;
 mod workspace;
 
@@ -47,6 +47,15 @@ pub async fn dispatch(cli: Cli, codes: ExitCodes) -> ExitCode {
         Command::Workspace(op) => workspace::run(op, &cancel).await,
         Command::WatchHost => watch_host::run(&cli.config, &cancel).await,
     }
+}
+
+/// `run` of a stage on the runner host, for the small `sagemaker-executor-run` binary: only the
+/// local path, so nothing else is linked into it.
+pub async fn run_local(cli: &Cli, script: &std::path::Path, codes: ExitCodes) -> ExitCode {
+    let cancel = signals::install(codes.system);
+    let file = BuildExitCodeFile::from_env();
+    let result = run::run_local(&cli.config, script, &cancel).await;
+    report(result, codes, Some(&file))
 }
 
 /// Prints the error (one line per problem) and picks the exit code.

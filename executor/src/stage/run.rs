@@ -25,18 +25,7 @@ pub async fn run(
     cancel: &CancellationToken,
 ) -> Result<(), ExecutorError> {
     if !is_user_script(stage) {
-        let host = stages::config::load_host_stage(config)?;
-        let run_as = match host.local_user {
-            None => local::RunAs::Executor,
-            Some(user) => local::RunAs::User {
-                user,
-                builds_dir: host.builds_root.join(context::load()?.job.id.to_string()),
-            },
-        };
-        return match local::run_script(script, &run_as, cancel).await? {
-            0 => Ok(()),
-            code => Err(ExecutorError::Script(code)),
-        };
+        return run_local(config, script, cancel).await;
     }
     let cfg = stages::config::load_file(config)?;
     let ctx = context::load()?;
@@ -63,6 +52,28 @@ pub async fn run(
     };
     stages::run::run_user_stage(&plan, input).await?;
     Ok(())
+}
+
+/// A stage that runs on the runner host: the script with bash, as the `[local] user` when one
+/// is configured. Reads only what it needs of the config (see
+/// [`stages::config::load_host_stage`]).
+pub async fn run_local(
+    config: &Path,
+    script: &Path,
+    cancel: &CancellationToken,
+) -> Result<(), ExecutorError> {
+    let host = stages::config::load_host_stage(config)?;
+    let run_as = match host.local_user {
+        None => local::RunAs::Executor,
+        Some(user) => local::RunAs::User {
+            user,
+            builds_dir: host.builds_root.join(context::load()?.job.id.to_string()),
+        },
+    };
+    match local::run_script(script, &run_as, cancel).await? {
+        0 => Ok(()),
+        code => Err(ExecutorError::Script(code)),
+    }
 }
 
 /// This binary in its `watch-host` mode with the same config (an absolute path: the watcher

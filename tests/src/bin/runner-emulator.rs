@@ -106,6 +106,11 @@ fn run(args: Args) -> e2e::Result<bool> {
     let executor = std::fs::canonicalize(&args.executor)
         .map_err(|e| e2e::Error::Config(format!("{}: {e}", args.executor.display())))?;
     let mut config = RunnerConfig::for_driver(&executor, &["--config", &config_arg]);
+    // sagemaker-executor's small run binary, when it sits beside the driver (as installed).
+    let run_binary = executor.with_file_name("sagemaker-executor-run");
+    if run_binary.is_file() {
+        config.run_exec.exec = run_binary;
+    }
     config.builds_dir = args.builds_dir.clone();
     config.cache_dir = args.cache_dir.clone();
     config.work_dir = args.work_dir.clone();

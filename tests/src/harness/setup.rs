@@ -17,6 +17,9 @@ use crate::runner::RunnerConfig;
 /// The region of the config and of every AWS client.
 pub const REGION: &str = "us-east-1";
 
+/// The runner's `run_exec`, installed beside the full binary.
+pub const RUN_BINARY: &str = "sagemaker-executor-run";
+
 /// `[staging] bucket`.
 pub const BUCKET: &str = "ci-staging";
 
@@ -207,9 +210,12 @@ user = "{user}"
         // The emulator's git remote is a local repository the tests' user owns; the local user
         // fetching from it is what git calls dubious ownership. (A runner fetches over HTTPS.)
         let gitconfig = self.root().join("gitconfig");
-        RunnerConfig::for_driver(&self.binary, &["--config", &config])
+        let mut runner = RunnerConfig::for_driver(&self.binary, &["--config", &config])
             .with_test_timeouts()
-            .with_env("GIT_CONFIG_GLOBAL", gitconfig.to_string_lossy())
+            .with_env("GIT_CONFIG_GLOBAL", gitconfig.to_string_lossy());
+        // As installed: run_exec is the small binary, which hands AWS stages to the full one.
+        runner.run_exec.exec = self.binary.with_file_name(RUN_BINARY);
+        runner
     }
 
     /// `sagemaker-executor --config <file> <args...>` for direct calls (`validate`, ...).

@@ -1,0 +1,5 @@
+//! The `sagemaker-executor-run` binary: the runner's `run_exec`; see [`executor::run_main`].
+
+fn main() -> std::process::ExitCode {
+    executor::run_main()
+}
