@@ -187,6 +187,30 @@ pub struct Message {
     pub receipt: String,
 }
 
+/// How long a long poll may take before the queue counts as stalled: the long poll's own wait
+/// and a margin for the answer.
+pub const RECEIVE_WITHIN: Duration = Duration::from_secs(LONG_POLL_SECONDS as u64 + 15);
+
+/// One receive from `queue`, bounded by [`RECEIVE_WITHIN`]: a long poll that never answers (a
+/// stalled connection, a hung endpoint) is a failure like any other, so the wait falls back to
+/// polling with its one warning instead of staying relaxed on a queue that says nothing.
+///
+/// # Errors
+/// The receive failed or did not answer in time.
+pub async fn receive_within<Q: Queue>(queue: &Q) -> Result<Vec<Message>, AwsCallError> {
+    match tokio::time::timeout(RECEIVE_WITHIN, queue.receive()).await {
+        Ok(received) => received,
+        Err(_) => Err(AwsCallError::other(
+            "ReceiveMessage",
+            format!(
+                "no answer within {} s: the queue is stalled",
+                RECEIVE_WITHIN.as_secs()
+            ),
+            crate::aws::errors::Retry::Transient,
+        )),
+    }
+}
+
 /// The queue the events arrive on.
 pub trait Queue: Send + Sync + 'static {
     /// One long poll: messages, or none after the wait.
@@ -341,7 +365,7 @@ async fn consume<Q: Queue>(
         let received = tokio::select! {
             biased;
             () = stop.cancelled() => return,
-            r = queue.receive() => r,
+            r = receive_within(queue) => r,
         };
         let messages = match received {
             Ok(m) => m,

@@ -216,6 +216,27 @@ async fn a_failed_receive_is_said_once_and_ends_the_watch() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_stalled_long_poll_is_a_failure_said_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The second long poll never answers.
+    let queue = FakeQueue::new(vec![after(20, vec![]), after(24 * 3600, vec![])]);
+    let (mut hints, _watch) = EventWatch::start(
+        queue.clone(),
+        ResourceKey::TrainingJob("mine".into()),
+        Registry::new(dir.path()),
+        Duration::from_secs(300),
+    );
+    assert!(matches!(hints.recv().await, Some(Hint::Relax(_))));
+    let started = Instant::now();
+    match hints.recv().await {
+        Some(Hint::Lost(text)) => assert!(text.contains("the queue is stalled"), "{text}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(started.elapsed(), RECEIVE_WITHIN);
+    assert_eq!(hints.recv().await, None, "nothing after the one warning");
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_wait_that_cannot_register_polls_with_one_warning_and_reads_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let not_a_dir = dir.path().join("state");

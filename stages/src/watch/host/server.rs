@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::wire::{self, Subscribe, ToJob, WireEvent};
 use crate::logs::live::{LiveItem, Session, Streams};
-use crate::watch::events::{Queue, Registry, ResourceKey, parse_event};
+use crate::watch::events::{Queue, Registry, ResourceKey, parse_event, receive_within};
 
 /// Lines waiting for one subscriber; beyond this its log updates are dropped (a gap for it).
 const CHANNEL: usize = 256;
@@ -371,7 +371,7 @@ async fn read_queue<S: Sources>(hub: Arc<Hub<S>>, queue: S::Queue) {
         let received = tokio::select! {
             biased;
             () = hub.stop.cancelled() => return,
-            r = queue.receive() => r,
+            r = receive_within(&queue) => r,
         };
         let messages = match received {
             Ok(m) => m,
