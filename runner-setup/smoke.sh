@@ -239,13 +239,15 @@ sha="$(printf '%040d' "$run_id")"
 endpoint="$endpoint_prefix-$run_id"
 job_id() { echo "$((run_id * 10 + $1))"; }
 train_job_name="gl-$project_id-$(job_id 1)"
+# The training job writes below <output path>/<project>/<job>/<the run's random part>/.
+train_output="$output_path/$project_id/$(job_id 1)"
 
 # --- the plan ---------------------------------------------------------------------------------
 cat <<EOF
 smoke: account $identity, region $region, executor $executor, config $config
 smoke: run $run_id will create, one after the other (the jobs are GitLab jobs $(job_id 1)..$(job_id 5) of project $project_id):
   1. SageMaker training job $train_job_name: 1 x $instance_type, image $train_image, max runtime 60 s
-     (its workspace is staged in s3://$bucket/$staging_prefix/ and the model written under $output_path/$train_job_name/)
+     (its workspace is staged in s3://$bucket/$staging_prefix/ and the model written under $train_output/)
   2. ECS Fargate task: image $fargate_image, the config's [fargate] cluster and size
   3. a version in model package group $group (the group too, if missing), image $serve_image
   4. serverless endpoint $endpoint ($serverless_mb MB, 1 concurrent), its endpoint config and model; one InvokeEndpoint
@@ -642,9 +644,9 @@ delete_registered() {
 }
 
 delete_model_archive() {
-    if [ -n "$(aws s3 ls "$output_path/$train_job_name/" --recursive 2>/dev/null)" ]; then
-        aws s3 rm "$output_path/$train_job_name/" --recursive --only-show-errors &&
-            say "teardown: deleted $output_path/$train_job_name/"
+    if [ -n "$(aws s3 ls "$train_output/" --recursive 2>/dev/null)" ]; then
+        aws s3 rm "$train_output/" --recursive --only-show-errors &&
+            say "teardown: deleted $train_output/"
     fi
 }
 
@@ -662,8 +664,8 @@ report_leftovers() {
     if [ -n "$arn" ] && aws sagemaker describe-model-package --model-package-name "$arn" >/dev/null 2>&1; then
         say "LEFT: model package $arn (aws sagemaker delete-model-package --model-package-name $arn)"; found=1
     fi
-    if [ -n "$(aws s3 ls "$output_path/$train_job_name/" --recursive 2>/dev/null)" ]; then
-        say "LEFT: model archive under $output_path/$train_job_name/"; found=1
+    if [ -n "$(aws s3 ls "$train_output/" --recursive 2>/dev/null)" ]; then
+        say "LEFT: model archive under $train_output/"; found=1
     fi
     for n in 1 2 3 4 5 6; do
         if [ -n "$(aws s3 ls "s3://$bucket/$staging_prefix/$project_id/$(job_id "$n")/" --recursive 2>/dev/null)" ]; then

@@ -247,10 +247,19 @@ fn train_then_register_under_faults_on_every_call_succeed_with_one_resource_each
         train.dotenv_value("SAGEMAKER_TRAINING_JOB_NAME").as_deref(),
         Some(name.as_str())
     );
-    let model = format!("s3://{BUCKET}/sagemaker-executor/output/{name}/output/model.tar.gz");
-    assert_eq!(
-        train.dotenv_value("SAGEMAKER_MODEL_DATA").as_deref(),
-        Some(model.as_str())
+    // <output path>/<project>/<job>/<the run's random part>/<training job>/output/model.tar.gz
+    let model = train
+        .dotenv_value("SAGEMAKER_MODEL_DATA")
+        .unwrap_or_default();
+    let run_part = model
+        .strip_prefix(&format!(
+            "s3://{BUCKET}/sagemaker-executor/output/1/{}/",
+            train.id
+        ))
+        .and_then(|rest| rest.strip_suffix(&format!("/{name}/output/model.tar.gz")));
+    assert!(
+        run_part.is_some_and(|r| r.len() == 32 && r.bytes().all(|b| b.is_ascii_hexdigit())),
+        "{model}"
     );
     assert_eq!(
         train

@@ -108,17 +108,22 @@ fn the_workspace_channel_is_an_unguessable_prefix_gone_after_cleanup_with_the_re
         )
         .expect("described");
     let job_prefix = format!("s3://{BUCKET}/sagemaker-executor/1/{}/", result.id);
-    let channel = described
+    let source = described
         .input_data_config()
         .iter()
-        .filter_map(|c| c.data_source()?.s3_data_source()?.s3_uri())
-        .find(|u| u.starts_with(&job_prefix))
-        .unwrap_or_else(|| panic!("no channel under {job_prefix}: {described:?}"))
-        .to_owned();
-    // <prefix>/<project>/<job>/<128 random bits in hex>/
+        .filter_map(|c| c.data_source()?.s3_data_source())
+        .find(|s| s.s3_uri().is_some_and(|u| u.starts_with(&job_prefix)))
+        .unwrap_or_else(|| panic!("no channel under {job_prefix}: {described:?}"));
+    // A manifest of the staged objects: the execution role reads it without listing the prefix.
+    assert_eq!(
+        source.s3_data_type(),
+        Some(&aws_sdk_sagemaker::types::S3DataType::ManifestFile)
+    );
+    let channel = source.s3_uri().unwrap_or_default().to_owned();
+    // <prefix>/<project>/<job>/<128 random bits in hex>/channel.manifest
     let random = channel
         .strip_prefix(&job_prefix)
-        .and_then(|r| r.strip_suffix('/'))
+        .and_then(|r| r.strip_suffix("/channel.manifest"))
         .unwrap_or_default()
         .to_owned();
     assert!(

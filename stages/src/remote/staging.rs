@@ -170,6 +170,15 @@ pub async fn stage_workspace(
         run.cancel,
     )
     .await?;
+    workspace::put_bytes(
+        &aws.s3,
+        loc,
+        workspace::CHANNEL_MANIFEST,
+        loc.channel_manifest(),
+        &opts,
+        run.cancel,
+    )
+    .await?;
     log.notice(&format!(
         "Staged {} files ({} bytes, {} compressed) to {}",
         summary.files,

@@ -18,10 +18,10 @@ fn channel_dir() -> String {
     format!("/opt/ml/input/data/{WORKSPACE_CHANNEL}")
 }
 
-/// An S3-prefix input channel in File mode.
-fn s3_channel(channel: &str, uri: &str) -> Channel {
+/// An input channel in File mode: an S3 prefix, or a manifest of objects.
+fn channel(channel: &str, uri: &str, kind: S3DataType) -> Channel {
     let source = S3DataSource::builder()
-        .s3_data_type(S3DataType::S3Prefix)
+        .s3_data_type(kind)
         .s3_uri(uri)
         .s3_data_distribution_type(S3DataDistribution::FullyReplicated)
         .build();
@@ -46,10 +46,20 @@ pub async fn create(
     output_path: &str,
 ) -> Result<String, TrainError> {
     let sm = &run.aws.sagemaker;
-    // Every host gets the whole workspace and every input.
-    let mut channels = vec![s3_channel(WORKSPACE_CHANNEL, &loc.s3_uri())];
+    // Every host gets the whole workspace and every input. The workspace comes through the
+    // staged manifest, read without listing the staging prefix.
+    let workspace = format!(
+        "s3://{}/{}",
+        loc.bucket,
+        loc.key(crate::workspace::CHANNEL_MANIFEST)
+    );
+    let mut channels = vec![channel(
+        WORKSPACE_CHANNEL,
+        &workspace,
+        S3DataType::ManifestFile,
+    )];
     for (channel, uri) in &t.inputs {
-        channels.push(s3_channel(channel, uri));
+        channels.push(self::channel(channel, uri, S3DataType::S3Prefix));
     }
 
     let metric_definitions = t

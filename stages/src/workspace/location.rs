@@ -32,6 +32,10 @@ pub const BOOTSTRAP: &str = "bootstrap.sh";
 pub const SCRIPT: &str = "script";
 /// The non-secret `KEY=value` manifest the bootstrap reads (see [`JobManifest`]).
 pub const MANIFEST: &str = "job.env";
+/// The list of the staged objects in SageMaker's ManifestFile format, written last: a training
+/// job's workspace channel reads it, so the execution role needs no `s3:ListBucket` on the
+/// staging prefix (with which a training script could list every other run's prefix).
+pub const CHANNEL_MANIFEST: &str = "channel.manifest";
 /// The uncompressed tar the bootstrap writes into SageMaker's output dir; SageMaker then returns it
 /// inside `output.tar.gz`.
 pub const RETURNED_WORKSPACE_MEMBER: &str = "workspace.tar";
@@ -116,6 +120,14 @@ impl StagingLocation {
             random.len() == RANDOM_HEX_DIGITS && random.bytes().all(|b| b.is_ascii_hexdigit());
         (is_random && digits(job) && digits(project))
             .then(|| &trimmed[trimmed.len() - random.len() - job.len() - project.len() - 2..])
+    }
+
+    /// The [`CHANNEL_MANIFEST`] of this location: a JSON array of `{"prefix": <s3 uri>}` and
+    /// the staged objects' names.
+    pub fn channel_manifest(&self) -> Vec<u8> {
+        let mut doc = vec![serde_json::json!({ "prefix": self.s3_uri() })];
+        doc.extend(STAGED_OBJECTS.iter().map(|name| serde_json::json!(name)));
+        serde_json::Value::Array(doc).to_string().into_bytes()
     }
 
     /// `s3://bucket/prefix`, e.g. the S3 URI of a SageMaker input channel.
@@ -267,6 +279,19 @@ mod tests {
 
         let bare = StagingLocation::new("bucket", "", 1, 2);
         assert_eq!(bare.prefix, "1/2/");
+    }
+
+    #[test]
+    fn the_channel_manifest_names_the_prefix_then_every_staged_object() {
+        let loc = StagingLocation::new("bucket", "ci", 1, 2);
+        let doc: serde_json::Value = serde_json::from_slice(&loc.channel_manifest()).expect("json");
+        assert_eq!(
+            doc,
+            serde_json::json!([
+                {"prefix": "s3://bucket/ci/1/2/"},
+                "workspace.tar.gz", "script", "bootstrap.sh", "job.env"
+            ])
+        );
     }
 
     #[test]

@@ -40,8 +40,8 @@ pub use extract::{
     ExtractLimits, ExtractSummary, extract_tar, extract_tar_gz, extract_training_output,
 };
 pub use location::{
-    BOOTSTRAP, BOOTSTRAP_SH, JobManifest, MANIFEST, RETURNED_WORKSPACE_MEMBER, RemoteMode, SCRIPT,
-    STAGED_OBJECTS, StagingLocation, WORKSPACE_ARCHIVE, redact,
+    BOOTSTRAP, BOOTSTRAP_SH, CHANNEL_MANIFEST, JobManifest, MANIFEST, RETURNED_WORKSPACE_MEMBER,
+    RemoteMode, SCRIPT, STAGED_OBJECTS, StagingLocation, WORKSPACE_ARCHIVE, redact,
 };
 pub use pack::{MAX_AUTO_THREADS, PackOptions, PackSummary, pack_tree_to, pack_tree_with};
 pub use upload::{MIN_PART_SIZE, UploadOptions, put_bytes, upload_file, upload_tree};

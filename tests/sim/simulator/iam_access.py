@@ -15,7 +15,8 @@ unknown or has no policies behaves exactly as before:
     `create_access_key` finds it from the Authorization header.
   * S3 access of a training job's execution role (training.py asks): s3:ListBucket on each
     S3Prefix input channel's bucket (context key s3:prefix), s3:GetObject on each object under
-    it, and s3:PutObject on model.tar.gz and output.tar.gz under S3OutputPath. A denial fails
+    it (a ManifestFile channel: s3:GetObject on the manifest and on each object it names, no
+    listing), and s3:PutObject on model.tar.gz and output.tar.gz under S3OutputPath. A denial fails
     the job with SageMaker's FailureReason shapes, "ClientError: Data download failed:..." or
     "ClientError: Artifact upload failed:... (AccessDenied: Access Denied)".
 
@@ -239,16 +240,40 @@ def _s3_allowed(policies: list[dict], action: str, bucket: str, key: str | None 
     return decide(policies, action, resource, context) == ALLOWED
 
 
+def check_manifest_input(policies, uri: str, manifest_entries) -> None:
+    """Raise AccessDenied when the role may not read a ManifestFile channel's manifest or an
+    object it names."""
+    bucket, _, key = uri[5:].partition("/")
+    if not _s3_allowed(policies, "s3:GetObject", bucket, key):
+        raise AccessDenied(f"ClientError: Data download failed:Unable to download manifest "
+                           f"{uri} {S3_DENIED}")
+    try:
+        entries = manifest_entries(uri)
+    except Exception:
+        return  # an unreadable manifest fails the download itself, with its own reason
+    for _rel, obj in entries:
+        b, _, k = obj[5:].partition("/")
+        if not _s3_allowed(policies, "s3:GetObject", b, k):
+            raise AccessDenied(f"ClientError: Data download failed:Unable to download object "
+                               f"{obj} {S3_DENIED}")
+
+
 def check_training_input(account: str, role_arn: str | None, channels: list[dict],
-                         list_keys) -> None:
+                         list_keys, manifest_entries=None) -> None:
     """Raise AccessDenied when the role may not list an S3Prefix channel's prefix or read an
-    object under it. list_keys(uri) lists the keys (s3util.list_keys)."""
+    object under it, or read a ManifestFile channel's manifest or an object it names.
+    list_keys(uri) lists the keys (s3util.list_keys); manifest_entries(uri) reads a manifest
+    (s3util.manifest_uris)."""
     policies = role_policies(account, role_arn)
     if not policies:
         return
     for ch in channels:
         src = (ch.get("DataSource") or {}).get("S3DataSource") or {}
         uri = src.get("S3Uri")
+        if uri and src.get("S3DataType") == "ManifestFile":
+            # The manifest and each object it names are read; nothing is listed.
+            check_manifest_input(policies, uri, manifest_entries)
+            continue
         if not uri or src.get("S3DataType", "S3Prefix") != "S3Prefix":
             continue
         bucket, _, prefix = uri[5:].partition("/")

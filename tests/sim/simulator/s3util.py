@@ -1,6 +1,7 @@
 """S3 helpers working directly on moto's in-process S3 backend (no HTTP, no fault injection).
 
     download_prefix("s3://b/p/", "/dir", shard=(i, n)) -> number of files   (S3Prefix semantics)
+    download_manifest("s3://b/m.json", "/dir", shard=(i, n)) -> number of files (ManifestFile)
     upload_file("/f", "s3://b/k") ; upload_dir_tar("/dir", "s3://b/k.tar.gz") ; put_bytes(uri, data)
     get_bytes(uri) -> bytes ; list_keys(uri) -> [key, ...]
 
@@ -8,6 +9,7 @@ Errors are raised as S3Error with an AWS-like message (NoSuchBucket, NoSuchKey, 
 """
 from __future__ import annotations
 
+import json
 import os
 import tarfile
 import tempfile
@@ -105,6 +107,45 @@ def download_prefix(uri: str, dest_dir: str, *, account_id: str = DEFAULT_ACCOUN
         data = get_bytes(f"s3://{bucket}/{k}", account_id=account_id)
         with open(path, "wb") as f:
             f.write(data)
+        count += 1
+    return count
+
+
+def manifest_uris(uri: str, *, account_id: str = DEFAULT_ACCOUNT) -> list[tuple[str, str]]:
+    """The objects a ManifestFile channel names: [(relative key, s3 URI)]. The manifest is a JSON
+    array whose first element is {"prefix": "s3://bucket/prefix/"} and whose other elements are
+    keys relative to it, as SageMaker reads it; anything else raises S3Error with its reason."""
+    try:
+        doc = json.loads(get_bytes(uri, account_id=account_id))
+    except ValueError as e:
+        raise S3Error(f"ManifestFile {uri} is not valid JSON: {e}") from e
+    if (not isinstance(doc, list) or not doc or not isinstance(doc[0], dict)
+            or not isinstance(doc[0].get("prefix"), str)
+            or not all(isinstance(k, str) for k in doc[1:])):
+        raise S3Error(f"ManifestFile {uri} must be a JSON array of a {{\"prefix\": ...}} object "
+                      f"followed by keys")
+    prefix = doc[0]["prefix"]
+    parse_uri(prefix)
+    return [(rel, prefix + rel) for rel in doc[1:]]
+
+
+def download_manifest(uri: str, dest_dir: str, *, account_id: str = DEFAULT_ACCOUNT,
+                      shard: tuple[int, int] | None = None) -> int:
+    """Download the objects a manifest names into dest_dir by their relative keys (ShardedByS3Key:
+    every n-th one starting at i)."""
+    entries = manifest_uris(uri, account_id=account_id)
+    if shard:
+        i, n = shard
+        entries = entries[i::n]
+    count = 0
+    for rel, obj in entries:
+        safe = _safe_rel(rel)
+        if safe is None:
+            continue
+        path = os.path.join(dest_dir, safe)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(get_bytes(obj, account_id=account_id))
         count += 1
     return count
 

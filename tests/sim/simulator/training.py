@@ -261,7 +261,8 @@ class JobRun:
             # Only when the execution role has policies in moto's IAM (see iam_access).
             iam_access.check_training_input(
                 self.account, job.role_arn, channels,
-                lambda uri: s3util.list_keys(uri, account_id=self.account))
+                lambda uri: s3util.list_keys(uri, account_id=self.account),
+                lambda uri: s3util.manifest_uris(uri, account_id=self.account))
         except iam_access.AccessDenied as e:
             return self._finish("Failed", "Failed", str(e))
         try:
@@ -374,7 +375,12 @@ class JobRun:
             uri = src.get("S3Uri")
             if uri:
                 shard = (i, len(hosts)) if dist == "ShardedByS3Key" else None
-                count = s3util.download_prefix(uri, dest, account_id=self.account, shard=shard)
+                if src.get("S3DataType") == "ManifestFile":
+                    count = s3util.download_manifest(uri, dest, account_id=self.account,
+                                                     shard=shard)
+                else:
+                    count = s3util.download_prefix(uri, dest, account_id=self.account,
+                                                   shard=shard)
                 if count == 0 and shard is None:
                     raise s3util.S3Error(f"No S3 objects found under S3 URL \"{uri}\" given "
                                          f"in input data source. Please ensure that the bucket "

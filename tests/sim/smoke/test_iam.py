@@ -141,6 +141,54 @@ def test_inputs_need_list_bucket_and_get_object_from_attached_policies(sim, worl
                                   f"s3://{bucket}/in/ok/ (AccessDenied: Access Denied)")
 
 
+def test_a_manifest_channel_needs_get_object_only_and_downloads_what_it_names(sim, world,
+                                                                           unique):
+    iam, s3, sm, bucket = world
+    s3.put_object(Bucket=bucket, Key="in/ok/sub/c.txt", Body=b"more")
+    manifest = [{"prefix": f"s3://{bucket}/in/ok/"}, "a.txt", "sub/c.txt"]
+    s3.put_object(Bucket=bucket, Key="in/ok.manifest", Body=json.dumps(manifest).encode())
+    put = allow("s3:PutObject", f"arn:aws:s3:::{bucket}/out/*")
+    read_ok = allow("s3:GetObject", [f"arn:aws:s3:::{bucket}/in/ok/*",
+                                     f"arn:aws:s3:::{bucket}/in/ok.manifest"])
+    # No s3:ListBucket at all.
+    role = make_role(iam, unique("exec"), doc(put, read_ok))
+    spec = {"TrainingImage": f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/train:1",
+            "TrainingInputMode": "File", "ContainerEntrypoint": ["/bin/sh", "-c"],
+            "ContainerArguments": ["cat /opt/ml/input/data/train/a.txt "
+                                   "/opt/ml/input/data/train/sub/c.txt > /opt/ml/model/m.txt"]}
+    job = unique("job")
+    sm.create_training_job(
+        TrainingJobName=job, AlgorithmSpecification=spec, RoleArn=role,
+        OutputDataConfig={"S3OutputPath": f"s3://{bucket}/out"},
+        ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 10},
+        StoppingCondition={"MaxRuntimeInSeconds": 600},
+        InputDataConfig=[{"ChannelName": "train", "DataSource": {"S3DataSource": {
+            "S3DataType": "ManifestFile", "S3Uri": f"s3://{bucket}/in/ok.manifest"}}}])
+    d = ended(sim, sm, job)
+    assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
+    body = s3.get_object(Bucket=bucket, Key=f"out/{job}/output/model.tar.gz")["Body"].read()
+    import io
+    import tarfile
+    with tarfile.open(fileobj=io.BytesIO(body)) as t:
+        assert t.extractfile("m.txt").read() == b"datamore"
+
+    # A manifest naming an object the role may not read fails the job as SageMaker does.
+    bad = [{"prefix": f"s3://{bucket}/in/"}, "ok/a.txt", "secret/b.txt"]
+    s3.put_object(Bucket=bucket, Key="in/ok/bad.manifest", Body=json.dumps(bad).encode())
+    job = unique("job")
+    sm.create_training_job(
+        TrainingJobName=job, AlgorithmSpecification=spec, RoleArn=role,
+        OutputDataConfig={"S3OutputPath": f"s3://{bucket}/out"},
+        ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 10},
+        StoppingCondition={"MaxRuntimeInSeconds": 600},
+        InputDataConfig=[{"ChannelName": "train", "DataSource": {"S3DataSource": {
+            "S3DataType": "ManifestFile", "S3Uri": f"s3://{bucket}/in/ok/bad.manifest"}}}])
+    d = ended(sim, sm, job)
+    assert d["TrainingJobStatus"] == "Failed"
+    assert d["FailureReason"] == (f"ClientError: Data download failed:Unable to download object "
+                                  f"s3://{bucket}/in/secret/b.txt (AccessDenied: Access Denied)")
+
+
 def test_an_explicit_deny_wins_and_conditions_on_the_prefix_apply(sim, world, unique):
     iam, _s3, sm, bucket = world
     role = make_role(iam, unique("exec"), doc(allow("s3:*", "*")),
