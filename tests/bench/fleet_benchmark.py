@@ -26,7 +26,8 @@ For each it prints a Markdown table row:
   * lines lost / duplicated / out of order, by tick number, summed over jobs;
   * RSS and PSS (/proc/<pid>/smaps_rollup) summed over the follower's processes (children, and
     any process whose command line holds `watch-host` and this run's config), median of the
-    per-second samples in the steady window; CPU % of one core over that window;
+    per-second samples in the steady window; CPU % of one core over that window; the host
+    watcher's share of both in brackets;
   * the simulator's own CPU and the machine's busy share in the same window, so that an
     overloaded 2-core machine shows.
 Python followers run unbuffered (PYTHONUNBUFFERED=1), as a CI job should run them.
@@ -39,8 +40,11 @@ Usage (from the repo root, after `bash tests/sim/setup.sh` and
       [--only ours-poll,ours-push,sdk,boto3,fleet-poll,fleet-push] [--keep]
       [--exe target/release/sagemaker-executor]
   .venv/bin/python tests/bench/fleet_benchmark.py --quick      # 1.5 min, 10 jobs, 30 s warm-up
+The defaults take about 20 minutes on 2 cores (--quick about 12); --keep leaves each scenario's
+work dir (config, the followers' stdout and stderr, the simulator's call log) in /tmp.
 """
 import argparse
+import collections
 import hashlib
 import json
 import os
@@ -104,9 +108,13 @@ OURS_SAFETY_INTERVAL_S = 300   # [watch] safety_interval: describes while the qu
 SDK_POLL_S = 10                # Session.logs_for_job(poll=10): GetLogEvents until an empty page
                                # (2 a poll), and DescribeLogStreams every poll (its stream list is
                                # a local rebound in _flush_log_streams), DescribeTrainingJob / 30 s
-JOB_HOURS = 1                  # assumed length of a training job, for calls at start and end
-CALLS_PER_JOB_START_END = 6    # ours with push: GetLogEvents for the stream's head and the final
-                               # drain, one DescribeLogStreams, a few describes (measured above)
+JOB_HOURS = 1                  # assumed length of a training job, for the calls at start and end
+# Ours with push, per job outside the steady state (this script's push rows, --keep's calls.json,
+# 2026-12-01): GetLogEvents for the stream's head and the final drain (8 for a lone job, 14.5 each
+# when 100 jobs start within 10 s), DescribeTrainingJob at the start and on each state-change
+# event (6), one DescribeLogStreams at the drain.
+PUSH_GET_LOG_EVENTS_PER_JOB = 15
+PUSH_DESCRIBES_PER_JOB = 6
 
 
 def sh_ticks(seconds):
@@ -149,6 +157,12 @@ def machine_jiffies():
     return sum(fields) - idle, sum(fields)
 
 
+# One /proc sample: the followers' summed RSS / PSS (bytes) and cumulative CPU (s), the same for
+# their helpers (processes other than the followers themselves: the host watcher), the
+# simulator's cumulative CPU, the machine's busy and total jiffies, how many processes were counted.
+Sample = collections.namedtuple("Sample", "t rss pss cpu helper_pss helper_cpu sim_cpu busy total processes")
+
+
 class Sampler:
     """Once a second: the followers' processes (roots, their descendants, and host watchers of
     this run's config), their summed RSS / PSS and cumulative CPU, the simulator's CPU, the
@@ -160,7 +174,7 @@ class Sampler:
         self.roots = set()
         self.known = {}      # pid -> (ppid, start time, cmdline), read once per process
         self.members = {}    # (pid, start time) -> last cumulative CPU seconds
-        self.samples = []    # (t, rss, pss, our CPU s, sim CPU s, machine busy, machine total, processes)
+        self.samples = []    # Sample
 
     def _is_member(self, pid, member_pids):
         ppid, _, cmdline = self.known[pid]
@@ -179,7 +193,7 @@ class Sampler:
         for pid in list(self.known):
             if pid not in alive:
                 del self.known[pid]
-        rss = pss = 0
+        rss = pss = helper_pss = 0
         current = 0
         member_pids = {pid for pid, _ in self.members}
         for pid in sorted(self.known):  # parents before children, mostly; the next turn fixes the rest
@@ -191,10 +205,13 @@ class Sampler:
                 continue
             self.members[(pid, fields[2])] = fields[1]
             rss, pss, current = rss + mem[0], pss + mem[1], current + 1
+            if pid not in self.roots:
+                helper_pss += mem[1]
         sim = stat_fields(self.sim_pid)
         busy, total = machine_jiffies()
-        self.samples.append((now, rss, pss, sum(self.members.values()), sim[1] if sim else 0.0,
-                             busy, total, current))
+        helper_cpu = sum(cpu for (pid, _), cpu in self.members.items() if pid not in self.roots)
+        self.samples.append(Sample(now, rss, pss, sum(self.members.values()), helper_pss, helper_cpu,
+                                   sim[1] if sim else 0.0, busy, total, current))
 
     def watchers(self):
         """Host watchers of this run's config now alive (command lines read afresh)."""
@@ -214,6 +231,7 @@ class Follower:
         self.pending = b""
         self.ticks, self.latencies = [], []
         self.end_printed = None
+        self.other_lines = []  # the follower's own messages (status, warnings), for --keep
 
     def start(self):
         with open(self.log_path, "wb") as err:
@@ -238,6 +256,8 @@ class Follower:
         if end:
             self.end_printed = float(end.group(1))
             self.latencies.append(now - self.end_printed)
+        else:
+            self.other_lines.append(f"{now:.3f} {text}\n")
 
     def lost_dup_disorder(self):
         seen = set(self.ticks)
@@ -300,21 +320,22 @@ def sim_calls(endpoint):
         return json.load(r)["calls"]
 
 
-def stop(pids, grace=10.0):
-    """SIGTERM to these processes (host watchers this run started), SIGKILL after the grace."""
+def send(pids, sig):
     for pid in pids:
         try:
-            os.kill(pid, signal.SIGTERM)
+            os.kill(pid, sig)
         except ProcessLookupError:
             pass
+
+
+def stop_watchers(sampler, grace=10.0):
+    """SIGTERM to the host watchers of this run's config (they would otherwise stay for
+    host_watcher_idle); SIGKILL to any still there after the grace."""
+    send(sampler.watchers(), signal.SIGTERM)
     until = time.time() + grace
-    while time.time() < until and any(os.path.exists(f"/proc/{pid}") for pid in pids):
+    while sampler.watchers() and time.time() < until:
         time.sleep(0.2)
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    send(sampler.watchers(), signal.SIGKILL)
 
 
 def executor_followers(a, work, endpoint, push, jobs):
@@ -361,13 +382,15 @@ def peer_follower(a, work, endpoint, kind):
         OutputDataConfig={"S3OutputPath": f"s3://{BUCKET}/peers/"},
         ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 10},
         StoppingCondition={"MaxRuntimeInSeconds": 7200})
-    python = os.path.join(PEERS_VENV if kind == "sdk" else os.path.join(REPO, ".venv"), "bin", "python")
-    # The SDK reads its defaults from this file (and from none under /etc or ~).
-    sdk_config = os.path.join(work, "sagemaker-config.yaml")
-    with open(sdk_config, "w") as f:
-        f.write("SchemaVersion: '1.0'\nSageMaker:\n  PythonSDK:\n    Modules:\n      TelemetryOptOut: true\n")
-    env = dict(aws_env(endpoint), PYTHONUNBUFFERED="1", SAGEMAKER_ADMIN_CONFIG_OVERRIDE=sdk_config,
-               SAGEMAKER_USER_CONFIG_OVERRIDE=sdk_config)
+    env = dict(aws_env(endpoint), PYTHONUNBUFFERED="1")
+    python = os.path.join(REPO, ".venv", "bin", "python")
+    if kind == "sdk":
+        python = os.path.join(PEERS_VENV, "bin", "python")
+        # The SDK's defaults come from this file alone (none from /etc or ~): telemetry off.
+        sdk_config = os.path.join(work, "sagemaker-config.yaml")
+        with open(sdk_config, "w") as f:
+            f.write("SchemaVersion: '1.0'\nSageMaker:\n  PythonSDK:\n    Modules:\n      TelemetryOptOut: true\n")
+        env.update(SAGEMAKER_ADMIN_CONFIG_OVERRIDE=sdk_config, SAGEMAKER_USER_CONFIG_OVERRIDE=sdk_config)
     return Follower(kind, [python, os.path.abspath(__file__), f"follow-{kind}", name], env,
                     os.path.join(work, f"stderr-{kind}.log"), time.time(), a.seconds)
 
@@ -435,7 +458,7 @@ def scenario(a, key, label):
         last_start = max(f.start_at for f in followers)
         run_followers(followers, sampler, last_start + a.seconds + 300)
         if cfg:
-            stop(sampler.watchers())
+            stop_watchers(sampler)
         calls = sim_calls(endpoint)
     finally:
         sim.stdin.close()
@@ -444,7 +467,11 @@ def scenario(a, key, label):
     if a.keep:
         with open(os.path.join(work, "calls.json"), "w") as f:
             json.dump({"started": [f.started for f in followers], "calls": calls}, f)
-        print(f"  {label}: kept {work} (calls.json: the simulator's call log)", file=sys.stderr)
+        for follower in followers:
+            with open(os.path.join(work, f"stdout-{follower.name.replace(' ', '-')}.log"), "w") as f:
+                f.writelines(follower.other_lines)
+        print(f"  {label}: kept {work} (calls.json: the simulator's call log; stdout-*.log: the followers' "
+              "other lines)", file=sys.stderr)
     else:
         shutil.rmtree(work, ignore_errors=True)
     return row
@@ -454,35 +481,35 @@ def measure(a, label, followers, sampler, calls):
     """The table row of one scenario (see the module doc for the window)."""
     ws = max(f.started for f in followers) + a.warmup
     ends = [f.end_printed for f in followers if f.end_printed] or [time.time()]
-    we = min(min(ends), max(s[0] for s in sampler.samples))
-    window = [s for s in sampler.samples if ws <= s[0] <= we]
-    if len(window) < 2 or we <= ws:
+    we = min(min(ends), sampler.samples[-1].t)
+    window = [s for s in sampler.samples if ws <= s.t <= we]
+    if len(window) < 2:
         return f"| {label} | (no steady window: the run was too short) |"
-    minutes = (window[-1][0] - window[0][0]) / 60
+    first, last = window[0], window[-1]
+    span = last.t - first.t
     n = len(followers)
-    steady = [c for c in calls if window[0][0] <= c["t"] <= window[-1][0] and not c["op"].startswith("S3.")]
-    per_op = {}
-    for c in steady:
-        op = c["op"].split(".", 1)[-1]
-        per_op[op] = per_op.get(op, 0) + 1
-    ops = ", ".join(f"{op} {v / minutes / n:.2f}" for op, v in sorted(per_op.items(), key=lambda kv: -kv[1]))
+    steady = [c for c in calls if first.t <= c["t"] <= last.t and not c["op"].startswith("S3.")]
+    per_op = collections.Counter(c["op"].split(".", 1)[-1] for c in steady)
+    per_job_min = 60 / span / n
+    ops = ", ".join(f"{op} {count * per_job_min:.2f}" for op, count in per_op.most_common())
     lat = sorted(x for f in followers for x in f.latencies)
     pct = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] if lat else float("nan")
     lost, dup, disorder = (sum(v) for v in zip(*(f.lost_dup_disorder() for f in followers)))
     no_end = sum(1 for f in followers if f.end_printed is None)
-    span = window[-1][0] - window[0][0]
-    cpu = (window[-1][3] - window[0][3]) / span * 100
-    sim_cpu = (window[-1][4] - window[0][4]) / span * 100
-    busy = (window[-1][5] - window[0][5]) / max(window[-1][6] - window[0][6], 1) * 100
-    rss = statistics.median(s[1] for s in window) / 2**20
-    pss = statistics.median(s[2] for s in window) / 2**20
-    procs = max(s[7] for s in window)
+    share = lambda field: (getattr(last, field) - getattr(first, field)) / span * 100
+    busy = (last.busy - first.busy) / max(last.total - first.total, 1) * 100
+    mib = lambda field: statistics.median(getattr(s, field) for s in window) / 2**20
+    rss, pss, helper_pss = mib("rss"), mib("pss"), mib("helper_pss")
+    procs = max(s.processes for s in window)
     failed = sum(1 for f in followers if f.proc is None or f.proc.returncode != 0)
-    each = f" ({rss / n:.1f} / {pss / n:.1f} per job)" if n > 1 else ""
-    return (f"| {label} | {n} | **{len(steady) / minutes / n:.2f}** ({ops}) | {pct(0.5):.2f} s / **{pct(0.95):.2f} s** "
+    pss_note = "; ".join(([f"{pss / n:.1f} per job"] if n > 1 else []) +
+                         ([f"watcher {helper_pss:.1f}"] if helper_pss else []))
+    cpu_note = f"{procs} processes" + (f"; watcher {share('helper_cpu'):.2f} %" if helper_pss else "")
+    return (f"| {label} | {n} | **{len(steady) * per_job_min:.2f}** ({ops}) | {pct(0.5):.2f} s / **{pct(0.95):.2f} s** "
             f"| {lost} / {dup} / {disorder}{f' ({no_end} end lines missing)' if no_end else ''} "
-            f"| {rss:.1f} MiB | {pss:.1f} MiB{each} | {cpu:.2f} % ({procs} processes) | {sim_cpu:.0f} % "
-            f"| {busy:.0f} % of {CORES} cores | {span:.0f} s{f', {failed} exited non-zero' if failed else ''} |")
+            f"| {rss:.1f} MiB | {pss:.1f} MiB{f' ({pss_note})' if pss_note else ''} | {share('cpu'):.2f} % ({cpu_note}) "
+            f"| {share('sim_cpu'):.0f} % | {busy:.0f} % of {CORES} cores "
+            f"| {span:.0f} s{f', {failed} exited non-zero' if failed else ''} |")
 
 
 # --- On paper -----------------------------------------------------------------------------------
@@ -496,10 +523,11 @@ def on_paper(hosts=10, jobs=1000):
     sdk_max = min(GET_LOG_EVENTS_TPS * 60 / sdk_reads, DESCRIBE_LOG_STREAMS_TPS * 60 / sdk_streams)
     loop_max = GET_LOG_EVENTS_TPS * 60 / (60 / BOTO3_LOOP_INTERVAL)
     starts_per_s = jobs / (JOB_HOURS * 3600)
-    push_reads_tps = starts_per_s * CALLS_PER_JOB_START_END
-    describes_per_s = jobs * (60 / OURS_SAFETY_INTERVAL_S) / 60
+    push_reads_tps = starts_per_s * PUSH_GET_LOG_EVENTS_PER_JOB
+    describes_per_s = jobs / OURS_SAFETY_INTERVAL_S + starts_per_s * PUSH_DESCRIBES_PER_JOB
     receive_per_min = hosts * 60 / SQS_LONG_POLL_S
     restarts_per_s = hosts / (LIVE_TAIL_SESSION_HOURS * 3600)
+    push_steady = 60 / SQS_LONG_POLL_S / per_host + 60 / OURS_SAFETY_INTERVAL_S
     lines = [
         f"Default quotas of one account and Region (sources: {CWL_QUOTAS}; {LIVE_TAIL_API}; {SQS_QUOTAS}; "
         f"{SAGEMAKER_QUOTAS}):",
@@ -508,7 +536,7 @@ def on_paper(hosts=10, jobs=1000):
         f"{LIVE_TAIL_SESSIONS} concurrent Live Tail sessions (adjustable) of up to {LIVE_TAIL_GROUPS} log groups, "
         f"sessions end after {LIVE_TAIL_SESSION_HOURS} h; SQS standard queue: nearly unlimited calls/s per action, "
         f"~{SQS_IN_FLIGHT:,} messages in flight, long poll <= {SQS_LONG_POLL_S} s; SageMaker DescribeTrainingJob: "
-        "no published default rate.",
+        "no default rate in its published quotas.",
         f"- ours, polling: {poll_reads:.0f} GetLogEvents/min per job (log_interval {OURS_LOG_INTERVAL_S} s; "
         f"and {60 / OURS_DESCRIBE_INTERVAL_S:.0f} DescribeTrainingJob/min, describe_interval "
         f"{OURS_DESCRIBE_INTERVAL_S} s) -> "
@@ -519,23 +547,31 @@ def on_paper(hosts=10, jobs=1000):
         f"per job (poll {SDK_POLL_S} s) -> **{sdk_max:.0f} jobs per account**.",
         f"- boto3 loop every {BOTO3_LOOP_INTERVAL} s: {60 / BOTO3_LOOP_INTERVAL:.0f} GetLogEvents/min per job -> "
         f"**{loop_max:.0f} jobs per account**.",
-        f"- ours, push, one watcher per host, {jobs:,} jobs on {hosts} hosts ({per_host} per host): "
+        f"- ours, push, one watcher per host, {jobs:,} jobs on {hosts} hosts ({per_host} per host): per job at steady "
+        f"state {60 / SQS_LONG_POLL_S:.0f} ReceiveMessage/min per host / {per_host} jobs + 1 DescribeTrainingJob per "
+        f"safety_interval = **{push_steady:.2f} calls/min**; "
         f"Live Tail sessions = hosts x log groups = {hosts} x 1 = {hosts} <= {LIVE_TAIL_SESSIONS} "
         f"(training and ECS jobs on every host: {2 * hosts} > {LIVE_TAIL_SESSIONS}, the sessions over the quota "
         f"fall back to polling); StartLiveTail {restarts_per_s * 3600:.1f}/h (a session per host every "
         f"{LIVE_TAIL_SESSION_HOURS} h) << {START_LIVE_TAIL_TPS}/s; ReceiveMessage {receive_per_min:.0f}/min "
         f"({hosts} hosts x 60 / {SQS_LONG_POLL_S} s) within SQS's unlimited rate; DescribeTrainingJob "
-        f"{describes_per_s:.1f}/s ({jobs:,} x 1 per safety_interval {OURS_SAFETY_INTERVAL_S // 60} min, plus one per "
-        f"state change); GetLogEvents only at a job's start and end: ~{CALLS_PER_JOB_START_END} calls per job, "
-        f"{jobs:,} jobs of {JOB_HOURS} h -> {push_reads_tps:.1f}/s << {GET_LOG_EVENTS_TPS}/s. "
-        f"**{jobs:,} jobs on {hosts} hosts fit**; the account's ceiling is {LIVE_TAIL_SESSIONS} hosts per log group "
-        "in use, then each host's own size.",
+        f"{describes_per_s:.1f}/s ({jobs:,} x 1 per safety_interval {OURS_SAFETY_INTERVAL_S // 60} min, plus "
+        f"{PUSH_DESCRIBES_PER_JOB} per job at its start and state changes, jobs of {JOB_HOURS} h); GetLogEvents only "
+        f"at a job's start and end: {PUSH_GET_LOG_EVENTS_PER_JOB} per job -> {push_reads_tps:.1f}/s << "
+        f"{GET_LOG_EVENTS_TPS}/s (and < 10/s). "
+        f"**{jobs:,} jobs on {hosts} hosts fit the published quotas** (SageMaker's describe rate is not published); "
+        f"the account's ceiling is {LIVE_TAIL_SESSIONS} hosts per log group in use, then each host's own size.",
     ]
     return "\n".join(lines)
 
 
+def sdk_version():
+    with open(PEERS_REQUIREMENTS) as f:
+        return re.search(r"^sagemaker==(\S+)", f.read(), re.M).group(1)
+
+
 SCENARIOS = [("ours-poll", "ours, polling"), ("ours-push", "ours, push (queue + Live Tail, host watcher)"),
-             ("sdk", "SageMaker Python SDK 2.257.7 `logs_for_job`"),
+             ("sdk", f"SageMaker Python SDK {sdk_version()} `logs_for_job`"),
              ("boto3", f"boto3 loop (Describe + GetLogEvents every {BOTO3_LOOP_INTERVAL} s)"),
              ("fleet-poll", "ours x{jobs}, polling"), ("fleet-push", "ours x{jobs}, push (one host watcher)")]
 
@@ -550,7 +586,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="smoke run: 1.5 minutes, 10 jobs, 30 s warm-up")
     ap.add_argument("--only", default=",".join(k for k, _ in SCENARIOS), help="scenarios, comma-separated")
     ap.add_argument("--keep", action="store_true",
-                    help="keep each scenario's work dir (stderr logs, config, the call log)")
+                    help="keep each scenario's work dir (stdout and stderr logs, config, the call log)")
     ap.add_argument("--exe", default=os.path.join(REPO, "target", "release", "sagemaker-executor"))
     a = ap.parse_args()
     a.exe = os.path.abspath(a.exe)
