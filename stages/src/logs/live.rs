@@ -71,7 +71,7 @@ const MAX_UNCONFIRMED: usize = 20_000;
 /// same event delivered by Live Tail after a reconcile.
 const CONFIRMED_WINDOW_MS: i64 = 300_000;
 /// Updates waiting for the reader; beyond this the session task drops them and says so (a gap).
-pub(crate) const CHANNEL_UPDATES: usize = 256;
+const CHANNEL_UPDATES: usize = 256;
 /// Pause before a new session after one ended.
 const RESTART_AFTER: Duration = Duration::from_secs(1);
 /// Longest pause between session starts while the log group does not exist yet.
@@ -160,12 +160,22 @@ impl Session {
         }
     }
 
-    /// A session fed by `task` through `items`; dropping it cancels `stop` and aborts `task`.
-    pub(crate) fn with_task(
-        items: mpsc::Receiver<LiveItem>,
-        stop: CancellationToken,
-        task: JoinHandle<()>,
-    ) -> Session {
+    /// A session fed by the task `feed` makes of the sender, until the session is dropped.
+    pub(crate) fn spawn<F>(feed: impl FnOnce(mpsc::Sender<LiveItem>) -> F) -> Session
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let (tx, items) = mpsc::channel(CHANNEL_UPDATES);
+        let stop = CancellationToken::new();
+        let stopping = stop.clone();
+        let fed = feed(tx);
+        let task = tokio::spawn(async move {
+            tokio::select! {
+                biased;
+                () = stopping.cancelled() => {}
+                () = fed => {}
+            }
+        });
         Session {
             items,
             stop,
@@ -181,21 +191,7 @@ impl Session {
     /// Starts Live Tail sessions on `group` for `streams` with `client`, one after the other
     /// until stopped; the first that cannot start ends the task with [`LiveItem::Failed`].
     pub fn start(client: Client, group: String, streams: Streams) -> Session {
-        let (tx, items) = mpsc::channel(CHANNEL_UPDATES);
-        let stop = CancellationToken::new();
-        let stopping = stop.clone();
-        let task = tokio::spawn(async move {
-            tokio::select! {
-                biased;
-                () = stopping.cancelled() => {}
-                () = run_sessions(&client, &group, &streams, &tx) => {}
-            }
-        });
-        Session {
-            items,
-            stop,
-            task: Some(task),
-        }
+        Session::spawn(|tx| async move { run_sessions(&client, &group, &streams, &tx).await })
     }
 }
 

@@ -156,15 +156,20 @@ def test_a_manifest_channel_needs_get_object_only_and_downloads_what_it_names(si
             "TrainingInputMode": "File", "ContainerEntrypoint": ["/bin/sh", "-c"],
             "ContainerArguments": ["cat /opt/ml/input/data/train/a.txt "
                                    "/opt/ml/input/data/train/sub/c.txt > /opt/ml/model/m.txt"]}
-    job = unique("job")
-    sm.create_training_job(
-        TrainingJobName=job, AlgorithmSpecification=spec, RoleArn=role,
-        OutputDataConfig={"S3OutputPath": f"s3://{bucket}/out"},
-        ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 10},
-        StoppingCondition={"MaxRuntimeInSeconds": 600},
-        InputDataConfig=[{"ChannelName": "train", "DataSource": {"S3DataSource": {
-            "S3DataType": "ManifestFile", "S3Uri": f"s3://{bucket}/in/ok.manifest"}}}])
-    d = ended(sim, sm, job)
+    def train_from(manifest_key: str) -> dict:
+        job = unique("job")
+        sm.create_training_job(
+            TrainingJobName=job, AlgorithmSpecification=spec, RoleArn=role,
+            OutputDataConfig={"S3OutputPath": f"s3://{bucket}/out"},
+            ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 1,
+                            "VolumeSizeInGB": 10},
+            StoppingCondition={"MaxRuntimeInSeconds": 600},
+            InputDataConfig=[{"ChannelName": "train", "DataSource": {"S3DataSource": {
+                "S3DataType": "ManifestFile", "S3Uri": f"s3://{bucket}/{manifest_key}"}}}])
+        return ended(sim, sm, job)
+
+    d = train_from("in/ok.manifest")
+    job = d["TrainingJobName"]
     assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
     body = s3.get_object(Bucket=bucket, Key=f"out/{job}/output/model.tar.gz")["Body"].read()
     import io
@@ -175,15 +180,7 @@ def test_a_manifest_channel_needs_get_object_only_and_downloads_what_it_names(si
     # A manifest naming an object the role may not read fails the job as SageMaker does.
     bad = [{"prefix": f"s3://{bucket}/in/"}, "ok/a.txt", "secret/b.txt"]
     s3.put_object(Bucket=bucket, Key="in/ok/bad.manifest", Body=json.dumps(bad).encode())
-    job = unique("job")
-    sm.create_training_job(
-        TrainingJobName=job, AlgorithmSpecification=spec, RoleArn=role,
-        OutputDataConfig={"S3OutputPath": f"s3://{bucket}/out"},
-        ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 10},
-        StoppingCondition={"MaxRuntimeInSeconds": 600},
-        InputDataConfig=[{"ChannelName": "train", "DataSource": {"S3DataSource": {
-            "S3DataType": "ManifestFile", "S3Uri": f"s3://{bucket}/in/ok/bad.manifest"}}}])
-    d = ended(sim, sm, job)
+    d = train_from("in/ok/bad.manifest")
     assert d["TrainingJobStatus"] == "Failed"
     assert d["FailureReason"] == (f"ClientError: Data download failed:Unable to download object "
                                   f"s3://{bucket}/in/secret/b.txt (AccessDenied: Access Denied)")

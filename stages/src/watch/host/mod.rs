@@ -166,17 +166,7 @@ pub fn session(
     let Some(host) = host else {
         return Session::start(client, group, streams);
     };
-    let (tx, items) = mpsc::channel(live::CHANNEL_UPDATES);
-    let stop = CancellationToken::new();
-    let stopping = stop.clone();
-    let task = tokio::spawn(async move {
-        tokio::select! {
-            biased;
-            () = stopping.cancelled() => {}
-            () = feed_logs(host, client, group, streams, tx) => {}
-        }
-    });
-    Session::with_task(items, stop, task)
+    Session::spawn(|tx| feed_logs(host, client, group, streams, tx))
 }
 
 async fn feed_logs(
