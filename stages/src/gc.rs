@@ -409,8 +409,7 @@ fn job_prefix<'k>(prefix: &str, key: &'k str) -> Option<(&'k str, &'k str)> {
     let project = parts.next()?;
     let job = parts.next()?;
     parts.next()?;
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    (digits(project) && digits(job)).then(|| {
+    (workspace::is_id_segment(project) && workspace::is_id_segment(job)).then(|| {
         let end = key.len() - rest.len() + project.len() + 1 + job.len() + 1;
         (&key[..end], job)
     })
@@ -522,9 +521,11 @@ fn returned_workspace_job(key: &str) -> Option<&str> {
     let random = rev.next()?;
     let job = rev.next()?;
     let project = rev.next()?;
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    let hex = random.len() == 32 && random.bytes().all(|b| b.is_ascii_hexdigit());
-    (ends && hex && digits(job) && digits(project)).then_some(job)
+    (ends
+        && workspace::is_random_segment(random)
+        && workspace::is_id_segment(job)
+        && workspace::is_id_segment(project))
+    .then_some(job)
 }
 
 /// The sweep as a table, one row per orphan.

@@ -115,10 +115,7 @@ impl StagingLocation {
         let random = segments.next()?;
         let job = segments.next()?;
         let project = segments.next()?;
-        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-        let is_random =
-            random.len() == RANDOM_HEX_DIGITS && random.bytes().all(|b| b.is_ascii_hexdigit());
-        (is_random && digits(job) && digits(project))
+        (is_random_segment(random) && is_id_segment(job) && is_id_segment(project))
             .then(|| &trimmed[trimmed.len() - random.len() - job.len() - project.len() - 2..])
     }
 
@@ -158,6 +155,16 @@ impl StagingLocation {
     }
 }
 
+/// Whether a path segment is a project or job id as staging paths carry them (decimal digits).
+pub(crate) fn is_id_segment(segment: &str) -> bool {
+    !segment.is_empty() && segment.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Whether a path segment has the shape of a run's random component.
+pub(crate) fn is_random_segment(segment: &str) -> bool {
+    segment.len() == RANDOM_HEX_DIGITS && segment.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// 128 bits from the OS random number generator, as 32 lowercase hex digits.
 fn random_component() -> Result<String, getrandom::Error> {
     let mut bytes = [0u8; RANDOM_HEX_DIGITS / 2];
@@ -175,15 +182,15 @@ fn random_component() -> Result<String, getrandom::Error> {
 /// staging prefix has, so other hex values (commit hashes, digests) are left alone.
 pub fn redact(text: &str) -> String {
     let segments: Vec<&str> = text.split('/').collect();
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    let random = |s: &str| s.len() == RANDOM_HEX_DIGITS && s.bytes().all(|b| b.is_ascii_hexdigit());
     let mut out = String::with_capacity(text.len());
     for (i, segment) in segments.iter().enumerate() {
         if i > 0 {
             out.push('/');
         }
-        let hidden =
-            i >= 2 && random(segment) && digits(segments[i - 1]) && digits(segments[i - 2]);
+        let hidden = i >= 2
+            && is_random_segment(segment)
+            && is_id_segment(segments[i - 1])
+            && is_id_segment(segments[i - 2]);
         out.push_str(if hidden { "…" } else { segment });
     }
     out

@@ -43,5 +43,6 @@ pub use location::{
     BOOTSTRAP, BOOTSTRAP_SH, CHANNEL_MANIFEST, JobManifest, MANIFEST, RETURNED_WORKSPACE_MEMBER,
     RemoteMode, SCRIPT, STAGED_OBJECTS, StagingLocation, WORKSPACE_ARCHIVE, redact,
 };
+pub(crate) use location::{is_id_segment, is_random_segment};
 pub use pack::{MAX_AUTO_THREADS, PackOptions, PackSummary, pack_tree_to, pack_tree_with};
 pub use upload::{MIN_PART_SIZE, UploadOptions, put_bytes, upload_file, upload_tree};
