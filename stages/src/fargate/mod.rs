@@ -40,7 +40,7 @@ use crate::ctx::StageCtx;
 use crate::failure::{Classify, FailureKind};
 use crate::logs::StreamNaming;
 use crate::logs::feed::FeedCadence;
-use crate::logs::live::{self, LiveLines, Streams};
+use crate::logs::live::{LiveLines, Streams};
 use crate::outputs::Outputs;
 use crate::remote::{self, Attached, Backend, RemoteError};
 use crate::settings::FargateSettings;
@@ -366,14 +366,13 @@ impl Backend for FargateTask<'_> {
 
     fn lines(&self, ctx: &StageCtx<'_>, id: &str) -> (LiveLines<TaskLogs>, FeedCadence) {
         let polled = TaskLogs::new(ctx.aws.logs.clone(), &self.env.log_group, id);
+        // Polling's pace, also Live Tail's after it falls back to polling.
+        let cadence = FeedCadence {
+            active: LOGS_ACTIVE,
+            idle: LOGS_IDLE_MAX,
+        };
         if !ctx.cfg.watch.live_tail {
-            return (
-                LiveLines::polling(polled),
-                FeedCadence {
-                    active: LOGS_ACTIVE,
-                    idle: LOGS_IDLE_MAX,
-                },
-            );
+            return (LiveLines::polling(polled), cadence);
         }
         let streams = [FETCH, JOB, PUSH]
             .into_iter()
@@ -396,7 +395,7 @@ impl Backend for FargateTask<'_> {
             Box::new(|source| source != JOB),
             session,
         );
-        (live, live::LIVE_CADENCE)
+        (live, cadence)
     }
 
     fn event_key(&self, id: &str) -> ResourceKey {

@@ -1,6 +1,7 @@
-//! The log feed: a task that polls a job's log source at its own cadence and hands rendered
-//! lines to the wait loop over a channel, so log reads never wait for status calls (or the
-//! reverse). The wait loop tells the source what the status says (which streams are live); at
+//! The log feed: a task that reads a job's log source and hands rendered lines to the wait loop
+//! over a channel, so log reads never wait for status calls (or the reverse). A polled source is
+//! read at the feed's cadence; a pushed one (Live Tail) is read when it says it is ready, so a
+//! quiet job costs no wake-up at all. The wait loop tells the source what the status says (which streams are live); at
 //! the end, [`LogFeed::finish`] stops the task, takes the source back, and drains it.
 //!
 //! # Guarantees
@@ -39,6 +40,19 @@ pub trait LineSource: Send + 'static {
 
     /// Reads what is new, rendered for the job log.
     fn poll(&mut self) -> impl Future<Output = Result<Vec<String>, LogError>> + Send;
+
+    /// Whether lines are pushed to the source: then it is read when [`LineSource::ready`]
+    /// resolves, and the feed's cadence only paces retries after a failed read. Sources that
+    /// read by polling keep these two as they are.
+    fn pushed(&self) -> bool {
+        false
+    }
+
+    /// Resolves when a pushed source has something to do: input arrived, or a deadline of its
+    /// own came. Must be cancel-safe (the feed drops it when the status changes).
+    fn ready(&mut self) -> impl Future<Output = ()> + Send {
+        std::future::pending()
+    }
 
     /// A warning the source wants shown once (it gave up a faster way of reading and reads the
     /// way it always could); asked after every poll.
@@ -87,7 +101,8 @@ pub struct LogFeed<L: LineSource> {
     task: JoinHandle<L>,
 }
 
-/// How often the feed reads: `active` while lines flow, growing (x2) to `idle` while quiet.
+/// How often the feed reads a polled source: `active` while lines flow, growing (x2) to `idle`
+/// while quiet. It also paces the retries of a pushed source whose read failed.
 #[derive(Debug, Clone, Copy)]
 pub struct FeedCadence {
     /// Interval while lines flow.
@@ -107,9 +122,12 @@ impl<L: LineSource> LogFeed<L> {
             let mut every = Cadence::new(cadence.active, cadence.idle).with_growth(2, 1);
             let mut retries = RetryDelays::new();
             let mut warned = false;
+            // After a failed read the retry schedule decides when to read again, pushed or not.
+            let mut failing = false;
             // A deadline, not a sleep per turn: a status change must not push the next read back.
             let mut next = Instant::now() + cadence.active;
             loop {
+                let pushed = source.pushed() && !failing;
                 tokio::select! {
                     biased;
                     () = stopping.cancelled() => break,
@@ -126,14 +144,16 @@ impl<L: LineSource> LogFeed<L> {
                         next = next.min(Instant::now() + cadence.active);
                         continue;
                     }
-                    () = tokio::time::sleep_until(next) => {}
+                    () = source.ready(), if pushed => {}
+                    () = tokio::time::sleep_until(next), if !pushed => {}
                 }
                 let result = tokio::select! {
                     biased;
                     () = stopping.cancelled() => break,
                     r = source.poll() => r,
                 };
-                if result.is_ok() {
+                failing = result.is_err();
+                if !failing {
                     retries.reset();
                 }
                 if let Some(text) = source.take_warning()

@@ -1,6 +1,8 @@
 //! Log lines by CloudWatch Live Tail ([`LiveLines`]): one `StartLiveTail` session pushes new
-//! events about every second, so lines arrive within seconds at no per-read cost; GetLogEvents
-//! (one [`LogTailer`] per stream) reads what Live Tail cannot be trusted with.
+//! events about every second, so lines arrive within a second or two at no per-read cost;
+//! GetLogEvents (one [`LogTailer`] per stream) reads what Live Tail cannot be trusted with. The
+//! source is pushed: the feed reads it when an update with something in it arrives or one of its
+//! own deadlines comes, so a quiet job does not wake up.
 //!
 //! # What Live Tail does not promise, and what covers it
 //! - **No history**: a session shows only events ingested after it started. A stream starts in
@@ -9,10 +11,15 @@
 //!   (3 hours, `SessionStreamingException`, a dropped connection) and **a reader that fell
 //!   behind** (our own channel full): each is a *gap* for every stream. Every stream goes back to
 //!   reconcile, and the session is trusted again only from its next unsampled update on.
-//! - **Duplicated or reordered updates**: live events are held back [`HOLDBACK`] and released
-//!   in timestamp order per stream, which absorbs an update that comes one late. An event that
-//!   is already printed (same stream, timestamp and message) or older than one already released
-//!   is a *discontinuity*: it is not printed, and its stream goes back to reconcile.
+//! - **Duplicated or reordered updates**: the events of one update (and of every update that
+//!   arrived before the source was read) are released in timestamp order per stream. An event
+//!   that is already printed (same stream, timestamp and message) or older than one already
+//!   released is a *discontinuity*: it is not printed, and its stream goes back to reconcile.
+//!   Updates of one session come over one connection, in order, so an event comes later than a
+//!   newer one of its stream only when it was ingested later; the first time that happens the
+//!   reader widens its reorder window to [`HOLDBACK`] for the rest of the job (as TCP's RACK
+//!   widens its window after a reordering): from then on live events are held that long, which
+//!   absorbs an update that comes one late.
 //!
 //! A stream in reconcile is read with GetLogEvents (to its end, every [`RECONCILE_EVERY`]).
 //! Events that Live Tail already printed are skipped (a multiset of keys printed since the
@@ -27,7 +34,8 @@
 //! # Guarantees and caveats
 //! - Every line is printed once, in its stream's order, when an out-of-order or missing event
 //!   is caught by a gap or a discontinuity before later lines of its stream were released; one
-//!   caught only afterwards is printed once, late.
+//!   caught only afterwards (the first late update of a job, before the window widened) is
+//!   printed once, late.
 //! - Lines are matched by (stream, timestamp, message): two identical messages of one stream in
 //!   the same millisecond are told apart by their count, except at the edge of a gap, where one
 //!   may be taken for the other.
@@ -36,7 +44,7 @@
 //!   After lines were printed, a session that cannot start again leaves every stream in
 //!   reconcile: polling through the same tailers, so nothing is printed twice.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{DefaultHasher, Hash as _, Hasher as _};
 use std::time::Duration;
 
@@ -47,10 +55,11 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::feed::{FeedCadence, LineSource};
+use super::feed::LineSource;
 use super::{LogError, LogLine, LogTailer, StreamNaming, format_line};
 
-/// How long a live event is held before it is printed: one update late is still in order.
+/// How long live events are held once the job saw one come late: one update late (updates
+/// come every second) is then still in order.
 pub const HOLDBACK: Duration = Duration::from_millis(1500);
 /// How often a stream in reconcile is read with GetLogEvents while it has lines.
 pub const RECONCILE_EVERY: Duration = Duration::from_secs(2);
@@ -59,11 +68,6 @@ const RECONCILE_IDLE: Duration = Duration::from_secs(10);
 /// How long after the session is trusted again a GetLogEvents pass must start to close a gap:
 /// GetLogEvents shows an event a little later than Live Tail delivers it.
 const TRUST_MARGIN: Duration = Duration::from_secs(2);
-/// The feed's cadence with Live Tail: reads cost nothing while live, so every second.
-pub const LIVE_CADENCE: FeedCadence = FeedCadence {
-    active: Duration::from_secs(1),
-    idle: Duration::from_secs(1),
-};
 /// Live-printed lines of one stream that the tailer has not passed yet, above which the stream
 /// is reconciled on purpose: the tailer's pass consumes them, which bounds memory.
 const MAX_UNCONFIRMED: usize = 20_000;
@@ -377,6 +381,12 @@ struct Live {
     trusted_since: Option<Instant>,
     printed_any: bool,
     seq: u64,
+    /// How long live events are held: nothing until an update came late (see the module doc).
+    window: Duration,
+    /// Items [`Live::ready`] received, handled before anything else the session sent.
+    pending: VecDeque<LiveItem>,
+    /// The session task stopped and everything it sent was received.
+    session_done: bool,
     /// Lines of a turn that ended in an error, handed out first by the next one.
     out: Vec<String>,
     /// Said once: no more sessions after lines were printed.
@@ -415,6 +425,9 @@ impl<P: LineSource> LiveLines<P> {
             trusted_since: None,
             printed_any: false,
             seq: 0,
+            window: Duration::ZERO,
+            pending: VecDeque::new(),
+            session_done: false,
             out: Vec::new(),
             warning: None,
         };
@@ -483,7 +496,11 @@ impl Live {
     /// Takes what the session task sent. `Err` with the reason when the first session failed.
     fn take_items(&mut self) -> Result<(), String> {
         loop {
-            let item = match self.session.items.try_recv() {
+            let next = match self.pending.pop_front() {
+                Some(item) => Ok(item),
+                None => self.session.items.try_recv(),
+            };
+            let item = match next {
                 Ok(item) => item,
                 Err(mpsc::error::TryRecvError::Empty) => return Ok(()),
                 Err(mpsc::error::TryRecvError::Disconnected) => {
@@ -534,6 +551,46 @@ impl Live {
 
     fn accepts(&self, stream: &str) -> bool {
         self.streams_filter.accepts(stream)
+    }
+
+    /// Waits until there is something to do: an item of the session that changes anything (an
+    /// empty update of a trusted session does not), or the next deadline of a stream.
+    async fn ready(&mut self) {
+        loop {
+            let due = self.next_due();
+            let item = tokio::select! {
+                item = self.session.items.recv(), if !self.session_done => item,
+                () = sleep_until(due) => return,
+            };
+            match item {
+                // The next turn sees the closed channel and hands every stream to its tailer.
+                None => {
+                    self.session_done = true;
+                    return;
+                }
+                Some(LiveItem::Update {
+                    sampled: false,
+                    events,
+                    ..
+                }) if events.is_empty() && self.trusted_since.is_some() => {}
+                Some(item) => {
+                    self.pending.push_back(item);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The earliest time a turn has work: a stream in reconcile due for a pass, or held live
+    /// events whose window ends.
+    fn next_due(&self) -> Option<Instant> {
+        self.streams
+            .iter()
+            .filter_map(|s| match s.mode {
+                Mode::Reconcile => Some(s.next_reconcile),
+                Mode::Live => s.held.iter().map(|h| h.0 + self.window).min(),
+            })
+            .min()
     }
 
     fn render(&self, source: &str, timestamp_ms: i64, message: String) -> String {
@@ -630,17 +687,22 @@ impl Live {
             return;
         }
         s.held.sort_by_key(|(_, seq, _, e)| (e.timestamp_ms, *seq));
-        let mut ready = Vec::new();
-        let mut kept = Vec::new();
-        for h in s.held.drain(..) {
-            if h.0 + HOLDBACK <= now {
-                ready.push(h);
-            } else {
-                kept.push(h);
-            }
-        }
-        s.held = kept;
+        // An event whose window ended goes out with every older one: an older event that came
+        // later is in order before it now, and would only be late after it.
+        let Some(cut) = s
+            .held
+            .iter()
+            .filter(|h| h.0 + self.window <= now)
+            .map(|h| h.3.timestamp_ms)
+            .max()
+        else {
+            return;
+        };
+        let split = s.held.partition_point(|h| h.3.timestamp_ms <= cut);
+        let rest = s.held.split_off(split);
+        let ready = std::mem::replace(&mut s.held, rest);
         let mut printed = Vec::new();
+        let mut came_late = false;
         let mut seen_here: HashSet<Key> = HashSet::new();
         for (at, seq, k, e) in ready {
             if s.mode == Mode::Reconcile {
@@ -670,6 +732,7 @@ impl Live {
                 s.mode = Mode::Reconcile;
                 s.next_reconcile = now;
                 if !duplicate {
+                    came_late = true;
                     s.held.push((at, seq, k, e));
                 }
                 continue;
@@ -682,6 +745,9 @@ impl Live {
         if s.unconfirmed_len > MAX_UNCONFIRMED {
             s.mode = Mode::Reconcile;
             s.next_reconcile = now;
+        }
+        if came_late {
+            self.window = HOLDBACK;
         }
         let source = s.source.clone();
         for (ts, message) in printed {
@@ -757,6 +823,14 @@ impl Live {
     }
 }
 
+/// Sleeps until `due`; never without one.
+async fn sleep_until(due: Option<Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The streams of `group` whose names start with `prefix` (every page).
 async fn list_streams(client: &Client, group: &str, prefix: &str) -> Result<Vec<String>, LogError> {
     let mut names = Vec::new();
@@ -813,6 +887,17 @@ impl<P: LineSource> LineSource for LiveLines<P> {
         match &mut self.polling {
             Some(p) => p.poll().await,
             None => Ok(Vec::new()),
+        }
+    }
+
+    fn pushed(&self) -> bool {
+        self.inner.is_some()
+    }
+
+    async fn ready(&mut self) {
+        match &mut self.inner {
+            Some(live) => live.ready().await,
+            None => std::future::pending().await,
         }
     }
 

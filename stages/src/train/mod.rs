@@ -23,7 +23,7 @@ use crate::failure::{Classify, FailureKind};
 use crate::joblog::JobLog;
 use crate::logs::StreamNaming;
 use crate::logs::feed::FeedCadence;
-use crate::logs::live::{self, LiveLines, Streams};
+use crate::logs::live::{LiveLines, Streams};
 use crate::names::split_s3_uri;
 use crate::outputs::Outputs;
 use crate::remote::{self, Attached, Backend, RemoteError};
@@ -235,14 +235,13 @@ impl Backend for Training<'_> {
         let every = ctx.cfg.train.log_interval;
         let hosts = self.settings.instance_count;
         let polled = TrainLines::new(ctx.aws.logs.clone(), id, hosts);
+        // Polling's pace, also Live Tail's after it falls back to polling.
+        let cadence = FeedCadence {
+            active: every,
+            idle: every * 3,
+        };
         if !ctx.cfg.watch.live_tail {
-            return (
-                LiveLines::polling(polled),
-                FeedCadence {
-                    active: every,
-                    idle: every * 3,
-                },
-            );
+            return (LiveLines::polling(polled), cadence);
         }
         let streams = Streams::Prefix(format!("{id}/"));
         let session = crate::watch::host::session(
@@ -260,7 +259,7 @@ impl Backend for Training<'_> {
             Box::new(move |_| hosts > 1),
             session,
         );
-        (live, live::LIVE_CADENCE)
+        (live, cadence)
     }
 
     fn event_key(&self, id: &str) -> ResourceKey {

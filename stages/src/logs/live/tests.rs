@@ -13,7 +13,7 @@ use aws_sdk_cloudwatchlogs::types::{LogStream, OutputLogEvent};
 use aws_smithy_mocks::{MockResponse, RuleMode, mock};
 
 use super::*;
-use crate::logs::feed::NoLines;
+use crate::logs::feed::{FeedCadence, FeedItem, LogFeed, NoLines};
 
 const GROUP: &str = "/aws/sagemaker/TrainingJobs";
 const A: &str = "job/algo-1-1700000000";
@@ -353,4 +353,88 @@ async fn a_session_that_cannot_start_falls_back_to_polling_with_one_warning() {
     assert_eq!(lines.take_warning(), None, "said once");
     let (drained, _) = lines.drain(&CancellationToken::new()).await;
     assert_eq!(drained, ["drained"]);
+}
+
+/// The lines of the feed's next item (a warning fails the test).
+async fn next_lines(feed: &mut LogFeed<LiveLines<NoLines<u32>>>) -> Vec<String> {
+    match feed.recv().await {
+        Some(FeedItem::Lines(lines)) => lines,
+        other => panic!("expected lines, got {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pushed_source_prints_an_update_on_arrival_and_holds_lines_once_one_came_late() {
+    let (lines, mut sim) = setup(Streams::Names(vec![A.to_owned()]));
+    // A cadence that would read once an hour: every read below is one the session caused.
+    let hour = Duration::from_secs(3600);
+    let mut feed = LogFeed::start(
+        lines,
+        FeedCadence {
+            active: hour,
+            idle: hour,
+        },
+    );
+    let mut out = Vec::new();
+    sim.send(LiveItem::Started).await;
+    let e = sim.write(A, &["line 1"]);
+    sim.update(false, e).await;
+    out.extend(next_lines(&mut feed).await);
+    // The stream goes live after a GetLogEvents pass that started once the session was trusted.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let reads = sim.reads();
+
+    for i in 2..=4 {
+        let sent = Instant::now();
+        let e = sim.write(A, &[&format!("line {i}")]);
+        sim.update(false, e).await;
+        let got = next_lines(&mut feed).await;
+        assert_eq!(got, expect("algo-1", i..=i));
+        assert_eq!(Instant::now() - sent, Duration::ZERO, "printed on arrival");
+        out.extend(got);
+        // Quiet seconds of a trusted session.
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            sim.update(false, Vec::new()).await;
+        }
+    }
+    assert_eq!(sim.reads(), reads, "nothing read while live");
+
+    // Line 5 comes an update after line 6, which is out already: it is printed once, late,
+    // and from now on live lines are held long enough to put such an update back in order.
+    let e5 = sim.write(A, &["line 5"]);
+    let e6 = sim.write(A, &["line 6"]);
+    sim.update(false, e6).await;
+    out.extend(next_lines(&mut feed).await);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    sim.update(false, e5).await;
+    out.extend(next_lines(&mut feed).await);
+    tokio::time::sleep(Duration::from_secs(30)).await;
+
+    let e7 = sim.write(A, &["line 7"]);
+    let e8 = sim.write(A, &["line 8"]);
+    let sent = Instant::now();
+    sim.update(false, e8).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    sim.update(false, e7).await;
+    let got = next_lines(&mut feed).await;
+    assert_eq!(
+        got,
+        expect("algo-1", 7..=8),
+        "the late update put back in order"
+    );
+    assert_eq!(
+        Instant::now() - sent,
+        HOLDBACK,
+        "held for the widened window"
+    );
+    out.extend(got);
+
+    let (items, _) = feed.finish(&CancellationToken::new()).await;
+    assert!(items.is_empty(), "nothing left for the drain: {items:?}");
+    let mut want = expect("algo-1", 1..=4);
+    want.extend(expect("algo-1", 6..=6));
+    want.extend(expect("algo-1", 5..=5));
+    want.extend(expect("algo-1", 7..=8));
+    assert_eq!(out, want);
 }

@@ -2,8 +2,9 @@
 //! shared by every waiting job of the host that subscribes over the socket.
 //!
 //! A log subscriber gets `Started` at once (nothing before it was seen), then every update of
-//! its group's session with only its own streams' events (an update without any still says the
-//! session is alive and unsampled), and every gap. A subscriber that reads too slowly has
+//! its group's session with only its own streams' events, and every gap. An update without any
+//! of its events says only that the session is alive and unsampled: it goes out once after each
+//! start, gap or sampled update, not every second, so a quiet job is not woken. A subscriber that reads too slowly has
 //! updates dropped and is told so with a gap before the next one, as a job's own session does.
 //! An event subscriber gets `Relax` once the queue delivers, `Changed` for each event about its
 //! resource, and `Lost` if the queue fails. A job's own subscription ends with its connection.
@@ -53,6 +54,8 @@ struct LogSub {
     tx: mpsc::Sender<ToJob>,
     /// Updates were dropped since the last line it got: it must hear of the gap first.
     dropped: bool,
+    /// It was told that the session is alive and unsampled since its last start or gap.
+    told_alive: bool,
 }
 
 /// A group with subscribers and its session task.
@@ -250,6 +253,7 @@ fn subscribe<S: Sources>(
                 streams: streams.streams(),
                 tx,
                 dropped: false,
+                told_alive: false,
             };
             if let Some(g) = state.groups.get_mut(&group) {
                 g.subs.insert(id, sub);
@@ -333,27 +337,39 @@ fn deliver(sub: &mut LogSub, item: &LiveItem) {
             .tx
             .try_send(ToJob::Gap("the log reader fell behind".into()))
         {
-            Ok(()) => sub.dropped = false,
+            Ok(()) => {
+                sub.dropped = false;
+                sub.told_alive = false;
+            }
             Err(_) => return,
         }
     }
-    let line = match item {
-        LiveItem::Started => ToJob::Started,
+    let (line, alive) = match item {
+        LiveItem::Started => (ToJob::Started, false),
         LiveItem::Update {
             sampled, events, ..
-        } => ToJob::Update {
-            sampled: *sampled,
-            events: events
+        } => {
+            let events: Vec<WireEvent> = events
                 .iter()
                 .filter(|e| sub.streams.accepts(&e.stream))
                 .map(WireEvent::from)
-                .collect(),
-        },
-        LiveItem::Gap(reason) => ToJob::Gap(reason.clone()),
-        LiveItem::Failed(reason) => ToJob::Failed(reason.clone()),
+                .collect();
+            if events.is_empty() && !*sampled && sub.told_alive {
+                return;
+            }
+            let update = ToJob::Update {
+                sampled: *sampled,
+                events,
+            };
+            (update, !*sampled)
+        }
+        LiveItem::Gap(reason) => (ToJob::Gap(reason.clone()), false),
+        LiveItem::Failed(reason) => (ToJob::Failed(reason.clone()), false),
     };
     if sub.tx.try_send(line).is_err() {
         sub.dropped = true;
+    } else {
+        sub.told_alive = alive;
     }
 }
 
