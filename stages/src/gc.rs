@@ -45,6 +45,14 @@ pub struct GcOptions {
     pub older_than: Duration,
 }
 
+impl GcOptions {
+    /// Whether a sweep leaves a resource of `job` that is `age` old alone: the job is live on
+    /// this host (its state file exists), or the resource is younger than the retention.
+    pub(crate) fn keeps(&self, live: &HashSet<String>, job: &str, age: Duration) -> bool {
+        live.contains(job) || age < self.older_than
+    }
+}
+
 /// One orphan found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Orphan {
@@ -289,7 +297,7 @@ async fn training_jobs(
             }
             let job = tags.get("gitlab:job-id").cloned().unwrap_or_default();
             let age = age_of(summary.creation_time().map(|t| t.secs()).unwrap_or(0));
-            if live.contains(&job) || age < opts.older_than {
+            if opts.keeps(live, &job, age) {
                 continue;
             }
             let resource = Resource {
@@ -361,7 +369,7 @@ async fn tasks(
                         .map(|t| t.secs())
                         .unwrap_or(0),
                 );
-                if live.contains(&job) || age < opts.older_than {
+                if opts.keeps(live, &job, age) {
                     continue;
                 }
                 let Some(arn) = task.task_arn() else { continue };
@@ -464,7 +472,7 @@ async fn staged(
     }
     for (job_prefix, (job, modified)) in newest {
         let age = age_of(modified);
-        if live.contains(&job) || age < opts.older_than {
+        if opts.keeps(live, &job, age) {
             continue;
         }
         let outcome = if opts.dry_run {
@@ -489,7 +497,7 @@ async fn staged(
     }
     for (key, job, modified) in returned {
         let age = age_of(modified);
-        if live.contains(&job) || age < opts.older_than {
+        if opts.keeps(live, &job, age) {
             continue;
         }
         let outcome = if opts.dry_run {

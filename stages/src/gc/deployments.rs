@@ -65,7 +65,7 @@ async fn endpoints(
         let candidate = e.tags.get(DEPLOYMENT_TAG).map(String::as_str) == Some("candidate");
         let age = age_of(e.created);
         let job = e.job();
-        if !e.ours() || !candidate || live.contains(&job) || age < opts.older_than {
+        if !e.ours() || !candidate || opts.keeps(live, &job, age) {
             continue;
         }
         // No scope: release deletes the endpoint itself.
@@ -146,7 +146,7 @@ async fn configs_and_models(
         let Some(endpoint) = r.tags.get(ENDPOINT_TAG).cloned() else {
             continue;
         };
-        if !r.ours() || live.contains(&job) || age < opts.older_than {
+        if !r.ours() || opts.keeps(live, &job, age) {
             continue;
         }
         let name = match kind {
