@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs sagemaker-executor on a gitlab-runner host: the binaries (sagemaker-executor and the
-# small sagemaker-executor-run beside it, the runner's run_exec), a config dir, the per-job
-# directories owned by the runner's user, and a check of the config. Every prerequisite is
-# checked before anything is touched, and a config that does not validate stops the install
-# with its problems on the screen.
+# small sagemaker-executor-run beside it, the runner's config_exec and run_exec), a config dir,
+# the per-job directories owned by the runner's user, and a check of the config. Every
+# prerequisite is checked before anything is touched, and a config that does not validate
+# stops the install with its problems on the screen.
 #
 #   sudo runner-setup/install.sh [--register] [path/to/sagemaker-executor] [runner user]
 #
@@ -86,7 +86,7 @@ register_command() { # name config-file token-variable
     local stage exec
     for stage in config prepare run cleanup; do
         exec="$installed"
-        [ "$stage" = run ] && exec="$installed_run"
+        case "$stage" in config | run) exec="$installed_run" ;; esac
         args+=(--custom-"$stage"-exec "$exec"
             --custom-"$stage"-args --config --custom-"$stage"-args "$2" --custom-"$stage"-args "$stage")
     done

@@ -24,27 +24,26 @@ pub const FULL_BINARY: &str = "sagemaker-executor";
 pub fn main_impl() -> ExitCode {
     let cli = cli::Cli::parse();
     let codes = exit::ExitCodes::from_env();
+    if let Some(code) = stage::on_host(&cli, codes) {
+        return code;
+    }
     match runtime(codes) {
         Ok(rt) => rt.block_on(stage::dispatch(cli, codes)),
         Err(code) => code,
     }
 }
 
-/// `sagemaker-executor-run`, the runner's `run_exec`: most of a job's stages run on the runner
-/// host (`get_sources`, caches, artifacts, `after_script`), and each pays for loading the
-/// binary that runs it. This small one runs those itself, and replaces itself (exec, same
-/// process) with the full binary beside it for every other command and for the stages that go
-/// to AWS, so `run_args` and behaviour are those of the full binary.
+/// `sagemaker-executor-run`, the runner's `run_exec` and `config_exec`: most of a job's stages
+/// run on the runner host (`config`, `get_sources`, caches, artifacts, `after_script`), and
+/// each pays for loading the binary that runs it. This small one runs those itself, without an
+/// async runtime, and replaces itself (exec, same process) with the full binary beside it for
+/// every other command and for the stages that go to AWS, so `run_args` and behaviour are those
+/// of the full binary.
 pub fn run_main() -> ExitCode {
     let cli = cli::Cli::parse();
     let codes = exit::ExitCodes::from_env();
-    if let cli::Command::Run { script, stage } = &cli.command
-        && !stage::run::is_user_script(stage)
-    {
-        return match runtime(codes) {
-            Ok(rt) => rt.block_on(stage::run_local(&cli, script, codes)),
-            Err(code) => code,
-        };
+    if let Some(code) = stage::on_host(&cli, codes) {
+        return code;
     }
     let full = std::env::current_exe().map(|exe| exe.with_file_name(FULL_BINARY));
     let error = match &full {

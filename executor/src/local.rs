@@ -7,18 +7,24 @@
 //! runner's temp dir, so the script reaches bash as an in-memory file (`/dev/fd/N`), and the
 //! script runs in the job's builds dir with its own `HOME` and `TMPDIR` there.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd as _, AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::Duration;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
+use std::io::Read as _;
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use tokio::process::Command;
-use tokio_util::sync::CancellationToken;
+use signal_hook::SigId;
+use signal_hook::consts::{SIGCHLD, SIGINT, SIGTERM};
 
 use crate::error::ExecutorError;
-use crate::signals;
 
 /// How long a cancelled local script gets to finish after SIGTERM before SIGKILL.
 const LOCAL_GRACE: Duration = Duration::from_secs(10);
@@ -119,13 +125,35 @@ fn script_in_memory(script: &Path) -> Result<OwnedFd, ExecutorError> {
     Ok(OwnedFd::from(file))
 }
 
+/// The first executable `bash` on `PATH`, as `execvp` would pick it, found with `stat` rather
+/// than an `execve` that fails in every directory before it; plain `bash` when none is found
+/// (the spawn then says so).
+fn bash() -> PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::env::var_os("PATH")
+        .and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join("bash"))
+                .find(|p| {
+                    std::fs::metadata(p)
+                        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                })
+        })
+        .unwrap_or_else(|| PathBuf::from("bash"))
+}
+
 /// Runs `script` with bash as `run_as` and returns its exit status (128 + signal when killed).
-pub async fn run_script(
+///
+/// Synchronous on purpose: a local stage is a short script, and not starting an async runtime
+/// is most of what keeps its overhead over plain bash small. The first SIGTERM or SIGINT sends
+/// SIGTERM to the script's process group and SIGKILL after [`LOCAL_GRACE`]; a second one kills
+/// the group and exits with `system_failure_code` at once.
+pub fn run_script(
     script: &Path,
     run_as: &RunAs,
-    cancel: &CancellationToken,
+    system_failure_code: u8,
 ) -> Result<i32, ExecutorError> {
-    let mut cmd = Command::new("bash");
+    let mut cmd = Command::new(bash());
     let mut held: Option<OwnedFd> = None;
     match run_as {
         RunAs::Executor => {
@@ -150,48 +178,131 @@ pub async fn run_script(
     cmd.stdin(Stdio::null())
         .stdout(Stdio::inherit())
         .stderr(Stdio::inherit())
-        .process_group(0)
-        .kill_on_drop(true);
+        .process_group(0);
     for (k, _) in std::env::vars_os() {
         if k.to_str().is_some_and(scrubbed) {
             cmd.env_remove(k);
         }
     }
+    // Registered before the child exists, so no signal is missed.
+    let signals = Signals::register()?;
     let mut child = cmd.spawn().map_err(ExecutorError::Spawn)?;
     // The child has its copy of the script's descriptor.
     drop(held);
-    let group = child
-        .id()
-        .and_then(|p| i32::try_from(p).ok())
-        .map(Pid::from_raw);
-    signals::set_child_group(group.map(Pid::as_raw));
-    let status = tokio::select! {
-        s = child.wait() => s,
-        _ = cancel.cancelled() => {
-            if let Some(g) = group {
-                let _ = killpg(g, Signal::SIGTERM);
+    let group = i32::try_from(child.id()).ok().map(Pid::from_raw);
+    let kill = |signal| {
+        if let Some(g) = group {
+            let _ = killpg(g, signal);
+        }
+    };
+    let mut kill_at: Option<Instant> = None;
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(ExecutorError::Spawn)? {
+            break status;
+        }
+        if kill_at.is_some_and(|at| at <= Instant::now()) {
+            kill(Signal::SIGKILL);
+            kill_at = None;
+        }
+        match signals.next(kill_at)? {
+            None => {}
+            Some(signal) if kill_at.is_none() => {
+                eprintln!("sagemaker-executor: received {signal}; stopping the stage's script");
+                kill(Signal::SIGTERM);
+                kill_at = Some(Instant::now() + LOCAL_GRACE);
             }
-            match tokio::time::timeout(LOCAL_GRACE, child.wait()).await {
-                Ok(s) => s,
-                Err(_) => {
-                    if let Some(g) = group {
-                        let _ = killpg(g, Signal::SIGKILL);
-                    }
-                    child.wait().await
-                }
+            Some(signal) => {
+                eprintln!("sagemaker-executor: received {signal} again; exiting now");
+                kill(Signal::SIGKILL);
+                std::process::exit(i32::from(system_failure_code));
             }
         }
     };
     // Whatever the script left running in its group goes with it: its output pipe is the job log.
-    if let Some(g) = group {
-        let _ = killpg(g, Signal::SIGKILL);
-    }
-    signals::set_child_group(None);
-    let status = status.map_err(ExecutorError::Spawn)?;
+    kill(Signal::SIGKILL);
+    drop(signals);
     use std::os::unix::process::ExitStatusExt;
     Ok(status
         .code()
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}
+
+/// SIGTERM, SIGINT and SIGCHLD while a local script runs: each sets its flag and wakes a
+/// self-pipe (signal-hook), so the wait needs no async runtime and the child inherits no
+/// signal mask or handler. Unregistered when dropped.
+struct Signals {
+    ids: Vec<SigId>,
+    term: Arc<AtomicBool>,
+    int: Arc<AtomicBool>,
+    wake: UnixStream,
+}
+
+impl Signals {
+    fn register() -> Result<Signals, ExecutorError> {
+        let host = |source| ExecutorError::Host {
+            what: "handling signals".into(),
+            source,
+        };
+        let (wake, waker) = UnixStream::pair().map_err(host)?;
+        wake.set_nonblocking(true).map_err(host)?;
+        let term = Arc::new(AtomicBool::new(false));
+        let int = Arc::new(AtomicBool::new(false));
+        let mut signals = Signals {
+            ids: Vec::new(),
+            term: Arc::clone(&term),
+            int: Arc::clone(&int),
+            wake,
+        };
+        // The flag first: the wake-up must find it set.
+        for (signal, flag) in [(SIGTERM, Some(term)), (SIGINT, Some(int)), (SIGCHLD, None)] {
+            if let Some(flag) = flag {
+                signals
+                    .ids
+                    .push(signal_hook::flag::register(signal, flag).map_err(host)?);
+            }
+            let waker = waker.try_clone().map_err(host)?;
+            signals
+                .ids
+                .push(signal_hook::low_level::pipe::register(signal, waker).map_err(host)?);
+        }
+        Ok(signals)
+    }
+
+    /// Waits for a signal, at most until `until`; returns the name of a stop signal that came.
+    fn next(&self, until: Option<Instant>) -> Result<Option<&'static str>, ExecutorError> {
+        let timeout = match until {
+            None => PollTimeout::NONE,
+            Some(at) => PollTimeout::try_from(at.saturating_duration_since(Instant::now()))
+                .unwrap_or(PollTimeout::MAX),
+        };
+        let mut fds = [PollFd::new(self.wake.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, timeout) {
+            Ok(_) | Err(nix::Error::EINTR) => {}
+            Err(e) => {
+                return Err(ExecutorError::Host {
+                    what: "waiting for the stage's script".into(),
+                    source: e.into(),
+                });
+            }
+        }
+        let mut drained = [0u8; 64];
+        while matches!((&self.wake).read(&mut drained), Ok(n) if n > 0) {}
+        if self.term.swap(false, Ordering::SeqCst) {
+            return Ok(Some("SIGTERM"));
+        }
+        if self.int.swap(false, Ordering::SeqCst) {
+            return Ok(Some("SIGINT"));
+        }
+        Ok(None)
+    }
+}
+
+impl Drop for Signals {
+    fn drop(&mut self) {
+        for id in self.ids.drain(..) {
+            signal_hook::low_level::unregister(id);
+        }
+    }
 }
 
 #[cfg(test)]

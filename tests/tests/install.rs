@@ -81,7 +81,7 @@ fn an_install_validates_the_config_and_prints_the_register_commands() {
     for needle in [
         "gitlab-runner register --non-interactive --url ${GITLAB_URL} --token ${SAGEMAKER_RUNNER_TOKEN} --executor custom --description sagemaker".to_owned(),
         format!(
-            "--custom-config-exec {} --custom-config-args --config --custom-config-args {} --custom-config-args config",
+            "--custom-config-exec {}-run --custom-config-args --config --custom-config-args {} --custom-config-args config",
             installed.display(),
             config.display()
         ),

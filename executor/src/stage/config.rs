@@ -25,7 +25,7 @@ struct ConfigOutput {
     shell: &'static str,
 }
 
-pub async fn run(config: &Path) -> Result<(), ExecutorError> {
+pub fn run(config: &Path) -> Result<(), ExecutorError> {
     let cfg = stages::config::load_file(config)?;
     let ctx = context::load()?;
     // One builds dir per job, so concurrent jobs on this host never share a checkout.

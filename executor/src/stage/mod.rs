@@ -22,11 +22,11 @@ use crate::signals;
 pub async fn dispatch(cli: Cli, codes: ExitCodes) -> ExitCode {
     let cancel = signals::install(codes.system);
     match cli.command {
-        Command::Config => report(config::run(&cli.config).await, codes, None),
+        Command::Config => report(config::run(&cli.config), codes, None),
         Command::Prepare => report(prepare::run(&cli.config).await, codes, None),
         Command::Run { script, stage } => {
             let file = BuildExitCodeFile::from_env();
-            let result = run::run(&cli.config, &script, &stage, &cancel).await;
+            let result = run::run(&cli.config, &script, &stage, codes, &cancel).await;
             report(result, codes, Some(&file))
         }
         Command::Cleanup => {
@@ -49,13 +49,19 @@ pub async fn dispatch(cli: Cli, codes: ExitCodes) -> ExitCode {
     }
 }
 
-/// `run` of a stage on the runner host, for the small `sagemaker-executor-run` binary: only the
-/// local path, so nothing else is linked into it.
-pub async fn run_local(cli: &Cli, script: &std::path::Path, codes: ExitCodes) -> ExitCode {
-    let cancel = signals::install(codes.system);
-    let file = BuildExitCodeFile::from_env();
-    let result = run::run_local(&cli.config, script, &cancel).await;
-    report(result, codes, Some(&file))
+/// The commands that run on the runner host alone (`config`, and `run` of a stage that is not
+/// the job's script), without an async runtime: both binaries answer them this way, and the
+/// small `sagemaker-executor-run` links nothing else. `None` for every other command.
+pub fn on_host(cli: &Cli, codes: ExitCodes) -> Option<ExitCode> {
+    match &cli.command {
+        Command::Config => Some(report(config::run(&cli.config), codes, None)),
+        Command::Run { script, stage } if !run::is_user_script(stage) => {
+            let file = BuildExitCodeFile::from_env();
+            let result = run::run_local(&cli.config, script, codes.system);
+            Some(report(result, codes, Some(&file)))
+        }
+        _ => None,
+    }
 }
 
 /// Prints the error (one line per problem) and picks the exit code.

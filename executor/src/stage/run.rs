@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::context;
 use crate::error::ExecutorError;
+use crate::exit::ExitCodes;
 use crate::local;
 
 /// Whether `stage` runs the job's own script (sent as `build_script` or `step_*`).
@@ -22,10 +23,11 @@ pub async fn run(
     config: &Path,
     script: &Path,
     stage: &str,
+    codes: ExitCodes,
     cancel: &CancellationToken,
 ) -> Result<(), ExecutorError> {
     if !is_user_script(stage) {
-        return run_local(config, script, cancel).await;
+        return run_local(config, script, codes.system);
     }
     let cfg = stages::config::load_file(config)?;
     let ctx = context::load()?;
@@ -57,10 +59,10 @@ pub async fn run(
 /// A stage that runs on the runner host: the script with bash, as the `[local] user` when one
 /// is configured. Reads only what it needs of the config (see
 /// [`stages::config::load_host_stage`]).
-pub async fn run_local(
+pub fn run_local(
     config: &Path,
     script: &Path,
-    cancel: &CancellationToken,
+    system_failure_code: u8,
 ) -> Result<(), ExecutorError> {
     let host = stages::config::load_host_stage(config)?;
     let run_as = match host.local_user {
@@ -70,7 +72,7 @@ pub async fn run_local(
             builds_dir: host.builds_root.join(context::load()?.job.id.to_string()),
         },
     };
-    match local::run_script(script, &run_as, cancel).await? {
+    match local::run_script(script, &run_as, system_failure_code)? {
         0 => Ok(()),
         code => Err(ExecutorError::Script(code)),
     }

@@ -109,6 +109,9 @@ fn run(args: Args) -> e2e::Result<bool> {
     // sagemaker-executor's small run binary, when it sits beside the driver (as installed).
     let run_binary = executor.with_file_name("sagemaker-executor-run");
     if run_binary.is_file() {
+        if let Some(config_exec) = config.config_exec.as_mut() {
+            config_exec.exec.clone_from(&run_binary);
+        }
         config.run_exec.exec = run_binary;
     }
     config.builds_dir = args.builds_dir.clone();

@@ -17,7 +17,7 @@ use crate::runner::RunnerConfig;
 /// The region of the config and of every AWS client.
 pub const REGION: &str = "us-east-1";
 
-/// The runner's `run_exec`, installed beside the full binary.
+/// The runner's `config_exec` and `run_exec`, installed beside the full binary.
 pub const RUN_BINARY: &str = "sagemaker-executor-run";
 
 /// `[staging] bucket`.
@@ -213,8 +213,13 @@ user = "{user}"
         let mut runner = RunnerConfig::for_driver(&self.binary, &["--config", &config])
             .with_test_timeouts()
             .with_env("GIT_CONFIG_GLOBAL", gitconfig.to_string_lossy());
-        // As installed: run_exec is the small binary, which hands AWS stages to the full one.
-        runner.run_exec.exec = self.binary.with_file_name(RUN_BINARY);
+        // As installed: config_exec and run_exec are the small binary, which hands AWS stages
+        // to the full one.
+        let small = self.binary.with_file_name(RUN_BINARY);
+        if let Some(config_exec) = runner.config_exec.as_mut() {
+            config_exec.exec.clone_from(&small);
+        }
+        runner.run_exec.exec = small;
         runner
     }
 
