@@ -125,21 +125,20 @@ fn script_in_memory(script: &Path) -> Result<OwnedFd, ExecutorError> {
     Ok(OwnedFd::from(file))
 }
 
-/// The first executable `bash` on `PATH`, as `execvp` would pick it, found with `stat` rather
+/// The first executable `bash` on `path` (`PATH`), as `execvp` would pick it, found with `stat` rather
 /// than an `execve` that fails in every directory before it; plain `bash` when none is found
 /// (the spawn then says so).
-fn bash() -> PathBuf {
+fn bash(path: Option<std::ffi::OsString>) -> PathBuf {
     use std::os::unix::fs::PermissionsExt as _;
-    std::env::var_os("PATH")
-        .and_then(|path| {
-            std::env::split_paths(&path)
-                .map(|dir| dir.join("bash"))
-                .find(|p| {
-                    std::fs::metadata(p)
-                        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-                })
-        })
-        .unwrap_or_else(|| PathBuf::from("bash"))
+    path.and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join("bash"))
+            .find(|p| {
+                std::fs::metadata(p)
+                    .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            })
+    })
+    .unwrap_or_else(|| PathBuf::from("bash"))
 }
 
 /// Runs `script` with bash as `run_as` and returns its exit status (128 + signal when killed).
@@ -153,7 +152,7 @@ pub fn run_script(
     run_as: &RunAs,
     system_failure_code: u8,
 ) -> Result<i32, ExecutorError> {
-    let mut cmd = Command::new(bash());
+    let mut cmd = Command::new(bash(std::env::var_os("PATH")));
     let mut held: Option<OwnedFd> = None;
     match run_as {
         RunAs::Executor => {
@@ -307,7 +306,7 @@ impl Drop for Signals {
 
 #[cfg(test)]
 mod tests {
-    use super::scrubbed;
+    use super::{bash, scrubbed};
 
     #[test]
     fn credentials_and_payload_are_scrubbed() {
@@ -324,5 +323,26 @@ mod tests {
         for k in ["PATH", "HOME", "TMPDIR", "CI_PROJECT_DIR"] {
             assert!(!scrubbed(k), "{k}");
         }
+    }
+
+    #[test]
+    fn bash_is_the_first_executable_one_on_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let (plain, runnable) = (dir.path().join("a"), dir.path().join("b"));
+        for d in [&plain, &runnable] {
+            std::fs::create_dir(d).unwrap();
+        }
+        // Not executable: execvp would pass over it too.
+        std::fs::write(plain.join("bash"), "").unwrap();
+        std::fs::write(runnable.join("bash"), "").unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(
+            runnable.join("bash"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        let path = std::env::join_paths([&plain, &runnable]).unwrap();
+        assert_eq!(bash(Some(path)), runnable.join("bash"));
+        assert_eq!(bash(None), std::path::PathBuf::from("bash"));
     }
 }

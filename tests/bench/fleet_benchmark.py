@@ -16,7 +16,10 @@ Every scenario runs against its own fresh simulator (tests/sim) a training job w
   4. a boto3 loop (DescribeTrainingJob + GetLogEvents on the job's stream every 5 s, printing
      lines), what glue scripts do, on such a job;
   5. --jobs concurrent jobs of ours on one host (one config, so one host watcher), once polling
-     and once push, started 0.1 s apart.
+     and once push, started 0.1 s apart;
+  6. the same push fleet under the simulator's faults (LIVE_TAIL_FAULTS and EVENT_FAULTS below):
+     in every Live Tail session a sampled update, a duplicated one, one delivered an update late,
+     and the session dropped after 90 updates; every state-change event delivered twice.
 For each it prints a Markdown table row:
   * AWS calls per minute per job at steady state: the simulator's call log (/_sim/calls), S3
     staging excluded, between the first minute after the last follower started and the first
@@ -37,10 +40,10 @@ AWS quotas of one account (constants below, each with its source).
 Usage (from the repo root, after `bash tests/sim/setup.sh` and
 `cargo build --release -p sagemaker-executor`):
   .venv/bin/python tests/bench/fleet_benchmark.py [--minutes 3] [--jobs 100]
-      [--only ours-poll,ours-push,sdk,boto3,fleet-poll,fleet-push] [--keep]
+      [--only ours-poll,ours-push,sdk,boto3,fleet-poll,fleet-push,fleet-push-faults] [--keep]
       [--exe target/release/sagemaker-executor]
   .venv/bin/python tests/bench/fleet_benchmark.py --quick      # 1.5 min, 10 jobs, 30 s warm-up
-The defaults take about 20 minutes on 2 cores (--quick about 12); --keep leaves each scenario's
+The defaults take about 25 minutes on 2 cores (--quick about 14); --keep leaves each scenario's
 work dir (config, the followers' stdout and stderr, the simulator's call log) in /tmp.
 """
 import argparse
@@ -315,6 +318,25 @@ def boto3_client(service, endpoint):
                         aws_access_key_id="b", aws_secret_access_key="b")
 
 
+# Faults of the fault row, repeated in every Live Tail session (the watcher's session is dropped
+# every 90 updates, so each job sees them again): a sampled update, a duplicated one, one a
+# second late; and every state-change event delivered twice.
+LIVE_TAIL_FAULTS = [
+    {"kind": "sample", "keep_every": 2, "after_updates": 20, "count": -1},
+    {"kind": "duplicate", "after_updates": 40, "count": -1},
+    {"kind": "reorder", "after_updates": 60, "count": -1},
+    {"kind": "drop_session", "after_updates": 90, "count": -1},
+]
+EVENT_FAULTS = [{"kind": "duplicate", "copies": 2, "count": -1}]
+
+
+def sim_post(endpoint, path, body):
+    request = urllib.request.Request(endpoint + path, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request) as r:
+        r.read()
+
+
 def sim_calls(endpoint):
     with urllib.request.urlopen(endpoint + "/_sim/calls") as r:
         return json.load(r)["calls"]
@@ -449,11 +471,14 @@ def scenario(a, key, label):
     sim, endpoint = start_sim(os.path.join(work, "builds"))
     try:
         boto3_client("s3", endpoint).create_bucket(Bucket=BUCKET)
+        if key.endswith("-faults"):
+            sim_post(endpoint, "/_sim/livetail-faults", {"rules": LIVE_TAIL_FAULTS})
+            sim_post(endpoint, "/_sim/event-faults", {"rules": EVENT_FAULTS})
         if key in ("sdk", "boto3"):
             followers, cfg = [peer_follower(a, work, endpoint, key)], None
         else:
             jobs = a.jobs if key.startswith("fleet") else 1
-            followers, cfg = executor_followers(a, work, endpoint, key.endswith("push"), jobs)
+            followers, cfg = executor_followers(a, work, endpoint, "push" in key, jobs)
         sampler = Sampler(sim.pid, cfg)
         last_start = max(f.start_at for f in followers)
         run_followers(followers, sampler, last_start + a.seconds + 300)
@@ -573,7 +598,8 @@ def sdk_version():
 SCENARIOS = [("ours-poll", "ours, polling"), ("ours-push", "ours, push (queue + Live Tail, host watcher)"),
              ("sdk", f"SageMaker Python SDK {sdk_version()} `logs_for_job`"),
              ("boto3", f"boto3 loop (Describe + GetLogEvents every {BOTO3_LOOP_INTERVAL} s)"),
-             ("fleet-poll", "ours x{jobs}, polling"), ("fleet-push", "ours x{jobs}, push (one host watcher)")]
+             ("fleet-poll", "ours x{jobs}, polling"), ("fleet-push", "ours x{jobs}, push (one host watcher)"),
+             ("fleet-push-faults", "ours x{jobs}, push, under Live Tail and event faults")]
 
 
 def main():
