@@ -1,7 +1,8 @@
 //! Live Tail lines under a paused clock: a scripted session (updates, sampling, a dropped
 //! session, duplicated and late updates) over an in-memory CloudWatch that answers GetLogEvents
-//! (aws-smithy-mocks), polled every second as the feed does, then the final drain. Every test
-//! checks the whole output: each line once, in its stream's order.
+//! (aws-smithy-mocks), polled every second (as often as updates come) or read by the feed as it
+//! reads a pushed source, then the final drain. Every test checks the whole output: each line
+//! once, in its stream's order.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -164,7 +165,7 @@ fn setup(streams: Streams) -> (LiveLines<NoLines<u32>>, Sim) {
     )
 }
 
-/// Polls as the feed does with Live Tail: once a second, for `secs` seconds.
+/// Polls once a second, as often as Live Tail's updates come, for `secs` seconds.
 async fn run(lines: &mut LiveLines<NoLines<u32>>, secs: u64, out: &mut Vec<String>) {
     for _ in 0..secs {
         tokio::time::sleep(Duration::from_secs(1)).await;

@@ -4,8 +4,9 @@
 //! A log subscriber gets `Started` at once (nothing before it was seen), then every update of
 //! its group's session with only its own streams' events, and every gap. An update without any
 //! of its events says only that the session is alive and unsampled: it goes out once after each
-//! start, gap or sampled update, not every second, so a quiet job is not woken. A subscriber that reads too slowly has
-//! updates dropped and is told so with a gap before the next one, as a job's own session does.
+//! start, gap or sampled update, not every second, so a quiet job is not woken. A subscriber
+//! that reads too slowly has updates dropped and is told so with a gap before the next one, as
+//! a job's own session does.
 //! An event subscriber gets `Relax` once the queue delivers, `Changed` for each event about its
 //! resource, and `Lost` if the queue fails. A job's own subscription ends with its connection.
 //!
