@@ -194,10 +194,34 @@ pub fn run_script(
             let _ = killpg(g, signal);
         }
     };
+    let waited = wait(&mut child, &signals, &kill, system_failure_code);
+    // Whatever the script left running in its group goes with it (its output pipe is the job
+    // log), and so does the script itself if the wait failed.
+    kill(Signal::SIGKILL);
+    if waited.is_err() {
+        let _ = child.wait();
+    }
+    drop(signals);
+    let status = waited?;
+    use std::os::unix::process::ExitStatusExt;
+    Ok(status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}
+
+/// Waits for `child`. The first SIGTERM or SIGINT sends SIGTERM to its group (through `kill`) and
+/// SIGKILL after [`LOCAL_GRACE`]; a second one kills the group and exits the process.
+fn wait(
+    child: &mut std::process::Child,
+    signals: &Signals,
+    kill: &dyn Fn(Signal),
+    system_failure_code: u8,
+) -> Result<std::process::ExitStatus, ExecutorError> {
+    let mut stopping = false;
     let mut kill_at: Option<Instant> = None;
-    let status = loop {
+    loop {
         if let Some(status) = child.try_wait().map_err(ExecutorError::Spawn)? {
-            break status;
+            return Ok(status);
         }
         if kill_at.is_some_and(|at| at <= Instant::now()) {
             kill(Signal::SIGKILL);
@@ -205,8 +229,9 @@ pub fn run_script(
         }
         match signals.next(kill_at)? {
             None => {}
-            Some(signal) if kill_at.is_none() => {
+            Some(signal) if !stopping => {
                 eprintln!("sagemaker-executor: received {signal}; stopping the stage's script");
+                stopping = true;
                 kill(Signal::SIGTERM);
                 kill_at = Some(Instant::now() + LOCAL_GRACE);
             }
@@ -216,14 +241,7 @@ pub fn run_script(
                 std::process::exit(i32::from(system_failure_code));
             }
         }
-    };
-    // Whatever the script left running in its group goes with it: its output pipe is the job log.
-    kill(Signal::SIGKILL);
-    drop(signals);
-    use std::os::unix::process::ExitStatusExt;
-    Ok(status
-        .code()
-        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+    }
 }
 
 /// SIGTERM, SIGINT and SIGCHLD while a local script runs: each sets its flag and wakes a
