@@ -240,6 +240,13 @@ def _s3_allowed(policies: list[dict], action: str, bucket: str, key: str | None 
     return decide(policies, action, resource, context) == ALLOWED
 
 
+def _require_object_read(policies, bucket: str, key: str) -> None:
+    """Raise AccessDenied, as SageMaker's download does, when the role may not read the object."""
+    if not _s3_allowed(policies, "s3:GetObject", bucket, key):
+        raise AccessDenied(f"ClientError: Data download failed:Unable to download object "
+                           f"s3://{bucket}/{key} {S3_DENIED}")
+
+
 def check_manifest_input(policies, uri: str, manifest_entries) -> None:
     """Raise AccessDenied when the role may not read a ManifestFile channel's manifest or an
     object it names."""
@@ -253,9 +260,7 @@ def check_manifest_input(policies, uri: str, manifest_entries) -> None:
         return  # an unreadable manifest fails the download itself, with its own reason
     for _rel, obj in entries:
         b, _, k = obj[5:].partition("/")
-        if not _s3_allowed(policies, "s3:GetObject", b, k):
-            raise AccessDenied(f"ClientError: Data download failed:Unable to download object "
-                               f"{obj} {S3_DENIED}")
+        _require_object_read(policies, b, k)
 
 
 def check_training_input(account: str, role_arn: str | None, channels: list[dict],
@@ -285,9 +290,8 @@ def check_training_input(account: str, role_arn: str | None, channels: list[dict
         except Exception:
             continue  # a missing bucket fails the download itself, with its own reason
         for key in keys:
-            if not key.endswith("/") and not _s3_allowed(policies, "s3:GetObject", bucket, key):
-                raise AccessDenied(f"ClientError: Data download failed:Unable to download "
-                                   f"object s3://{bucket}/{key} {S3_DENIED}")
+            if not key.endswith("/"):
+                _require_object_read(policies, bucket, key)
 
 
 def check_training_output(account: str, role_arn: str | None, uris: list[str]) -> None:

@@ -89,22 +89,33 @@ def download_prefix(uri: str, dest_dir: str, *, account_id: str = DEFAULT_ACCOUN
     A key equal to the prefix (a single-object "prefix") is stored under its base name.
     shard=(i, n) keeps every n-th key starting at i (ShardedByS3Key)."""
     bucket, prefix = parse_uri(uri)
-    keys = list_keys(uri, account_id=account_id)
-    if shard:
-        i, n = shard
-        keys = keys[i::n]
     os.makedirs(dest_dir, exist_ok=True)
+    entries = [(k[len(prefix):].lstrip("/") if k != prefix else os.path.basename(k),
+                f"s3://{bucket}/{k}")
+               for k in _sharded(list_keys(uri, account_id=account_id), shard)
+               if not k.endswith("/")]  # "folder" placeholder objects
+    return _write_objects(entries, dest_dir, account_id)
+
+
+def _sharded(items: list, shard: tuple[int, int] | None) -> list:
+    """Every n-th item starting at i for shard=(i, n) (ShardedByS3Key); all without one."""
+    if not shard:
+        return items
+    i, n = shard
+    return items[i::n]
+
+
+def _write_objects(entries: list[tuple[str, str]], dest_dir: str, account_id: str) -> int:
+    """Write each (relative path, s3 URI) below dest_dir, skipping paths that would leave it;
+    returns how many were written."""
     count = 0
-    for k in keys:
-        if k.endswith("/"):
-            continue  # "folder" placeholder objects
-        rel = k[len(prefix):].lstrip("/") if k != prefix else os.path.basename(k)
+    for rel, obj in entries:
         safe = _safe_rel(rel)
         if safe is None:
             continue
         path = os.path.join(dest_dir, safe)
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        data = get_bytes(f"s3://{bucket}/{k}", account_id=account_id)
+        data = get_bytes(obj, account_id=account_id)
         with open(path, "wb") as f:
             f.write(data)
         count += 1
@@ -133,21 +144,8 @@ def download_manifest(uri: str, dest_dir: str, *, account_id: str = DEFAULT_ACCO
                       shard: tuple[int, int] | None = None) -> int:
     """Download the objects a manifest names into dest_dir by their relative keys (ShardedByS3Key:
     every n-th one starting at i)."""
-    entries = manifest_uris(uri, account_id=account_id)
-    if shard:
-        i, n = shard
-        entries = entries[i::n]
-    count = 0
-    for rel, obj in entries:
-        safe = _safe_rel(rel)
-        if safe is None:
-            continue
-        path = os.path.join(dest_dir, safe)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "wb") as f:
-            f.write(get_bytes(obj, account_id=account_id))
-        count += 1
-    return count
+    entries = _sharded(manifest_uris(uri, account_id=account_id), shard)
+    return _write_objects(entries, dest_dir, account_id)
 
 
 def put_bytes(uri: str, data: bytes, *, account_id: str = DEFAULT_ACCOUNT,
