@@ -7,16 +7,15 @@
 //! runner's temp dir, so the script reaches bash as an in-memory file (`/dev/fd/N`), and the
 //! script runs in the job's builds dir with its own `HOME` and `TMPDIR` there.
 
+use std::io::Read as _;
 use std::os::fd::{AsFd as _, AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
-use std::io::Read as _;
-use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{Signal, killpg};
@@ -125,9 +124,9 @@ fn script_in_memory(script: &Path) -> Result<OwnedFd, ExecutorError> {
     Ok(OwnedFd::from(file))
 }
 
-/// The first executable `bash` on `path` (`PATH`), as `execvp` would pick it, found with `stat` rather
-/// than an `execve` that fails in every directory before it; plain `bash` when none is found
-/// (the spawn then says so).
+/// The first executable `bash` on `path` (`PATH`), as `execvp` would pick it, found with `stat`
+/// rather than an `execve` that fails in every directory before it; plain `bash` when none is
+/// found (the spawn then says so).
 fn bash(path: Option<std::ffi::OsString>) -> PathBuf {
     use std::os::unix::fs::PermissionsExt as _;
     path.and_then(|path| {
@@ -144,9 +143,8 @@ fn bash(path: Option<std::ffi::OsString>) -> PathBuf {
 /// Runs `script` with bash as `run_as` and returns its exit status (128 + signal when killed).
 ///
 /// Synchronous on purpose: a local stage is a short script, and not starting an async runtime
-/// is most of what keeps its overhead over plain bash small. The first SIGTERM or SIGINT sends
-/// SIGTERM to the script's process group and SIGKILL after [`LOCAL_GRACE`]; a second one kills
-/// the group and exits with `system_failure_code` at once.
+/// is most of what keeps its overhead over plain bash small. Signals are handled as [`wait`]
+/// says; a second one exits with `system_failure_code`.
 pub fn run_script(
     script: &Path,
     run_as: &RunAs,

@@ -1,8 +1,9 @@
 //! The log feed: a task that reads a job's log source and hands rendered lines to the wait loop
 //! over a channel, so log reads never wait for status calls (or the reverse). A polled source is
 //! read at the feed's cadence; a pushed one (Live Tail) is read when it says it is ready, so a
-//! quiet job costs no wake-up at all. The wait loop tells the source what the status says (which streams are live); at
-//! the end, [`LogFeed::finish`] stops the task, takes the source back, and drains it.
+//! quiet job costs no wake-up at all. The wait loop tells the source what the status says
+//! (which streams are live); at the end, [`LogFeed::finish`] stops the task, takes the source
+//! back, and drains it.
 //!
 //! # Guarantees
 //! - Stopping the task mid-read is safe: the tailer moves no cursor for a call that did not
